@@ -1,0 +1,187 @@
+"""The `genfleet` command."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from shared import processes
+from shared.jobstore import JobStore
+from shared.queue import enqueue, publisher
+from shared.redis_server import client
+from shared.schema import Job, JobRequest
+from shared.settings import Settings, get_settings
+from shared.storage import LocalStorage, open_storage
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"genfleet: {message}", file=sys.stderr)
+    return code
+
+
+def _requests(args: argparse.Namespace) -> list[JobRequest]:
+    fields = {"negative_prompt": args.negative, "width": args.width, "height": args.height, "steps": args.steps,
+              "guidance": args.guidance, "seed": args.seed, "num_images": args.num_images, "model": args.model}
+    return [JobRequest(prompt=p, **{k: v for k, v in fields.items() if v is not None}) for p in args.prompts]
+
+
+def _where(url: str, settings: Settings) -> str:
+    storage = open_storage(settings.storage_url, settings.s3_endpoint_url)
+    if isinstance(storage, LocalStorage) and url.startswith("file://"):
+        path = Path(url.removeprefix("file://"))
+        return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+    return url
+
+
+def _report(job: Job, settings: Settings) -> None:
+    t = job.timings
+    total = (job.finished_at - job.created_at).total_seconds() if job.finished_at else 0.0
+    parts = ", ".join(f"{k.removesuffix('_s')} {v:.2f}s" for k, v in t.items())
+    print(f"job {job.id} {job.status.value} in {total:.2f}s ({parts})")
+    if job.error:
+        print(f"  error: {job.error}")
+    for o in job.outputs:
+        score = "n/a" if o.score is None else f"{o.score:.3f}"
+        print(f"  {_where(o.url, settings)}  seed {o.seed}  score {score}  {o.width}x{o.height}")
+
+
+def _wait(store: JobStore, ids: list, worker: subprocess.Popen | None, log: Path, timeout_s: float) -> list[Job]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        jobs = [store.get(i) for i in ids]
+        if all(j is not None and j.status.terminal for j in jobs):
+            return jobs  # type: ignore[return-value]
+        if worker is not None and worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {worker.returncode}; its log:\n{processes.tail(log)}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"jobs not finished after {timeout_s:.0f}s")
+        time.sleep(0.1)
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        requests = _requests(args)
+    except ValidationError as e:
+        err = e.errors()[0]
+        return _fail(f"{'.'.join(map(str, err['loc'])) or 'request'}: {err['msg']}")
+    log = settings.data_dir / "worker.log"
+    with processes.redis_for(settings) as url:
+        store = JobStore(client(url), settings.job_ttl_s)
+        worker = None if args.no_worker else processes.spawn(
+            processes.worker_command(settings), processes.worker_env(url, 0), log)
+        try:
+            app = publisher(settings, url)
+            jobs = [Job.new(r, settings.model) for r in requests]
+            for job in jobs:
+                enqueue(job, store, app, settings.queue)
+            print(f"queued {len(jobs)} job(s); waiting" + ("" if args.no_worker else f" (worker log: {log})"))
+            done = _wait(store, [j.id for j in jobs], worker, log, args.timeout)
+        except (RuntimeError, TimeoutError) as e:
+            return _fail(str(e), 1)
+        finally:
+            if worker is not None:
+                processes.stop(worker)
+    for job in done:
+        _report(job, settings)
+    return 0 if all(j.status.value == "succeeded" for j in done) else 1
+
+
+def _run_children(children: list[subprocess.Popen]) -> int:
+    """Waits until any child exits or Ctrl-C, then stops them all."""
+    try:
+        while all(c.poll() is None for c in children):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    codes = [processes.stop(c) for c in children]
+    return next((c for c in codes if c not in (0, -15)), 0)
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    with processes.redis_for(settings) as url:
+        api = processes.spawn(processes.api_command(args.host, args.port), processes.child_env(url))
+        worker = processes.spawn(processes.worker_command(settings), processes.worker_env(url, settings.metrics_port))
+        print(f"genfleet up: API on http://{args.host}:{args.port} (docs at /docs), one worker; Ctrl-C stops")
+        return _run_children([api, worker])
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    with processes.redis_for(settings) as url:
+        return _run_children([processes.spawn(processes.api_command(args.host, args.port), processes.child_env(url))])
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+    with processes.redis_for(settings) as url:
+        return _run_children([processes.spawn(processes.worker_command(settings, args.loglevel),
+                                              processes.worker_env(url, port))])
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    with processes.redis_for(settings) as url:
+        job = JobStore(client(url), settings.job_ttl_s).get(args.id)
+    if job is None:
+        return _fail(f"no job {args.id}", 1)
+    print(job.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_module(module: str):
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        return subprocess.call([sys.executable, "-m", module, *args.rest])
+
+    return run
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genfleet", description="Distributed text-to-image generation.")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="run prompts through the whole system, print where the images are")
+    g.add_argument("prompts", nargs="+", metavar="PROMPT")
+    g.add_argument("-n", "--num-images", type=int, default=None)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--steps", type=int)
+    g.add_argument("--guidance", type=float)
+    g.add_argument("--width", type=int)
+    g.add_argument("--height", type=int)
+    g.add_argument("--negative", help="negative prompt")
+    g.add_argument("--model", help="default: GENFLEET_MODEL")
+    g.add_argument("--timeout", type=float, default=900)
+    g.add_argument("--no-worker", action="store_true", help="use the workers already running on the queue")
+    g.set_defaults(func=cmd_generate)
+    for name, fn, text in (("up", cmd_up, "API and one worker together, in the foreground"),
+                           ("api", cmd_api, "serve the HTTP API")):
+        a = sub.add_parser(name, help=text)
+        a.add_argument("--host", default="127.0.0.1")
+        a.add_argument("--port", type=int, default=8000)
+        a.set_defaults(func=fn)
+    w = sub.add_parser("worker", help="run a GPU (or CPU) worker")
+    w.add_argument("--metrics-port", type=int, help="default: GENFLEET_METRICS_PORT; 0 turns metrics off")
+    w.add_argument("--loglevel", default="INFO")
+    w.set_defaults(func=cmd_worker)
+    s = sub.add_parser("status", help="print a job's record")
+    s.add_argument("id")
+    s.set_defaults(func=cmd_status)
+    for name, module in (("train-embedded", "workers.embedded.train"), ("eval-embedded", "workers.embedded.evaluate")):
+        m = sub.add_parser(name, help=f"python -m {module} (--help for its options)", add_help=False)
+        m.add_argument("rest", nargs=argparse.REMAINDER)
+        m.set_defaults(func=cmd_module(module))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValidationError as e:
+        return _fail(f"bad settings: {e}")
+    return args.func(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

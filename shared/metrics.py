@@ -1,0 +1,39 @@
+"""Every Prometheus metric genfleet exports. Names start with `genfleet_`, units are suffixes.
+
+Worker metrics are written by prefork children; the worker's main process serves them all with
+prometheus-client's multiprocess collector (PROMETHEUS_MULTIPROC_DIR, set by `genfleet worker`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+
+_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+# API
+HTTP_REQUESTS = Counter("genfleet_http_requests_total", "HTTP requests served", ["route", "method", "status"])
+HTTP_LATENCY = Histogram("genfleet_http_request_duration_seconds", "HTTP request latency", ["route", "method"],
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+JOBS_ENQUEUED = Counter("genfleet_jobs_enqueued_total", "Jobs accepted and queued", ["model"])
+
+# Worker
+JOBS_FINISHED = Counter("genfleet_jobs_finished_total", "Jobs that reached a terminal status", ["model", "status"])
+IMAGES_GENERATED = Counter("genfleet_images_generated_total", "Images written to storage", ["model"])
+SAMPLE_SECONDS = Histogram("genfleet_sample_seconds", "Pipeline call duration", ["model"], buckets=_SECONDS)
+STORE_SECONDS = Histogram("genfleet_store_seconds", "PNG encode and upload duration per job", ["model"],
+                          buckets=_SECONDS)
+QUEUE_WAIT_SECONDS = Histogram("genfleet_queue_wait_seconds", "Time from enqueue to start", ["model"],
+                               buckets=_SECONDS)
+MODEL_LOAD_SECONDS = Gauge("genfleet_model_load_seconds", "Seconds the last load of a model took", ["model"],
+                           multiprocess_mode="max")
+
+
+def multiprocess_registry() -> CollectorRegistry:
+    """A registry that reads every process's metric files (for the worker's main process to serve)."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        raise RuntimeError("PROMETHEUS_MULTIPROC_DIR is not set")
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry

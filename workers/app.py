@@ -1,0 +1,94 @@
+"""The Celery app and its one task. Start it with `genfleet worker` (or `celery -A workers.app worker`).
+
+Reliability settings come from Celery's own docs and bug tracker: JSON only, late acks, a message whose worker
+died goes back to the queue, one job at a time per process with a prefetch deep enough to batch from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import Celery, signals
+from prometheus_client import multiprocess, start_http_server
+
+from shared import metrics
+from shared.jobstore import JobStore
+from shared.queue import GENERATE_TASK, celery_config
+from shared.redis_server import client
+from shared.schema import Job, JobStatus
+from shared.settings import get_settings
+from shared.storage import open_storage
+from workers.models import PipelineCache, resolve_device
+from workers.runner import Context, run_job
+from workers.scoring import ScorerSet
+
+log = logging.getLogger(__name__)
+settings = get_settings()
+if not settings.redis_url:
+    raise SystemExit("GENFLEET_REDIS_URL is not set: run `genfleet worker`, which starts the embedded Redis")
+
+app = Celery("genfleet")
+app.conf.update(celery_config(settings, settings.redis_url))
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_time_limit=settings.hard_time_limit_s,
+    task_soft_time_limit=settings.soft_time_limit_s,
+    worker_concurrency=1,  # one warm pipeline per process, one process per accelerator
+    worker_prefetch_multiplier=settings.max_batch,
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+)
+
+_context: Context | None = None
+
+
+def context() -> Context:
+    global _context
+    if _context is None:
+        _context = Context(
+            settings=settings,
+            store=JobStore(client(settings.redis_url), settings.job_ttl_s),
+            storage=open_storage(settings.storage_url, settings.s3_endpoint_url),
+            pipelines=PipelineCache(resolve_device(settings.device)),
+            scorers=ScorerSet(),
+        )
+    return _context
+
+
+def observe(job: Job) -> None:
+    metrics.JOBS_FINISHED.labels(job.model, job.status.value).inc()
+    if job.status is JobStatus.succeeded:
+        metrics.IMAGES_GENERATED.labels(job.model).inc(len(job.outputs))
+    for name, hist in (("sample_s", metrics.SAMPLE_SECONDS), ("store_s", metrics.STORE_SECONDS),
+                       ("queued_s", metrics.QUEUE_WAIT_SECONDS)):
+        if name in job.timings:
+            hist.labels(job.model).observe(job.timings[name])
+
+
+@app.task(name=GENERATE_TASK)
+def generate(job: dict) -> str:
+    done = run_job(Job.model_validate(job), context())
+    observe(done)
+    return done.status.value
+
+
+@signals.worker_process_init.connect
+def _warm(**_) -> None:
+    """Loads the default model as the process starts, so the first job does not pay for it."""
+    ctx = context()
+    ctx.pipelines.get(settings.model)
+    metrics.MODEL_LOAD_SECONDS.labels(settings.model).set(ctx.pipelines.load_seconds[settings.model])
+
+
+@signals.worker_init.connect
+def _serve_metrics(**_) -> None:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ and settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=metrics.multiprocess_registry())
+        log.info("metrics on :%d/metrics", settings.metrics_port)
+
+
+@signals.worker_process_shutdown.connect
+def _forget_process(pid: int | None = None, **_) -> None:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        multiprocess.mark_process_dead(pid or os.getpid())

@@ -1,0 +1,124 @@
+"""The embedded text-to-image pipeline: a pixel-space UNet conditioned on a word encoder, with guidance.
+
+It is a `DiffusionPipeline` and takes the same call as Stable Diffusion's (prompt list, negative prompts, one
+generator per image, steps, guidance, a step-end callback), so the worker serves it on the same code path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, ImagePipelineOutput, UNet2DModel
+from diffusers.utils.torch_utils import randn_tensor
+
+from workers.embedded.data import COLOUR_NAMES, RESOLUTION
+from workers.embedded.text_encoder import WordEncoder
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+PIPELINE_DIR = WEIGHTS_DIR / "pipeline"
+WORDS = ["a", "an", "cat", "with", "hat", "and", "the", "wearing", *COLOUR_NAMES]
+DEFAULT_STEPS = 15
+DEFAULT_GUIDANCE = 3.0
+
+
+def build_unet() -> UNet2DModel:
+    """About 1M parameters: convolutions at 32 and 16, one attention layer in the 8x8 middle."""
+    return UNet2DModel(
+        sample_size=RESOLUTION,
+        block_out_channels=(32, 64, 96),
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=16,
+        attention_head_dim=32,
+        class_embed_type="identity",
+        resnet_time_scale_shift="scale_shift",
+    )
+
+
+def build_scheduler() -> DPMSolverMultistepScheduler:
+    return DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                                       algorithm_type="dpmsolver++", solver_order=2)
+
+
+def build_pipeline() -> "CatHatPipeline":
+    """A fresh, untrained pipeline (training starts here)."""
+    return CatHatPipeline(unet=build_unet(), text_encoder=WordEncoder(WORDS, out_dim=128), scheduler=build_scheduler())
+
+
+class CatHatPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->unet"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, unet: UNet2DModel, text_encoder: WordEncoder, scheduler: DPMSolverMultistepScheduler):
+        super().__init__()
+        self.register_modules(unet=unet, text_encoder=text_encoder, scheduler=scheduler)
+        self._interrupt = False
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    def _conditioning(self, prompts: list[str], negative: list[str] | None, guided: bool) -> torch.Tensor:
+        cond = self.text_encoder.encode(prompts)
+        if not guided:
+            return cond
+        return torch.cat([self.text_encoder.encode(negative or [""] * len(prompts)), cond])
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        **_unused,
+    ):
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
+        if negative is not None and num_images_per_prompt > 1:
+            negative = [n for n in negative for _ in range(num_images_per_prompt)]
+        guided = guidance_scale > 1.0
+        height, width = height or RESOLUTION, width or RESOLUTION
+        self._interrupt = False
+        dtype = self.unet.dtype
+        cond = self._conditioning(prompts, negative, guided).to(dtype)
+        shape = (len(prompts), self.unet.config.in_channels, height, width)
+        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            if self.interrupt:
+                break
+            model_in = torch.cat([latents] * 2) if guided else latents
+            eps = self.unet(model_in, t, class_labels=cond).sample
+            if guided:
+                uncond, text = eps.chunk(2)
+                eps = uncond + guidance_scale * (text - uncond)
+            latents = self.scheduler.step(eps, t, latents).prev_sample
+            if callback_on_step_end is not None:
+                out = callback_on_step_end(self, i, t, {"latents": latents}) or {}
+                latents = out.get("latents", latents)
+        images = (latents / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            out = images
+        else:
+            out = images.permute(0, 2, 3, 1).float().cpu().numpy()
+            if output_type == "pil":
+                out = self.numpy_to_pil(out)
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=out) if return_dict else (out,)
+
+
+def load_embedded(path: Path = PIPELINE_DIR, **kwargs) -> CatHatPipeline:
+    """The shipped pipeline, from the package's own files: no network, no hub."""
+    return CatHatPipeline.from_pretrained(str(path), local_files_only=True, **kwargs)

@@ -1,0 +1,36 @@
+"""PNG encoding with the job's provenance in text chunks, and the manifest."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from shared.schema import ImageOutput, Job
+
+
+def png_bytes(image: Image.Image, job: Job, seed: int, score: float | None, compress_level: int) -> bytes:
+    """The PNG, carrying prompt, seed, model and score so a file alone says how it was made."""
+    info = PngInfo()
+    req = job.request
+    for key, value in (("prompt", req.prompt), ("negative_prompt", req.negative_prompt or ""),
+                       ("seed", str(seed)), ("model", job.model), ("score", "" if score is None else f"{score:.4f}"),
+                       ("job_id", str(job.id)), ("steps", "" if req.steps is None else str(req.steps)),
+                       ("guidance", "" if req.guidance is None else str(req.guidance))):
+        info.add_text(key, value)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info, compress_level=compress_level)
+    return buf.getvalue()
+
+
+def manifest_bytes(job: Job, outputs: list[ImageOutput]) -> bytes:
+    body = {
+        "job_id": str(job.id),
+        "model": job.model,
+        "seed": job.seed,
+        "request": job.request.model_dump(mode="json"),
+        "images": [o.model_dump(mode="json") for o in outputs],
+    }
+    return json.dumps(body, indent=2).encode()
