@@ -131,11 +131,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_module(module: str):
-    def run(args: argparse.Namespace, settings: Settings) -> int:
-        return subprocess.call([sys.executable, "-m", module, *args.rest])
-
-    return run
+# Commands that are whole programs of their own (in workers/, which shared/ must not import): their options
+# pass through untouched.
+PASS_THROUGH = {"train-embedded": "workers.embedded.train", "eval-embedded": "workers.embedded.evaluate"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -167,14 +165,15 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="print a job's record")
     s.add_argument("id")
     s.set_defaults(func=cmd_status)
-    for name, module in (("train-embedded", "workers.embedded.train"), ("eval-embedded", "workers.embedded.evaluate")):
-        m = sub.add_parser(name, help=f"python -m {module} (--help for its options)", add_help=False)
-        m.add_argument("rest", nargs=argparse.REMAINDER)
-        m.set_defaults(func=cmd_module(module))
+    for name, module in PASS_THROUGH.items():
+        sub.add_parser(name, help=f"python -m {module} (--help for its options)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASS_THROUGH:
+        return subprocess.call([sys.executable, "-m", PASS_THROUGH[argv[0]], *argv[1:]])
     args = parser().parse_args(argv)
     try:
         settings = get_settings()

@@ -22,6 +22,8 @@ JOBS_ENQUEUED = Counter("genfleet_jobs_enqueued_total", "Jobs accepted and queue
 JOBS_FINISHED = Counter("genfleet_jobs_finished_total", "Jobs that reached a terminal status", ["model", "status"])
 IMAGES_GENERATED = Counter("genfleet_images_generated_total", "Images written to storage", ["model"])
 SAMPLE_SECONDS = Histogram("genfleet_sample_seconds", "Pipeline call duration", ["model"], buckets=_SECONDS)
+BATCH_IMAGES = Histogram("genfleet_batch_images", "Images in the pipeline call a job's images were part of",
+                         ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 STORE_SECONDS = Histogram("genfleet_store_seconds", "PNG encode and upload duration per job", ["model"],
                           buckets=_SECONDS)
 QUEUE_WAIT_SECONDS = Histogram("genfleet_queue_wait_seconds", "Time from enqueue to start", ["model"],

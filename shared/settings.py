@@ -26,7 +26,10 @@ class Settings(BaseSettings):
 
     queue: str = "genfleet"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    max_batch: int = Field(8, ge=1, le=256)
+    max_batch: int = Field(8, ge=1, le=256, description="images per pipeline call, at most")
+    max_wait_ms: int = Field(100, ge=0, le=60_000, description="how long a batch waits to fill")
+    write_threads: int = Field(4, ge=1, le=64)
+    write_queue: int = Field(32, ge=1, le=4096, description="jobs waiting to be written before sampling waits")
     soft_time_limit_s: int = Field(540, ge=1)
     hard_time_limit_s: int = Field(600, ge=1)
     # Redis redelivers an unacked message after this long, whether or not its worker is alive (celery#5935):

@@ -19,9 +19,12 @@ from shared.redis_server import client
 from shared.schema import Job, JobStatus
 from shared.settings import get_settings
 from shared.storage import open_storage
+from workers.batching import AcceleratorBatches
 from workers.models import PipelineCache, resolve_device
-from workers.runner import Context, run_job
+from workers.runner import Context, run_batch
+from workers.sampling import Sampler
 from workers.scoring import ScorerSet
+from workers.writer import BoundedWriter
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -36,7 +39,8 @@ app.conf.update(
     task_time_limit=settings.hard_time_limit_s,
     task_soft_time_limit=settings.soft_time_limit_s,
     worker_concurrency=1,  # one warm pipeline per process, one process per accelerator
-    worker_prefetch_multiplier=settings.max_batch,
+    # room for the running batch and the next one filling behind it
+    worker_prefetch_multiplier=2 * settings.max_batch,
     worker_cancel_long_running_tasks_on_connection_loss=True,
 )
 
@@ -46,12 +50,15 @@ _context: Context | None = None
 def context() -> Context:
     global _context
     if _context is None:
+        device = resolve_device(settings.device)
         _context = Context(
             settings=settings,
             store=JobStore(client(settings.redis_url), settings.job_ttl_s),
             storage=open_storage(settings.storage_url, settings.s3_endpoint_url),
-            pipelines=PipelineCache(resolve_device(settings.device)),
+            pipelines=PipelineCache(device),
             scorers=ScorerSet(),
+            sampler=Sampler(device, settings.max_batch),
+            writer=BoundedWriter(settings.write_threads, settings.write_queue),
         )
     return _context
 
@@ -60,17 +67,23 @@ def observe(job: Job) -> None:
     metrics.JOBS_FINISHED.labels(job.model, job.status.value).inc()
     if job.status is JobStatus.succeeded:
         metrics.IMAGES_GENERATED.labels(job.model).inc(len(job.outputs))
+    if "batch_images" in job.timings:
+        metrics.BATCH_IMAGES.labels(job.model).observe(job.timings["batch_images"])
     for name, hist in (("sample_s", metrics.SAMPLE_SECONDS), ("store_s", metrics.STORE_SECONDS),
                        ("queued_s", metrics.QUEUE_WAIT_SECONDS)):
         if name in job.timings:
             hist.labels(job.model).observe(job.timings[name])
 
 
-@app.task(name=GENERATE_TASK)
-def generate(job: dict) -> str:
-    done = run_job(Job.model_validate(job), context())
-    observe(done)
-    return done.status.value
+@app.task(name=GENERATE_TASK, base=AcceleratorBatches, flush_every=settings.max_batch,
+          flush_interval=settings.max_wait_ms / 1000)
+def generate(requests: list) -> list[str]:
+    """One batch: each request's only argument is a job record (JSON)."""
+    jobs = [Job.model_validate(r.args[0]) for r in requests]
+    done = run_batch(jobs, context())
+    for job in done:
+        observe(job)
+    return [job.status.value for job in done]
 
 
 @signals.worker_process_init.connect

@@ -44,6 +44,10 @@ class PipelineCache:
         self._pipelines: dict[str, DiffusionPipeline] = {}
         self.load_seconds: dict[str, float] = {}
 
+    def add(self, name: str, pipe) -> None:
+        """Serves `pipe` as `name` (tests wrap a real pipeline to count calls or inject faults)."""
+        self._pipelines[name] = pipe
+
     def get(self, name: str) -> DiffusionPipeline:
         if name not in self._pipelines:
             start = time.perf_counter()

@@ -1,0 +1,144 @@
+"""Batched sampling through the runner's plain functions: real embedded pipeline, real Redis, local storage.
+
+The pipeline is wrapped to record each call and, where a test says so, to fail: a GPU's out-of-memory error
+cannot happen on this CPU machine, so a wrapper raises torch.cuda.OutOfMemoryError above a batch size.
+"""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from shared.jobstore import JobStore
+from shared.schema import Job, JobRequest, JobStatus
+from shared.settings import Settings
+from shared.storage import LocalStorage
+from workers.models import PipelineCache, load_pipeline
+from workers.runner import Context, run_batch
+from workers.sampling import Sampler, group_key
+from workers.scoring import ScorerSet
+from workers.writer import BoundedWriter
+
+DEVICE = torch.device("cpu")
+FAST = {"steps": 4}  # few steps: these tests are about batching, not pictures
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return load_pipeline("embedded", DEVICE)
+
+
+class Recorder:
+    """Wraps a pipeline: records every call's batch and options; can fail on a prompt or above a size."""
+
+    def __init__(self, pipe, fail_on: str | None = None, oom_above: int | None = None):
+        self.pipe, self.fail_on, self.oom_above = pipe, fail_on, oom_above
+        self.calls: list[dict] = []
+
+    def __call__(self, **kwargs):
+        n = len(kwargs["prompt"])
+        self.calls.append({"n": n, **{k: v for k, v in kwargs.items() if k not in ("generator",)}})
+        if self.oom_above is not None and n > self.oom_above:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (simulated at batch {n})")
+        if self.fail_on is not None and self.fail_on in kwargs["prompt"]:
+            raise RuntimeError("sampling exploded")
+        return self.pipe(**kwargs)
+
+
+def make_ctx(redis, tmp_path, pipe, max_batch=8) -> Context:
+    pipelines = PipelineCache(DEVICE)
+    pipelines.add("embedded", pipe)
+    return Context(settings=Settings(redis_url="redis://unused"), store=JobStore(redis, 600),
+                   storage=LocalStorage(tmp_path), pipelines=pipelines, scorers=ScorerSet(),
+                   sampler=Sampler(DEVICE, max_batch), writer=BoundedWriter(2, 4))
+
+
+def queued(store: JobStore, **fields) -> Job:
+    job = Job.new(JobRequest(**{"prompt": "a red cat with a blue hat", **FAST, **fields}), "embedded")
+    store.create(job)
+    return job
+
+
+def pixels(ctx: Context, job: Job, i: int = 0) -> np.ndarray:
+    from io import BytesIO
+
+    from PIL import Image
+    return np.asarray(Image.open(BytesIO(ctx.storage.get(f"{job.id}/{i}.png"))), dtype=np.int16)
+
+
+def test_compatible_jobs_share_one_call_and_incompatible_never_do(redis, tmp_path, embedded):
+    rec = Recorder(embedded)
+    ctx = make_ctx(redis, tmp_path, rec)
+    jobs = [queued(ctx.store, seed=1), queued(ctx.store, seed=2, num_images=2), queued(ctx.store, seed=3, width=40),
+            queued(ctx.store, seed=4, steps=5), queued(ctx.store, seed=5, prompt="a green hat", negative_prompt="cat")]
+    done = run_batch(jobs, ctx)
+    assert [j.status for j in done] == [JobStatus.succeeded] * 5
+    assert sorted(c["n"] for c in rec.calls) == [1, 1, 4]  # jobs 1, 2 and 5 together; 40 wide and 5 steps alone
+    for call in rec.calls:
+        keys = {(call.get("width"), call.get("num_inference_steps"))}
+        assert len(keys) == 1
+    shared = next(c for c in rec.calls if c["n"] == 4)
+    assert shared["negative_prompt"] == ["", "", "", "cat"]
+    assert {group_key(j) for j in jobs[:2]} == {group_key(jobs[4])}
+
+
+def test_outputs_and_seeds_land_on_the_right_job(redis, tmp_path, embedded):
+    ctx = make_ctx(redis, tmp_path, embedded)
+    prompts = ["a red cat with a blue hat", "a yellow hat", "a green cat", "a white cat with a pink hat"]
+    batched = run_batch([queued(ctx.store, prompt=p, seed=10 * i) for i, p in enumerate(prompts)], ctx)
+    alone = [run_batch([queued(ctx.store, prompt=p, seed=10 * i)], ctx)[0] for i, p in enumerate(prompts)]
+    for b, a in zip(batched, alone):
+        assert b.outputs[0].seed == a.outputs[0].seed == b.seed
+        # the same job run alone gives the same picture (up to float noise from a different batch size)
+        assert np.abs(pixels(ctx, b) - pixels(ctx, a)).max() <= 3
+    assert np.abs(pixels(ctx, batched[0]) - pixels(ctx, batched[1])).mean() > 10
+
+
+def test_a_job_whose_sampling_raises_fails_alone(redis, tmp_path, embedded):
+    ctx = make_ctx(redis, tmp_path, Recorder(embedded, fail_on="a poisoned prompt"))
+    jobs = [queued(ctx.store, seed=1), queued(ctx.store, prompt="a poisoned prompt"), queued(ctx.store, seed=2)]
+    done = {j.id: j for j in run_batch(jobs, ctx)}
+    assert done[jobs[1].id].status is JobStatus.failed and "sampling exploded" in done[jobs[1].id].error
+    assert done[jobs[0].id].status is done[jobs[2].id].status is JobStatus.succeeded
+    assert ctx.store.get(jobs[1].id).status is JobStatus.failed
+    assert not ctx.storage.exists(f"{jobs[1].id}/manifest.json")
+
+
+def test_out_of_memory_splits_the_batch_and_remembers_what_fit(redis, tmp_path, embedded):
+    rec = Recorder(embedded, oom_above=2)
+    ctx = make_ctx(redis, tmp_path, rec)
+    jobs = [queued(ctx.store, seed=i) for i in range(6)]
+    done = run_batch(jobs, ctx)
+    assert all(j.status is JobStatus.succeeded for j in done)
+    assert ctx.sampler.fits == {("embedded", None, None): 2} and ctx.sampler.too_big == {("embedded", None, None): 3}
+    rec.calls.clear()
+    run_batch([queued(ctx.store, seed=100 + i) for i in range(5)], ctx)
+    assert [c["n"] for c in rec.calls] == [2, 2, 1]  # chunked up front: no more failed attempts
+
+
+def test_a_single_image_that_does_not_fit_fails_with_the_reason(redis, tmp_path, embedded):
+    ctx = make_ctx(redis, tmp_path, Recorder(embedded, oom_above=0))
+    done = run_batch([queued(ctx.store)], ctx)
+    assert done[0].status is JobStatus.failed and "OutOfMemoryError" in done[0].error
+
+
+def test_bounded_writer_blocks_intake_when_writes_fall_behind():
+    writer = BoundedWriter(threads=1, capacity=2)
+    gate = threading.Event()
+    futures = [writer.submit(gate.wait) for _ in range(2)]
+    third_submitted = threading.Event()
+
+    def submit_third():
+        futures.append(writer.submit(lambda: None))
+        third_submitted.set()
+
+    threading.Thread(target=submit_third, daemon=True).start()
+    time.sleep(0.3)
+    assert not third_submitted.is_set() and writer.pending == 2  # the producer waits instead of queueing more
+    gate.set()
+    assert third_submitted.wait(5)
+    for f in futures:
+        f.result(timeout=5)
+    assert writer.high_water == 2 and writer.pending == 0

@@ -1,0 +1,137 @@
+"""Batched sampling: group jobs that can share a pipeline call, one generator per image, split on out-of-memory.
+
+Jobs share a call when everything that must be equal inside one diffusers call is equal: model, size, steps and
+guidance (the scheduler comes with the model). Prompts, negative prompts and seeds are per image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from PIL import Image
+
+from shared.schema import MAX_SEED, Job
+
+log = logging.getLogger(__name__)
+
+
+class GroupKey(NamedTuple):
+    model: str
+    width: int | None
+    height: int | None
+    steps: int | None
+    guidance: float | None
+
+
+def group_key(job: Job) -> GroupKey:
+    r = job.request
+    return GroupKey(job.model, r.width, r.height, r.steps, r.guidance)
+
+
+def group_jobs(jobs: Iterable[Job]) -> dict[GroupKey, list[Job]]:
+    groups: dict[GroupKey, list[Job]] = defaultdict(list)
+    for job in jobs:
+        groups[group_key(job)].append(job)
+    return dict(groups)
+
+
+def image_seed(job: Job, index: int) -> int:
+    return (job.seed + index) % (MAX_SEED + 1)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    prompt: str
+    negative: str | None
+    seed: int
+
+
+def image_specs(job: Job) -> list[ImageSpec]:
+    r = job.request
+    return [ImageSpec(r.prompt, r.negative_prompt, image_seed(job, i)) for i in range(r.num_images)]
+
+
+def call_kwargs(key: GroupKey, specs: list[ImageSpec], device: torch.device) -> dict:
+    """One diffusers call for these images; unset options are left to the pipeline's defaults."""
+    kwargs: dict = {"prompt": [s.prompt for s in specs],
+                    "generator": [torch.Generator(device).manual_seed(s.seed) for s in specs]}
+    if any(s.negative for s in specs):
+        kwargs["negative_prompt"] = [s.negative or "" for s in specs]
+    optional = {"width": key.width, "height": key.height, "num_inference_steps": key.steps,
+                "guidance_scale": key.guidance}
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
+    return kwargs
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+class Sampler:
+    """Runs pipeline calls for a group, chunked to the largest batch known to fit for (model, size).
+
+    After an out-of-memory error at n images the call is split in halves, and from then on batches for that
+    (model, size) are capped at the largest size that has run without one.
+    """
+
+    def __init__(self, device: torch.device, max_batch: int) -> None:
+        self.device, self.max_batch = device, max_batch
+        self.too_big: dict[tuple, int] = {}  # smallest batch that ran out of memory
+        self.fits: dict[tuple, int] = {}  # largest batch that ran, for sizes that have run out of memory
+
+    @staticmethod
+    def _size_key(key: GroupKey) -> tuple:
+        return key.model, key.width, key.height
+
+    def limit(self, key: GroupKey) -> int:
+        k = self._size_key(key)
+        return min(self.max_batch, self.fits.get(k, 1)) if k in self.too_big else self.max_batch
+
+    def sample(self, pipe, key: GroupKey, specs: list[ImageSpec]) -> list[Image.Image]:
+        images: list[Image.Image] = []
+        start = 0
+        while start < len(specs):
+            size = self.limit(key)
+            images += self._call(pipe, key, specs[start:start + size])
+            start += size
+        return images
+
+    def _call(self, pipe, key: GroupKey, specs: list[ImageSpec]) -> list[Image.Image]:
+        k, n = self._size_key(key), len(specs)
+        try:
+            images = list(pipe(**call_kwargs(key, specs, self.device)).images)
+        except Exception as e:
+            if not is_oom(e) or n == 1:
+                raise
+        else:
+            if n < self.too_big.get(k, n + 1):
+                self.fits[k] = max(self.fits.get(k, 0), n)
+            return images
+        self.too_big[k] = min(self.too_big.get(k, n), n)
+        log.warning("out of memory at batch %d for %s; splitting it in halves", n, k)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return self._call(pipe, key, specs[: n // 2]) + self._call(pipe, key, specs[n // 2:])
+
+
+def sample_group(sampler: Sampler, pipe, key: GroupKey, jobs: list[Job]) -> list[list[Image.Image] | Exception]:
+    """Images for each job of a group, in one call where possible. If the shared call fails, each job is
+    retried alone, so one bad job fails by itself and its batch-mates still succeed."""
+    specs = [image_specs(job) for job in jobs]
+    try:
+        flat = sampler.sample(pipe, key, [s for job_specs in specs for s in job_specs])
+    except Exception as e:
+        if len(jobs) == 1:
+            return [e]
+        log.warning("batched call for %d jobs failed (%r); running each alone", len(jobs), e)
+        return [sample_group(sampler, pipe, key, [job])[0] for job in jobs]
+    out: list[list[Image.Image] | Exception] = []
+    for job_specs in specs:
+        out.append(flat[: len(job_specs)])
+        flat = flat[len(job_specs):]
+    return out
