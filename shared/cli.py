@@ -133,7 +133,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 # Commands that are whole programs of their own (in workers/, which shared/ must not import): their options
 # pass through untouched.
-PASS_THROUGH = {"train-embedded": "workers.embedded.train", "eval-embedded": "workers.embedded.evaluate"}
+PASS_THROUGH = {"train-embedded": "workers.embedded.train", "eval-embedded": "workers.embedded.evaluate",
+                "bench": "workers.bench"}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,83 @@
+"""The embedded model from its shipped weights: data set, pipeline, scorer. The suite never retrains."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from workers.embedded.data import COLOUR_NAMES, HELD_OUT, Scene, all_scenes, make_dataset, sample_scenes
+from workers.embedded.evaluate import scorer_accuracy
+from workers.embedded.pipeline import PIPELINE_DIR, load_embedded
+from workers.embedded.scorer import Ask, load_scorer, parse_prompt
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    os.environ["HF_HUB_OFFLINE"] = "1"  # proves no network is needed
+    p = load_embedded()
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_dataset_is_deterministic_in_its_seed():
+    a, sa = make_dataset(32, seed=5)
+    b, sb = make_dataset(32, seed=5)
+    c, _ = make_dataset(32, seed=6)
+    assert a.shape == (32, 3, 32, 32) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and sa == sb and not np.array_equal(a, c)
+
+
+def test_held_out_pairs_never_appear_in_training_and_every_colour_still_does():
+    training = sample_scenes(5000, seed=1)
+    assert not {(s.cat, s.hat) for s in training} & HELD_OUT
+    assert {s.cat for s in training if s.cat} == {s.hat for s in training if s.hat} == set(COLOUR_NAMES)
+    assert len(HELD_OUT) == len(COLOUR_NAMES) == 8
+    assert {s.caption for s in all_scenes(True)} == {f"a {c} cat with a {h} hat" for c, h in HELD_OUT}
+    kinds = {(s.cat is not None, s.hat is not None) for s in training}
+    assert kinds == {(True, True), (True, False), (False, True)}
+
+
+def test_captions():
+    assert Scene("purple", "red").caption == "a purple cat with a red hat"
+    assert Scene("green", None).caption == "a green cat" and Scene(None, "yellow").caption == "a yellow hat"
+
+
+def test_prompt_parsing():
+    assert parse_prompt("A purple cat with a red hat") == Ask("purple", "red")
+    assert parse_prompt("a green cat") == Ask("green", None)
+    assert parse_prompt("a yellow hat") == Ask(None, "yellow")
+    assert parse_prompt("a cat wearing a hat") == Ask("", "")
+    assert parse_prompt("a dog") is None
+
+
+def test_pipeline_loads_offline_with_the_right_shapes(pipe):
+    assert (PIPELINE_DIR / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    out = pipe(["a red cat", "a blue hat"], num_images_per_prompt=2, num_inference_steps=4,
+               generator=[torch.Generator().manual_seed(i) for i in range(4)])
+    assert len(out.images) == 4 and all(im.size == (32, 32) for im in out.images)
+    assert pipe(["a red cat"], width=64, height=48, num_inference_steps=2).images[0].size == (64, 48)
+
+
+def test_same_seed_same_image_other_seed_other_image(pipe):
+    def one(seed):
+        return np.asarray(pipe(["a pink cat with a green hat"], num_inference_steps=6,
+                               generator=[torch.Generator().manual_seed(seed)]).images[0], dtype=np.int16)
+
+    assert np.array_equal(one(7), one(7))
+    assert np.abs(one(7) - one(8)).mean() > 5
+
+
+def test_scorer_reads_unseen_rendered_images():
+    # fresh seeds and the held-out colour pairs too: well above the 95% target, with room for noise
+    assert scorer_accuracy(load_scorer(), 600, seed=99) >= 0.95
+
+
+def test_scorer_scores_against_the_prompt():
+    from workers.embedded.data import render
+    scorer = load_scorer()
+    images = [render(Scene("purple", "red"), seed=s) for s in range(8)]
+    right = scorer.score(images, ["a purple cat with a red hat"] * 8)
+    wrong = scorer.score(images, ["a purple cat with a blue hat"] * 8)
+    assert np.mean(right) > 0.5 and max(wrong) < 0.05 and min(r / w for r, w in zip(right, wrong)) > 10
+    assert scorer.score(images[:1], ["a dog"]) == [None]
