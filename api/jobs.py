@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from uuid import UUID
 
 import redis
@@ -11,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from api.auth import tenant_of
 from shared import metrics
 from shared.queue import enqueue
-from shared.schema import Job, JobRequest
+from shared.schema import Job, JobRequest, JobStatus
 
 router = APIRouter(prefix="/v1")
 
@@ -35,9 +36,26 @@ def create_job(body: JobRequest, request: Request, response: Response, tenant: s
     return job
 
 
-@router.get("/jobs/{job_id}", response_model=Job, responses={404: {"description": "no such job"}})
-def get_job(job_id: UUID, request: Request, tenant: str = Depends(tenant_of)) -> Job:
+def _own_job(job_id: UUID, request: Request, tenant: str) -> Job:
     job = request.app.state.store.get(job_id)
     if job is None or job.tenant != tenant:  # another tenant's job is reported as absent, not forbidden
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
     return job
+
+
+@router.get("/jobs/{job_id}", response_model=Job, responses={404: {"description": "no such job"}})
+def get_job(job_id: UUID, request: Request, tenant: str = Depends(tenant_of)) -> Job:
+    return _own_job(job_id, request, tenant)
+
+
+@router.delete("/jobs/{job_id}", response_model=Job,
+               responses={404: {"description": "no such job"}, 409: {"description": "the job already ended"}})
+def cancel_job(job_id: UUID, request: Request, tenant: str = Depends(tenant_of)) -> Job:
+    """Cancels a job: a queued one never runs; a running one stops at its next step and writes nothing."""
+    job = _own_job(job_id, request, tenant)
+    cancelled = job.model_copy(update={"status": JobStatus.cancelled, "finished_at": datetime.now(timezone.utc),
+                                       "error": "cancelled by the client"})
+    if job.status.terminal or not request.app.state.store.update(cancelled):
+        current = request.app.state.store.get(job_id) or job
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is already {current.status.value}")
+    return cancelled

@@ -6,13 +6,18 @@ redelivered message, a late worker or a cancel racing a finish can never flip an
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
 from uuid import UUID
 
 import redis
 
+from shared.metrics import DEAD_LETTERS
 from shared.schema import Job, JobStatus
 
 KEY_PREFIX = "genfleet:job:"
+DEAD_LETTER = "genfleet:dead-letter"  # newest first, capped: jobs that exhausted their retries, with the reason
+_DEAD_LETTER_CAP = 10_000
 
 # KEYS[1] job key; ARGV[1] new JSON; ARGV[2] ttl seconds. Returns 1 if written, 0 if the record was terminal,
 # -1 if there is no record.
@@ -49,6 +54,16 @@ class JobStore:
 
     def delete(self, job_id: UUID | str) -> None:
         self.redis.delete(job_key(job_id))
+
+    def dead_letter(self, job: Job, kind: str, reason: str) -> None:
+        """Keeps a record of a job failed for good; `kind` is a short label (worker_lost, storage)."""
+        entry = json.dumps({"job_id": str(job.id), "kind": kind, "reason": reason, "attempts": job.attempts,
+                            "at": datetime.now(timezone.utc).isoformat()})
+        self.redis.pipeline().lpush(DEAD_LETTER, entry).ltrim(DEAD_LETTER, 0, _DEAD_LETTER_CAP - 1).execute()
+        DEAD_LETTERS.labels(kind).inc()
+
+    def dead_letters(self, count: int = 100) -> list[dict]:
+        return [json.loads(e) for e in self.redis.lrange(DEAD_LETTER, 0, count - 1)]
 
     def status(self, job_id: UUID | str) -> JobStatus | None:
         job = self.get(job_id)

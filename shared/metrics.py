@@ -28,6 +28,11 @@ STORE_SECONDS = Histogram("genfleet_store_seconds", "PNG encode and upload durat
                           buckets=_SECONDS)
 QUEUE_WAIT_SECONDS = Histogram("genfleet_queue_wait_seconds", "Time from enqueue to start", ["model"],
                                buckets=_SECONDS)
+QUALITY_SCORE = Histogram("genfleet_quality_score", "Quality score of each image kept", ["model"],
+                          buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0))
+QUALITY_RETRIES = Counter("genfleet_quality_retries_total", "Images regenerated for scoring under the bar",
+                          ["model"])
+DEAD_LETTERS = Counter("genfleet_dead_letters_total", "Jobs failed for good and kept as dead letters", ["kind"])
 MODEL_LOAD_SECONDS = Gauge("genfleet_model_load_seconds", "Seconds the last load of a model took", ["model"],
                            multiprocess_mode="max")
 

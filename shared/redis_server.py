@@ -15,13 +15,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 
 def client(url: str) -> redis.Redis:
     """A redis-py client for `redis://`, `rediss://`, `unix://` or kombu's `redis+socket://` URLs."""
     if url.startswith("redis+socket://"):
         url = "unix://" + url.removeprefix("redis+socket://")
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+    # redis-py's own retry: a restart or failover of Redis costs a pause, not an error (up to ~10 s in all)
+    retry = Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.1), retries=8)
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
+                                retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 def kombu_url(url: str) -> str:

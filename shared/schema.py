@@ -72,14 +72,23 @@ class JobRequest(BaseModel):
         return self
 
 
+class Attempt(BaseModel):
+    """One try at an image: its seed, its quality score, and why it was not good enough (None if it was)."""
+
+    seed: int
+    score: float | None = None
+    reason: str | None = None
+
+
 class ImageOutput(BaseModel):
     index: int
     url: str
     key: str
-    seed: int
+    seed: int  # of the attempt kept
     score: float | None = None
     width: int
     height: int
+    attempts: list[Attempt] = []
 
 
 def _now() -> datetime:

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     # it must be longer than any task can run, or a slow job runs twice.
     visibility_timeout_s: int = Field(3600, ge=1)
     job_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    # Quality: an image scoring under the bar is regenerated with a new seed, up to this many attempts in all.
+    quality_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    quality_attempts: int = Field(3, ge=1, le=10)
+    # A job whose worker died this many times while running it is failed, not run again (celery#5935 loops).
+    max_deliveries: int = Field(3, ge=1, le=100)
     png_compress_level: int = Field(1, ge=0, le=9)
 
     @model_validator(mode="after")

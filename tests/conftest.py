@@ -55,17 +55,22 @@ def redis(redis_url):
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
+def s3_server():
+    """moto's S3 server on loopback. Its data lives in this process, so stop() and start() are an outage
+    that loses nothing, like a real S3 endpoint going away for a while."""
     from moto.server import ThreadedMotoServer
 
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-    yield endpoint
+    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{server._port}").create_bucket(Bucket=BUCKET)
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_server) -> str:
+    return f"http://127.0.0.1:{s3_server._port}"
 
 
 @pytest.fixture(scope="session")
@@ -133,6 +138,34 @@ def stack(redis, redis_url, s3_endpoint, tmp_path) -> Iterator[Stack]:
     yield s
     for proc in s.procs:
         processes.stop(proc, grace_s=10)
+
+
+def wait_terminal(api: str, job_id: str, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    job: dict = {}
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{api}/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not finished after {timeout_s}s: {job}")
+
+
+def wait_status(api: str, job_id: str, status: str, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    job: dict = {}
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{api}/v1/jobs/{job_id}").json()
+        if job["status"] == status:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never {status}: {job}")
+
+
+def pool_children(proc: subprocess.Popen) -> list[int]:
+    """PIDs of a worker's pool processes (its children)."""
+    out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

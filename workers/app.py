@@ -67,6 +67,10 @@ def observe(job: Job) -> None:
     metrics.JOBS_FINISHED.labels(job.model, job.status.value).inc()
     if job.status is JobStatus.succeeded:
         metrics.IMAGES_GENERATED.labels(job.model).inc(len(job.outputs))
+        for out in job.outputs:
+            if out.score is not None:
+                metrics.QUALITY_SCORE.labels(job.model).observe(out.score)
+            metrics.QUALITY_RETRIES.labels(job.model).inc(max(0, len(out.attempts) - 1))
     if "batch_images" in job.timings:
         metrics.BATCH_IMAGES.labels(job.model).observe(job.timings["batch_images"])
     for name, hist in (("sample_s", metrics.SAMPLE_SECONDS), ("store_s", metrics.STORE_SECONDS),

@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from PIL import Image
+from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.jobstore import JobStore
 from shared.schema import ImageOutput, Job, JobStatus
@@ -24,7 +24,8 @@ from shared.settings import Settings
 from shared.storage import Storage
 from workers.encode import manifest_bytes, png_bytes
 from workers.models import PipelineCache
-from workers.sampling import Sampler, group_jobs, image_seed, sample_group
+from workers.quality import Candidate, sample_with_retries
+from workers.sampling import Sampler, group_jobs
 from workers.scoring import ScorerSet
 from workers.writer import BoundedWriter
 
@@ -68,6 +69,11 @@ def claim(message: Job, ctx: Context) -> tuple[Job, bool]:
     if ctx.storage.exists(manifest_key(job)):  # finished in storage before its record was written
         body = json.loads(ctx.storage.get(manifest_key(job)))
         return finish(job, ctx, JobStatus.succeeded, outputs=[ImageOutput(**o) for o in body["images"]]), False
+    if job.status is JobStatus.running and job.attempts >= ctx.settings.max_deliveries:
+        # Still `running` on delivery: every earlier run died with its worker. Stop the loop here.
+        reason = f"the worker died {job.attempts} times while running this job; not trying again"
+        ctx.store.dead_letter(job, "worker_lost", reason)
+        return finish(job, ctx, JobStatus.failed, error=reason), False
     job = job.model_copy(update={"status": JobStatus.running, "started_at": datetime.now(timezone.utc),
                                  "attempts": job.attempts + 1})
     if not ctx.store.update(job):
@@ -75,24 +81,33 @@ def claim(message: Job, ctx: Context) -> tuple[Job, bool]:
     return job, True
 
 
-def write_job(job: Job, images: list[Image.Image], timings: dict[str, float], ctx: Context) -> Job:
-    """Scores, encodes and stores one job's images, manifest last, then records success (on a writer thread)."""
+def write_job(job: Job, slots: list[Candidate], timings: dict[str, float], ctx: Context) -> Job:
+    """Encodes and stores one job's images, manifest last, then records success (on a writer thread)."""
+    if ctx.store.status(job.id) is JobStatus.cancelled:
+        return ctx.store.get(job.id) or job  # cancelled while it ran: nothing is written
     t0 = time.perf_counter()
     try:
-        scores = ctx.scorers.for_model(job.model).score(images, [job.request.prompt] * len(images))
         outputs = []
-        for i, (image, score) in enumerate(zip(images, scores)):
-            key, seed = image_key(job, i), image_seed(job, i)
-            ctx.storage.put(key, png_bytes(image, job, seed, score, ctx.settings.png_compress_level),
+        for i, slot in enumerate(slots):
+            key, image = image_key(job, i), slot.image
+            ctx.storage.put(key, png_bytes(image, job, slot.seed, slot.score, ctx.settings.png_compress_level),
                             "image/png", if_absent=True)
-            outputs.append(ImageOutput(index=i, url=ctx.storage.url(key), key=key, seed=seed, score=score,
-                                       width=image.width, height=image.height))
+            outputs.append(ImageOutput(index=i, url=ctx.storage.url(key), key=key, seed=slot.seed, score=slot.score,
+                                       width=image.width, height=image.height, attempts=slot.attempts))
         ctx.storage.put(manifest_key(job), manifest_bytes(job, outputs), "application/json", if_absent=True)
-    except Exception as e:
+    except Exception as e:  # storage still failing after botocore's retries: the job fails with the reason
+        reason = f"storing images: {type(e).__name__}: {e}"
         log.exception("storing job %s failed", job.id)
-        return finish(job, ctx, JobStatus.failed, error=f"storing images: {type(e).__name__}: {e}", timings=timings)
+        ctx.store.dead_letter(job, "storage", reason)
+        return finish(job, ctx, JobStatus.failed, error=reason, timings=timings)
     timings = {**timings, "store_s": time.perf_counter() - t0}
     return finish(job, ctx, JobStatus.succeeded, outputs=outputs, timings=timings)
+
+
+def all_cancelled(jobs: list[Job], ctx: Context):
+    """A stop check for a pipeline call: true once every job sharing it has been cancelled."""
+    ids = [str(j.id) for j in jobs]
+    return lambda: all(ctx.store.status(i) is JobStatus.cancelled for i in ids)
 
 
 def run_batch(messages: list[Job], ctx: Context) -> list[Job]:
@@ -103,13 +118,20 @@ def run_batch(messages: list[Job], ctx: Context) -> list[Job]:
         job, run = claim(message, ctx)
         (runnable if run else done).append(job)
     pending: list[Future[Job]] = []
-    for key, jobs in group_jobs(runnable).items():
+    groups = list(group_jobs(runnable).items())
+    for n, (key, jobs) in enumerate(groups):
         t0 = time.perf_counter()
         try:
-            results = sample_group(ctx.sampler, ctx.pipelines.get(key.model), key, jobs)
+            results = sample_with_retries(ctx.sampler, ctx.pipelines.get(key.model), key, jobs,
+                                          ctx.scorers.for_model(key.model), ctx.settings.quality_threshold,
+                                          ctx.settings.quality_attempts, all_cancelled(jobs, ctx))
+        except SoftTimeLimitExceeded:
+            reason = f"time limit: the batch ran past {ctx.settings.soft_time_limit_s}s"
+            done += [finish(j, ctx, JobStatus.failed, error=reason) for _, left in groups[n:] for j in left]
+            break
         except Exception as e:  # the model itself would not load: every job of the group fails with it
             results = [e] * len(jobs)
-        sample_s = time.perf_counter() - t0
+        sample_s = time.perf_counter() - t0  # sampling, scoring and quality retries of the whole group
         for job, result in zip(jobs, results):
             timings = {"queued_s": (job.started_at - job.created_at).total_seconds(), "sample_s": sample_s,
                        "batch_images": float(sum(j.request.num_images for j in jobs))}

@@ -7,12 +7,14 @@ guidance (the scheduler comes with the model). Prompts, negative prompts and see
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
 from shared.schema import MAX_SEED, Job
@@ -56,7 +58,26 @@ def image_specs(job: Job) -> list[ImageSpec]:
     return [ImageSpec(r.prompt, r.negative_prompt, image_seed(job, i)) for i in range(r.num_images)]
 
 
-def call_kwargs(key: GroupKey, specs: list[ImageSpec], device: torch.device) -> dict:
+StopCheck = Callable[[], bool]
+
+
+def interrupter(should_stop: StopCheck, every_s: float = 0.5):
+    """A diffusers step-end callback that sets the pipeline's interrupt flag once `should_stop()` says so
+    (asked at most every `every_s`, so a cancel costs a Redis read per half second, not per step)."""
+    last = [time.monotonic()]
+
+    def callback(pipe, step: int, timestep, tensors: dict) -> dict:
+        if time.monotonic() - last[0] >= every_s:
+            last[0] = time.monotonic()
+            if should_stop():
+                pipe._interrupt = True
+        return tensors
+
+    return callback
+
+
+def call_kwargs(key: GroupKey, specs: list[ImageSpec], device: torch.device,
+                should_stop: StopCheck | None = None) -> dict:
     """One diffusers call for these images; unset options are left to the pipeline's defaults."""
     kwargs: dict = {"prompt": [s.prompt for s in specs],
                     "generator": [torch.Generator(device).manual_seed(s.seed) for s in specs]}
@@ -65,6 +86,8 @@ def call_kwargs(key: GroupKey, specs: list[ImageSpec], device: torch.device) -> 
     optional = {"width": key.width, "height": key.height, "num_inference_steps": key.steps,
                 "guidance_scale": key.guidance}
     kwargs.update({k: v for k, v in optional.items() if v is not None})
+    if should_stop is not None:
+        kwargs["callback_on_step_end"] = interrupter(should_stop)
     return kwargs
 
 
@@ -92,19 +115,21 @@ class Sampler:
         k = self._size_key(key)
         return min(self.max_batch, self.fits.get(k, 1)) if k in self.too_big else self.max_batch
 
-    def sample(self, pipe, key: GroupKey, specs: list[ImageSpec]) -> list[Image.Image]:
+    def sample(self, pipe, key: GroupKey, specs: list[ImageSpec], should_stop: StopCheck | None = None
+               ) -> list[Image.Image]:
         images: list[Image.Image] = []
         start = 0
         while start < len(specs):
             size = self.limit(key)
-            images += self._call(pipe, key, specs[start:start + size])
+            images += self._call(pipe, key, specs[start:start + size], should_stop)
             start += size
         return images
 
-    def _call(self, pipe, key: GroupKey, specs: list[ImageSpec]) -> list[Image.Image]:
+    def _call(self, pipe, key: GroupKey, specs: list[ImageSpec], should_stop: StopCheck | None = None
+              ) -> list[Image.Image]:
         k, n = self._size_key(key), len(specs)
         try:
-            images = list(pipe(**call_kwargs(key, specs, self.device)).images)
+            images = list(pipe(**call_kwargs(key, specs, self.device, should_stop)).images)
         except Exception as e:
             if not is_oom(e) or n == 1:
                 raise
@@ -116,20 +141,23 @@ class Sampler:
         log.warning("out of memory at batch %d for %s; splitting it in halves", n, k)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        return self._call(pipe, key, specs[: n // 2]) + self._call(pipe, key, specs[n // 2:])
+        return self._call(pipe, key, specs[: n // 2], should_stop) + self._call(pipe, key, specs[n // 2:], should_stop)
 
 
-def sample_group(sampler: Sampler, pipe, key: GroupKey, jobs: list[Job]) -> list[list[Image.Image] | Exception]:
+def sample_group(sampler: Sampler, pipe, key: GroupKey, jobs: list[Job], should_stop: StopCheck | None = None
+                 ) -> list[list[Image.Image] | Exception]:
     """Images for each job of a group, in one call where possible. If the shared call fails, each job is
     retried alone, so one bad job fails by itself and its batch-mates still succeed."""
     specs = [image_specs(job) for job in jobs]
     try:
-        flat = sampler.sample(pipe, key, [s for job_specs in specs for s in job_specs])
+        flat = sampler.sample(pipe, key, [s for job_specs in specs for s in job_specs], should_stop)
+    except SoftTimeLimitExceeded:
+        raise  # out of time: the whole batch stops here (run_batch fails what is left)
     except Exception as e:
         if len(jobs) == 1:
             return [e]
         log.warning("batched call for %d jobs failed (%r); running each alone", len(jobs), e)
-        return [sample_group(sampler, pipe, key, [job])[0] for job in jobs]
+        return [sample_group(sampler, pipe, key, [job], should_stop)[0] for job in jobs]
     out: list[list[Image.Image] | Exception] = []
     for job_specs in specs:
         out.append(flat[: len(job_specs)])

@@ -2,22 +2,11 @@
 
 import io
 import json
-import time
 
 import httpx
 from PIL import Image
 
-from tests.conftest import BUCKET
-
-
-def wait_terminal(api: str, job_id: str, timeout_s: float = 120) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{api}/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} not finished: {job}")
+from tests.conftest import BUCKET, wait_terminal
 
 
 def test_job_lands_in_s3_with_metadata_and_manifest(stack, s3):

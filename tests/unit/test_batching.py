@@ -47,10 +47,12 @@ class Recorder:
         return self.pipe(**kwargs)
 
 
-def make_ctx(redis, tmp_path, pipe, max_batch=8) -> Context:
+def make_ctx(redis, tmp_path, pipe, max_batch=8, **settings) -> Context:
+    """A worker's context around `pipe`; quality retries off unless asked for (these tests count calls)."""
     pipelines = PipelineCache(DEVICE)
     pipelines.add("embedded", pipe)
-    return Context(settings=Settings(redis_url="redis://unused"), store=JobStore(redis, 600),
+    settings = Settings(**{"redis_url": "redis://unused", "quality_attempts": 1, **settings})
+    return Context(settings=settings, store=JobStore(redis, 600),
                    storage=LocalStorage(tmp_path), pipelines=pipelines, scorers=ScorerSet(),
                    sampler=Sampler(DEVICE, max_batch), writer=BoundedWriter(2, 4))
 

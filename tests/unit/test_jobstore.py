@@ -25,3 +25,13 @@ def test_update_of_unknown_job_writes_nothing(redis):
     store = JobStore(redis, 60)
     job = Job.new(JobRequest(prompt="a cat"), "embedded")
     assert not store.update(job) and store.get(job.id) is None
+
+
+def test_dead_letters_keep_reason_newest_first(redis):
+    store = JobStore(redis, 60)
+    jobs = [Job.new(JobRequest(prompt="a cat"), "embedded") for _ in range(2)]
+    store.dead_letter(jobs[0], "storage", "storing images: EndpointConnectionError")
+    store.dead_letter(jobs[1], "worker_lost", "the worker died 3 times")
+    letters = store.dead_letters()
+    assert [d["job_id"] for d in letters] == [str(jobs[1].id), str(jobs[0].id)]
+    assert letters[1]["kind"] == "storage" and "EndpointConnectionError" in letters[1]["reason"]

@@ -1,0 +1,160 @@
+"""Crash safety with real processes: Redis, Celery worker subprocesses, S3 over HTTP, the HTTP API.
+
+Nothing lost, nothing done twice: every test checks both the job records and what is in the bucket.
+"""
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+
+from shared.jobstore import DEAD_LETTER
+from shared.queue import GENERATE_TASK, publisher
+from shared.schema import Job, JobRequest
+from tests.conftest import BUCKET, pool_children, wait_status, wait_terminal
+
+# Short limits so redelivery by visibility timeout happens within a test; no quality retries, so the work
+# per job is fixed whatever the model's scores.
+FAST_REDELIVERY = {"GENFLEET_SOFT_TIME_LIMIT_S": "40", "GENFLEET_HARD_TIME_LIMIT_S": "45",
+                   "GENFLEET_VISIBILITY_TIMEOUT_S": "50", "GENFLEET_QUALITY_ATTEMPTS": "1"}
+QUICK = {"steps": 3}
+SLOW = {"steps": 150, "num_images": 16, "width": 128, "height": 128}  # many seconds on these CPUs
+
+
+def post(api: str, **body) -> dict:
+    r = httpx.post(f"{api}/v1/jobs", json={"prompt": "a red cat with a blue hat", **body})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def objects(s3, stack, job_id: str) -> list[str]:
+    prefix = stack.env["GENFLEET_STORAGE_URL"].removeprefix(f"s3://{BUCKET}/")
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/{job_id}/").get("Contents", [])
+    return sorted(o["Key"].rsplit("/", 1)[1] for o in listed)
+
+
+def test_cancelled_queued_job_never_runs(stack, s3):
+    api = stack.start_api()
+    job = post(api, **QUICK)
+    r = httpx.delete(f"{api}/v1/jobs/{job['id']}")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert httpx.delete(f"{api}/v1/jobs/{job['id']}").status_code == 409
+    stack.start_worker()
+    after = wait_terminal(api, post(api, **QUICK)["id"])  # the worker has been through the queue
+    assert after["status"] == "succeeded"
+    job = httpx.get(f"{api}/v1/jobs/{job['id']}").json()
+    assert job["status"] == "cancelled" and job["attempts"] == 0 and objects(s3, stack, job["id"]) == []
+
+
+def test_cancelled_running_job_stops_and_writes_nothing(stack, s3):
+    api = stack.start_api()
+    stack.start_worker()
+    job = post(api, **SLOW)
+    wait_status(api, job["id"], "running")
+    time.sleep(1)
+    start = time.monotonic()
+    assert httpx.delete(f"{api}/v1/jobs/{job['id']}").status_code == 200
+    nxt = wait_terminal(api, post(api, **QUICK)["id"], timeout_s=60)
+    assert nxt["status"] == "succeeded" and time.monotonic() - start < 30  # the slow call was interrupted
+    assert httpx.get(f"{api}/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+    assert objects(s3, stack, job["id"]) == []
+
+
+def test_pickle_message_is_refused_with_no_side_effect(stack, redis):
+    api = stack.start_api()
+    worker = stack.start_worker()
+    settings = stack.settings
+    evil = Job.new(JobRequest(prompt="a cat", steps=3), "embedded")
+    app = publisher(settings, stack.env["GENFLEET_REDIS_URL"])
+    app.send_task(GENERATE_TASK, args=[evil.model_dump(mode="json")], queue=settings.queue, serializer="pickle")
+    good = wait_terminal(api, post(api, **QUICK)["id"])
+    assert good["status"] == "succeeded" and worker.poll() is None
+    assert redis.get(f"genfleet:job:{evil.id}") is None  # never recorded, never run
+    assert redis.llen(settings.queue) == 0  # and not left to be redelivered forever
+    log = (stack.tmp / "worker-1.log").read_text()
+    assert "ContentDisallowed" in log or "disallowed" in log.lower()
+
+
+def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(stack, s3):
+    api = stack.start_api()
+    worker = stack.start_worker(**FAST_REDELIVERY, GENFLEET_MAX_BATCH="4")
+    jobs = [post(api, seed=i, steps=20, num_images=4) for i in range(6)]
+    wait_status(api, jobs[0]["id"], "running")
+    for pid in pool_children(worker):
+        os.kill(pid, signal.SIGKILL)
+    os.kill(worker.pid, signal.SIGKILL)  # the whole worker, pool process and all
+    worker.wait()
+    stack.start_worker(**FAST_REDELIVERY, GENFLEET_MAX_BATCH="4")
+    done = [wait_terminal(api, j["id"], timeout_s=240) for j in jobs]
+    assert [j["status"] for j in done] == ["succeeded"] * 6, [j["error"] for j in done]
+    assert done[0]["attempts"] == 2 and max(j["attempts"] for j in done) == 2  # the interrupted ran again, once
+    for j in done:
+        assert objects(s3, stack, j["id"]) == ["0.png", "1.png", "2.png", "3.png", "manifest.json"]
+
+
+def test_job_that_keeps_killing_its_worker_fails_after_k_tries_while_others_flow(stack, redis):
+    api = stack.start_api()
+    worker = stack.start_worker(GENFLEET_MAX_BATCH="1", GENFLEET_MAX_DELIVERIES="2", GENFLEET_QUALITY_ATTEMPTS="1")
+    poison = post(api, **SLOW)
+    others = [post(api, seed=i, **QUICK) for i in range(3)]
+    kills = 0
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        record = httpx.get(f"{api}/v1/jobs/{poison['id']}").json()
+        if record["status"] in ("failed", "succeeded"):
+            break
+        if record["status"] == "running" and record["attempts"] > kills:
+            time.sleep(0.3)
+            for pid in pool_children(worker):  # the pool process dies under the job, as a segfault would
+                os.kill(pid, signal.SIGKILL)
+            kills += 1
+        time.sleep(0.1)
+    record = httpx.get(f"{api}/v1/jobs/{poison['id']}").json()
+    assert record["status"] == "failed" and "died 2 times" in record["error"], record
+    assert kills == 2 and worker.poll() is None
+    assert [wait_terminal(api, o["id"])["status"] for o in others] == ["succeeded"] * 3
+    assert poison["id"] in redis.lindex(DEAD_LETTER, 0).decode()
+
+
+def test_sigterm_finishes_the_batch_and_returns_the_rest_at_once(stack, s3):
+    api = stack.start_api()
+    worker = stack.start_worker(GENFLEET_MAX_BATCH="2", GENFLEET_VISIBILITY_TIMEOUT_S="3600",
+                                GENFLEET_QUALITY_ATTEMPTS="1")
+    jobs = [post(api, seed=i, steps=20, num_images=4) for i in range(6)]
+    wait_status(api, jobs[0]["id"], "running")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=120) == 0
+    first = httpx.get(f"{api}/v1/jobs/{jobs[0]['id']}").json()
+    assert first["status"] == "succeeded"  # the batch in hand was finished, not abandoned
+    stack.start_worker(GENFLEET_MAX_BATCH="2", GENFLEET_QUALITY_ATTEMPTS="1")
+    # the reserved messages went back at shutdown: no hour-long visibility timeout to wait out
+    done = [wait_terminal(api, j["id"], timeout_s=180) for j in jobs]
+    assert all(j["status"] == "succeeded" and j["attempts"] == 1 for j in done)
+    for j in done:
+        assert objects(s3, stack, j["id"]) == ["0.png", "1.png", "2.png", "3.png", "manifest.json"]
+
+
+def test_storage_outage_is_ridden_out_by_retries(stack, s3, s3_server):
+    api = stack.start_api()
+    stack.start_worker()
+    wait_terminal(api, post(api, **QUICK)["id"])  # warm
+    s3_server.stop()
+    jobs = [post(api, seed=i, **QUICK) for i in range(3)]
+    time.sleep(3)
+    s3_server.start()
+    done = [wait_terminal(api, j["id"], timeout_s=120) for j in jobs]
+    assert [j["status"] for j in done] == ["succeeded"] * 3, [j["error"] for j in done]
+    for j in done:
+        assert objects(s3, stack, j["id"]) == ["0.png", "manifest.json"]
+
+
+@pytest.mark.parametrize("limits", [{"GENFLEET_VISIBILITY_TIMEOUT_S": "60", "GENFLEET_HARD_TIME_LIMIT_S": "60",
+                                     "GENFLEET_SOFT_TIME_LIMIT_S": "50"}])
+def test_worker_refuses_a_visibility_timeout_not_above_its_hard_limit(stack, limits):
+    from shared import processes
+    env = {**processes.worker_env(stack.env["GENFLEET_REDIS_URL"], 0), **stack.env, **limits}
+    proc = processes.spawn(processes.worker_command(stack.settings), env, stack.tmp / "refused.log")
+    assert proc.wait(timeout=60) != 0
+    assert "VISIBILITY_TIMEOUT_S" in (stack.tmp / "refused.log").read_text()

@@ -1,0 +1,73 @@
+"""Quality retries: every image is scored; one under the bar is regenerated with a new seed, at most K attempts
+in all, and the best attempt is kept. Each attempt's seed, score and reason is recorded.
+
+Retry seeds are derived from the image's own seed and the attempt number, so a redelivered job repeats the
+same attempts. The retries of a whole group go through the sampler together: one call, not one per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from celery.exceptions import SoftTimeLimitExceeded
+from PIL import Image
+
+from shared.schema import MAX_SEED, Attempt, Job
+from workers.sampling import GroupKey, ImageSpec, Sampler, StopCheck, image_specs, sample_group
+from workers.scoring import Scorer
+
+_RETRY_STRIDE = 1_000_003  # a prime: retry seeds never collide with the seeds of a job's other images
+
+
+@dataclass
+class Candidate:
+    """One output slot of a job: the best picture so far and every attempt at it."""
+
+    spec: ImageSpec
+    image: Image.Image | None = None
+    score: float | None = None
+    seed: int = 0  # of the kept image
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def offer(self, image: Image.Image, seed: int, score: float | None, threshold: float) -> None:
+        reason = None if score is None or score >= threshold else f"score {score:.3f} below {threshold}"
+        self.attempts.append(Attempt(seed=seed, score=score, reason=reason))
+        if self.image is None or (score is not None and (self.score is None or score > self.score)):
+            self.image, self.score, self.seed = image, score, seed
+
+    def wants_retry(self, threshold: float) -> bool:
+        return self.score is not None and self.score < threshold
+
+
+def retry_seed(spec: ImageSpec, attempt: int) -> int:
+    return (spec.seed + attempt * _RETRY_STRIDE) % (MAX_SEED + 1)
+
+
+def sample_with_retries(sampler: Sampler, pipe, key: GroupKey, jobs: list[Job], scorer: Scorer,
+                        threshold: float, max_attempts: int, should_stop: StopCheck | None = None
+                        ) -> list[list[Candidate] | Exception]:
+    """Per job: its candidates (best image per slot, with attempts), or the exception its sampling raised."""
+    results: list[list[Candidate] | Exception] = []
+    for job, images in zip(jobs, sample_group(sampler, pipe, key, jobs, should_stop)):
+        if isinstance(images, Exception):
+            results.append(images)
+            continue
+        slots = [Candidate(spec) for spec in image_specs(job)]
+        for slot, image, score in zip(slots, images, scorer.score(images, [job.request.prompt] * len(images))):
+            slot.offer(image, slot.spec.seed, score, threshold)
+        results.append(slots)
+    for attempt in range(1, max_attempts):
+        retry = [s for r in results if not isinstance(r, Exception) for s in r if s.wants_retry(threshold)]
+        if not retry or (should_stop is not None and should_stop()):
+            break
+        specs = [ImageSpec(s.spec.prompt, s.spec.negative, retry_seed(s.spec, attempt)) for s in retry]
+        try:
+            images = sampler.sample(pipe, key, specs, should_stop)
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception:  # a failed retry keeps what the job already has
+            break
+        scores = scorer.score(images, [s.prompt for s in specs])
+        for slot, spec, image, score in zip(retry, specs, images, scores):
+            slot.offer(image, spec.seed, score, threshold)
+    return results
