@@ -73,10 +73,12 @@ class JobRequest(BaseModel):
 
 
 class Attempt(BaseModel):
-    """One try at an image: its seed, its quality score, and why it was not good enough (None if it was)."""
+    """One try at an image: its seed, its scores (overall and by scorer), and why it was not good enough
+    (None if it was)."""
 
     seed: int
     score: float | None = None
+    scores: dict[str, float | None] = {}
     reason: str | None = None
 
 
@@ -85,7 +87,8 @@ class ImageOutput(BaseModel):
     url: str
     key: str
     seed: int  # of the attempt kept
-    score: float | None = None
+    score: float | None = None  # the lowest of `scores`: what the quality bar applies to
+    scores: dict[str, float | None] = {}
     width: int
     height: int
     attempts: list[Attempt] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # it must be longer than any task can run, or a slow job runs twice.
     visibility_timeout_s: int = Field(3600, ge=1)
     job_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    # Comma-separated from technical, adherence, clip; "auto": technical, plus adherence for the embedded model.
+    scorers: str = "auto"
+    clip_model: str = "openai/clip-vit-large-patch14"  # from local files or the HF cache only; never downloaded
     # Quality: an image scoring under the bar is regenerated with a new seed, up to this many attempts in all.
     quality_threshold: float = Field(0.5, ge=0.0, le=1.0)
     quality_attempts: int = Field(3, ge=1, le=10)
@@ -53,6 +56,19 @@ class Settings(BaseSettings):
                 f"GENFLEET_HARD_TIME_LIMIT_S ({self.hard_time_limit_s}), or Redis redelivers running jobs"
             )
         return self
+
+    @field_validator("scorers")
+    @classmethod
+    def _known_scorers(cls, value: str) -> str:
+        unknown = {n.strip() for n in value.split(",")} - {"auto", "technical", "adherence", "clip"}
+        if unknown:
+            raise ValueError(f"GENFLEET_SCORERS: unknown scorer(s) {sorted(unknown)}; use technical, adherence, clip")
+        return value
+
+    @property
+    def scorer_names(self) -> list[str] | None:
+        names = [n.strip() for n in self.scorers.split(",") if n.strip()]
+        return None if names in ([], ["auto"]) else names
 
     @property
     def models(self) -> list[str]:

@@ -56,7 +56,7 @@ def context() -> Context:
             store=JobStore(client(settings.redis_url), settings.job_ttl_s),
             storage=open_storage(settings.storage_url, settings.s3_endpoint_url),
             pipelines=PipelineCache(device),
-            scorers=ScorerSet(),
+            scorers=ScorerSet(settings.scorer_names, settings.clip_model, device),
             sampler=Sampler(device, settings.max_batch),
             writer=BoundedWriter(settings.write_threads, settings.write_queue),
         )

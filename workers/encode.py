@@ -11,12 +11,13 @@ from PIL.PngImagePlugin import PngInfo
 from shared.schema import ImageOutput, Job
 
 
-def png_bytes(image: Image.Image, job: Job, seed: int, score: float | None, compress_level: int) -> bytes:
-    """The PNG, carrying prompt, seed, model and score so a file alone says how it was made."""
+def png_bytes(image: Image.Image, job: Job, out: ImageOutput, compress_level: int) -> bytes:
+    """The PNG, carrying prompt, seed, model and scores so a file alone says how it was made."""
     info = PngInfo()
-    req = job.request
+    req, score = job.request, out.score
     for key, value in (("prompt", req.prompt), ("negative_prompt", req.negative_prompt or ""),
-                       ("seed", str(seed)), ("model", job.model), ("score", "" if score is None else f"{score:.4f}"),
+                       ("seed", str(out.seed)), ("model", job.model),
+                       ("score", "" if score is None else f"{score:.4f}"), ("scores", json.dumps(out.scores)),
                        ("job_id", str(job.id)), ("steps", "" if req.steps is None else str(req.steps)),
                        ("guidance", "" if req.guidance is None else str(req.guidance))):
         info.add_text(key, value)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from shared.schema import MAX_SEED, Attempt, Job
 from workers.sampling import GroupKey, ImageSpec, Sampler, StopCheck, image_specs, sample_group
-from workers.scoring import Scorer
+from workers.scoring import Scores, ScorerSet, overall
 
 _RETRY_STRIDE = 1_000_003  # a prime: retry seeds never collide with the seeds of a job's other images
 
@@ -29,11 +29,15 @@ class Candidate:
     seed: int = 0  # of the kept image
     attempts: list[Attempt] = field(default_factory=list)
 
-    def offer(self, image: Image.Image, seed: int, score: float | None, threshold: float) -> None:
-        reason = None if score is None or score >= threshold else f"score {score:.3f} below {threshold}"
-        self.attempts.append(Attempt(seed=seed, score=score, reason=reason))
+    scores: Scores = field(default_factory=dict)  # of the kept image, by scorer
+
+    def offer(self, image: Image.Image, seed: int, scores: Scores, threshold: float) -> None:
+        score = overall(scores)
+        low = [f"{name} {v:.3f}" for name, v in scores.items() if v is not None and v < threshold]
+        reason = f"below {threshold}: {', '.join(low)}" if low else None
+        self.attempts.append(Attempt(seed=seed, score=score, scores=scores, reason=reason))
         if self.image is None or (score is not None and (self.score is None or score > self.score)):
-            self.image, self.score, self.seed = image, score, seed
+            self.image, self.score, self.seed, self.scores = image, score, seed, scores
 
     def wants_retry(self, threshold: float) -> bool:
         return self.score is not None and self.score < threshold
@@ -43,7 +47,7 @@ def retry_seed(spec: ImageSpec, attempt: int) -> int:
     return (spec.seed + attempt * _RETRY_STRIDE) % (MAX_SEED + 1)
 
 
-def sample_with_retries(sampler: Sampler, pipe, key: GroupKey, jobs: list[Job], scorer: Scorer,
+def sample_with_retries(sampler: Sampler, pipe, key: GroupKey, jobs: list[Job], scorers: ScorerSet,
                         threshold: float, max_attempts: int, should_stop: StopCheck | None = None
                         ) -> list[list[Candidate] | Exception]:
     """Per job: its candidates (best image per slot, with attempts), or the exception its sampling raised."""
@@ -53,8 +57,8 @@ def sample_with_retries(sampler: Sampler, pipe, key: GroupKey, jobs: list[Job], 
             results.append(images)
             continue
         slots = [Candidate(spec) for spec in image_specs(job)]
-        for slot, image, score in zip(slots, images, scorer.score(images, [job.request.prompt] * len(images))):
-            slot.offer(image, slot.spec.seed, score, threshold)
+        for slot, image, scores in zip(slots, images, scorers.score(key.model, images, [job.request.prompt] * len(images))):
+            slot.offer(image, slot.spec.seed, scores, threshold)
         results.append(slots)
     for attempt in range(1, max_attempts):
         retry = [s for r in results if not isinstance(r, Exception) for s in r if s.wants_retry(threshold)]
@@ -67,7 +71,7 @@ def sample_with_retries(sampler: Sampler, pipe, key: GroupKey, jobs: list[Job], 
             raise
         except Exception:  # a failed retry keeps what the job already has
             break
-        scores = scorer.score(images, [s.prompt for s in specs])
-        for slot, spec, image, score in zip(retry, specs, images, scores):
-            slot.offer(image, spec.seed, score, threshold)
+        scores = scorers.score(key.model, images, [s.prompt for s in specs])
+        for slot, spec, image, image_scores in zip(retry, specs, images, scores):
+            slot.offer(image, spec.seed, image_scores, threshold)
     return results

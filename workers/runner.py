@@ -90,10 +90,11 @@ def write_job(job: Job, slots: list[Candidate], timings: dict[str, float], ctx: 
         outputs = []
         for i, slot in enumerate(slots):
             key, image = image_key(job, i), slot.image
-            ctx.storage.put(key, png_bytes(image, job, slot.seed, slot.score, ctx.settings.png_compress_level),
-                            "image/png", if_absent=True)
-            outputs.append(ImageOutput(index=i, url=ctx.storage.url(key), key=key, seed=slot.seed, score=slot.score,
-                                       width=image.width, height=image.height, attempts=slot.attempts))
+            output = ImageOutput(index=i, url=ctx.storage.url(key), key=key, seed=slot.seed, score=slot.score,
+                                 scores=slot.scores, width=image.width, height=image.height, attempts=slot.attempts)
+            ctx.storage.put(key, png_bytes(image, job, output, ctx.settings.png_compress_level), "image/png",
+                            if_absent=True)
+            outputs.append(output)
         ctx.storage.put(manifest_key(job), manifest_bytes(job, outputs), "application/json", if_absent=True)
     except Exception as e:  # storage still failing after botocore's retries: the job fails with the reason
         reason = f"storing images: {type(e).__name__}: {e}"
@@ -123,7 +124,7 @@ def run_batch(messages: list[Job], ctx: Context) -> list[Job]:
         t0 = time.perf_counter()
         try:
             results = sample_with_retries(ctx.sampler, ctx.pipelines.get(key.model), key, jobs,
-                                          ctx.scorers.for_model(key.model), ctx.settings.quality_threshold,
+                                          ctx.scorers, ctx.settings.quality_threshold,
                                           ctx.settings.quality_attempts, all_cancelled(jobs, ctx))
         except SoftTimeLimitExceeded:
             reason = f"time limit: the batch ran past {ctx.settings.soft_time_limit_s}s"

@@ -53,7 +53,7 @@ def make_ctx(redis, tmp_path, pipe, max_batch=8, **settings) -> Context:
     pipelines.add("embedded", pipe)
     settings = Settings(**{"redis_url": "redis://unused", "quality_attempts": 1, **settings})
     return Context(settings=settings, store=JobStore(redis, 600),
-                   storage=LocalStorage(tmp_path), pipelines=pipelines, scorers=ScorerSet(),
+                   storage=LocalStorage(tmp_path), pipelines=pipelines, scorers=ScorerSet(settings.scorer_names),
                    sampler=Sampler(DEVICE, max_batch), writer=BoundedWriter(2, 4))
 
 
