@@ -30,3 +30,36 @@ def test_generate_names_a_bad_argument(tmp_path):
     r = run_cli("generate", "a cat", "--width", "7", cwd=tmp_path)
     assert r.returncode == 2 and "width" in r.stderr and "multiple of 8" in r.stderr
     assert not (tmp_path / "genfleet-output").exists()
+
+
+def test_up_serves_api_and_worker_until_interrupted(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.conftest import ROOT, free_port, wait_for, wait_terminal
+    for k in [k for k in os.environ if k.startswith("GENFLEET_")]:
+        monkeypatch.delenv(k)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GENFLEET_METRICS_PORT": str(free_port())}
+    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "up", "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 60, "genfleet up never became ready", proc)
+        job = httpx.post(f"{base}/v1/jobs", json={"prompt": "a yellow hat", "steps": 4}).json()
+        assert wait_terminal(base, job["id"])["status"] == "succeeded"
+        assert (tmp_path / "genfleet-output" / job["id"] / "manifest.json").exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out

@@ -6,7 +6,9 @@ import json
 import httpx
 from PIL import Image
 
-from tests.conftest import BUCKET, wait_terminal
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import BUCKET, free_port, wait_for, wait_terminal
 
 
 def test_job_lands_in_s3_with_metadata_and_manifest(stack, s3):
@@ -52,3 +54,24 @@ def test_same_seed_same_pixels_across_jobs(stack, s3):
         data = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{job['outputs'][0]['key']}")["Body"].read()
         pixels.append(Image.open(io.BytesIO(data)).tobytes())
     assert pixels[0] == pixels[1]
+
+
+def test_worker_metrics_count_what_the_pool_process_did(stack):
+    api = stack.start_api()
+    port = free_port()
+    stack.start_worker(GENFLEET_METRICS_PORT=str(port))
+    job = wait_terminal(api, httpx.post(f"{api}/v1/jobs", json={"prompt": "a green cat", "num_images": 3,
+                                                                "steps": 4}).json()["id"])
+    assert job["status"] == "succeeded"
+
+    def samples() -> dict:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    wait_for(lambda: samples().get(("genfleet_images_generated_total", (("model", "embedded"),))) == 3.0, 10,
+             "images counter never reached 3")
+    got = samples()
+    assert got[("genfleet_jobs_finished_total", (("model", "embedded"), ("status", "succeeded")))] == 1.0
+    assert got[("genfleet_sample_seconds_count", (("model", "embedded"),))] == 1.0
+    assert got[("genfleet_model_load_seconds", (("model", "embedded"),))] > 0

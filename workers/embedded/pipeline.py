@@ -38,8 +38,12 @@ def build_unet() -> UNet2DModel:
 
 
 def build_scheduler() -> DPMSolverMultistepScheduler:
+    # Dynamic thresholding keeps each step's x0 estimate inside the pixel range. A pixel-space model needs it:
+    # with the cosine schedule the first steps divide by a tiny sqrt(alpha_bar), and without it the
+    # estimates blow up into saturated noise.
     return DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                                       algorithm_type="dpmsolver++", solver_order=2)
+                                       algorithm_type="dpmsolver++", solver_order=2, thresholding=True,
+                                       sample_max_value=1.0)
 
 
 def build_pipeline() -> "CatHatPipeline":
