@@ -62,7 +62,10 @@ def finish(job: Job, ctx: Context, status: JobStatus, **changes) -> Job:
 
 def claim(message: Job, ctx: Context) -> tuple[Job, bool]:
     """(record, runnable): marks the job running, or says why there is nothing to run."""
-    job = ctx.store.get(message.id) or message
+    job = ctx.store.get(message.id)
+    if job is None:  # the record expired or Redis lost it; the message carries the whole record
+        ctx.store.create(message)
+        job = ctx.store.get(message.id) or message
     if job.status.terminal:
         log.info("job %s is already %s; nothing to do", job.id, job.status)
         return job, False

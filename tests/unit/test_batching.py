@@ -144,3 +144,11 @@ def test_bounded_writer_blocks_intake_when_writes_fall_behind():
     for f in futures:
         f.result(timeout=5)
     assert writer.high_water == 2 and writer.pending == 0
+
+
+def test_a_message_whose_record_is_gone_still_runs_and_is_recorded(redis, tmp_path, embedded):
+    ctx = make_ctx(redis, tmp_path, embedded)
+    job = queued(ctx.store)
+    ctx.store.delete(job.id)  # as if Redis had lost it
+    done = run_batch([job], ctx)
+    assert done[0].status is JobStatus.succeeded and ctx.store.get(job.id).status is JobStatus.succeeded
