@@ -69,8 +69,11 @@ def system_images_per_s(model: str, request: dict, batch: int, jobs: int, settin
     with processes.redis_for(settings.model_copy(update={"data_dir": workdir / "redis"})) as url:
         store = JobStore(client(url), 3600)
         app = publisher(env_settings, url)
+        # Scoring stays on (it is part of the system); quality retries are off: they are extra images that the
+        # raw pipeline never makes, so they would not compare like with like.
         env = {**processes.worker_env(url, 0), "GENFLEET_MODEL": model, "GENFLEET_QUEUE": queue,
-               "GENFLEET_MAX_BATCH": str(batch), "GENFLEET_STORAGE_URL": (workdir / "out").as_uri()}
+               "GENFLEET_MAX_BATCH": str(batch), "GENFLEET_STORAGE_URL": (workdir / "out").as_uri(),
+               "GENFLEET_QUALITY_ATTEMPTS": "1"}
         log = workdir / "worker.log"
         worker = processes.spawn(processes.worker_command(env_settings, "WARNING"), env, log)
         try:
