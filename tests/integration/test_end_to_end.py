@@ -23,11 +23,12 @@ def test_job_lands_in_s3_with_metadata_and_manifest(stack, s3):
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{job['id']}/manifest.json")["Body"].read())
     assert [m["key"] for m in manifest["images"]] == [f"{job['id']}/0.png", f"{job['id']}/1.png"]
     for i, out in enumerate(job["outputs"]):
-        assert out["url"] == f"s3://{BUCKET}/{prefix}/{job['id']}/{i}.png" and out["seed"] == 11 + i
+        assert out["url"] == f"s3://{BUCKET}/{prefix}/{job['id']}/{i}.png" and out["attempts"][0]["seed"] == 11 + i
         png = Image.open(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{out['key']}")["Body"].read()))
         png.load()
         assert png.format == "PNG" and png.size == (48, 40)
-        assert png.text["prompt"] == body["prompt"] and png.text["seed"] == str(11 + i)
+        assert png.text["prompt"] == body["prompt"] and png.text["seed"] == str(out["seed"])
+        assert json.loads(png.text["scores"]) == out["scores"]
         assert png.text["model"] == "embedded" and float(png.text["score"]) == round(out["score"], 4)
         assert manifest["images"][i]["seed"] == out["seed"]
 
