@@ -97,8 +97,8 @@ class Stack:
         full = {**processes.worker_env(self.env["GENFLEET_REDIS_URL"], 0), **self.env, **env}
         proc = processes.spawn(processes.worker_command(settings), full, log)
         self.procs.append(proc)
-        wait_for(lambda: "ready." in log.read_text(errors="replace"), 60, f"worker never ready:\n{processes.tail(log)}",
-                 proc)
+        wait_for(lambda: "ready." in log.read_text(errors="replace"), 60,
+                 lambda: f"worker never ready:\n{processes.tail(log)}", proc)
         return proc
 
     def start_api(self, **env: str) -> str:
@@ -107,7 +107,7 @@ class Stack:
         proc = processes.spawn(processes.api_command("127.0.0.1", port), {**self.env, **env}, log)
         self.procs.append(proc)
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _healthy(base), 30, f"API never healthy:\n{processes.tail(log)}", proc)
+        wait_for(lambda: _healthy(base), 30, lambda: f"API never healthy:\n{processes.tail(log)}", proc)
         return base
 
 
@@ -118,13 +118,14 @@ def _healthy(base: str) -> bool:
         return False
 
 
-def wait_for(predicate, timeout_s: float, message: str, proc: subprocess.Popen | None = None) -> None:
+def wait_for(predicate, timeout_s: float, message, proc: subprocess.Popen | None = None) -> None:
+    """Polls `predicate`; `message` is a string or a callable, read only on failure (e.g. a log's tail)."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited ({proc.returncode}): {message}")
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
+        failed = proc is not None and proc.poll() is not None
+        if failed or time.monotonic() > deadline:
+            text = message() if callable(message) else message
+            raise AssertionError(f"process exited ({proc.returncode}): {text}" if failed else text)
         time.sleep(0.1)
 
 

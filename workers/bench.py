@@ -51,9 +51,11 @@ def raw_images_per_s(pipe, key: GroupKey, batch: int, device: torch.device, repe
     return batch * repeats / (time.perf_counter() - start)
 
 
-def _wait_all(store: JobStore, ids: list[str], timeout_s: float) -> list[Job]:
+def _wait_all(store: JobStore, ids: list[str], timeout_s: float, worker, log: Path) -> list[Job]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {worker.returncode}:\n{processes.tail(log)}")
         raws = store.redis.mget([f"genfleet:job:{i}" for i in ids])
         jobs = [Job.model_validate_json(r) for r in raws if r]
         if len(jobs) == len(ids) and all(j.status.terminal for j in jobs):
@@ -80,12 +82,12 @@ def system_images_per_s(model: str, request: dict, batch: int, jobs: int, settin
             warm = [Job.new(JobRequest(**request), model) for _ in range(batch)]
             for job in warm:
                 enqueue(job, store, app, queue)
-            _wait_all(store, [str(j.id) for j in warm], 1800)
+            _wait_all(store, [str(j.id) for j in warm], 1800, worker, log)
             stream = [Job.new(JobRequest(**{**request, "seed": i}), model) for i in range(jobs)]
             start = time.perf_counter()
             for job in stream:
                 enqueue(job, store, app, queue)
-            done = _wait_all(store, [str(j.id) for j in stream], 3600)
+            done = _wait_all(store, [str(j.id) for j in stream], 3600, worker, log)
             elapsed = time.perf_counter() - start
         finally:
             processes.stop(worker)
