@@ -41,8 +41,9 @@ def _where(url: str, settings: Settings) -> str:
 def _report(job: Job, settings: Settings) -> None:
     t = job.timings
     total = (job.finished_at - job.created_at).total_seconds() if job.finished_at else 0.0
-    parts = ", ".join(f"{k.removesuffix('_s')} {v:.2f}s" for k, v in t.items())
-    print(f"job {job.id} {job.status.value} in {total:.2f}s ({parts})")
+    parts = ", ".join(f"{k.removesuffix('_s')} {v:.2f}s" for k, v in t.items() if k.endswith("_s"))
+    batch = f"; sampled in a batch of {t['batch_images']:.0f} images" if "batch_images" in t else ""
+    print(f"job {job.id} {job.status.value} in {total:.2f}s ({parts}{batch})")
     if job.error:
         print(f"  error: {job.error}")
     for o in job.outputs:

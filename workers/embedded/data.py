@@ -111,11 +111,16 @@ def _draw_cat(d: ImageDraw.ImageDraw, rng: random.Random, rgb, s: int) -> tuple[
     return hx, hy - r * 0.75, r
 
 
-def render(scene: Scene, seed: int) -> Image.Image:
-    """One RGB picture of `scene` at RESOLUTION; the same (scene, seed) always gives the same pixels."""
+def render(scene: Scene, seed: int, vivid: bool = False) -> Image.Image:
+    """One RGB picture of `scene` at RESOLUTION; the same (scene, seed) always gives the same pixels.
+    `vivid` draws on a background of any colour (the scorer trains on some, to read pictures whatever their
+    background: the generator's drift brighter and more saturated than the data's)."""
     rng = random.Random(f"{seed}:{scene.caption}")
     s = RESOLUTION * _SUPER
-    img = Image.new("RGB", (s, s), _background(rng))
+    background = _background(rng)
+    if vivid:
+        background = tuple(rng.randint(0, 255) for _ in range(3))
+    img = Image.new("RGB", (s, s), background)
     d = ImageDraw.Draw(img)
     style = rng.randrange(3)
     if scene.cat:
@@ -139,8 +144,10 @@ def sample_scenes(n: int, seed: int, held_out: bool | None = False) -> list[Scen
     return [rng.choice(pairs if (rng.random() < 0.7 or not singles) else singles) for _ in range(n)]
 
 
-def make_dataset(n: int, seed: int, held_out: bool | None = False) -> tuple[np.ndarray, list[Scene]]:
-    """`n` rendered images as uint8 (n, 3, H, W) and their scenes; deterministic in `seed`."""
+def make_dataset(n: int, seed: int, held_out: bool | None = False, vivid: float = 0.0) -> tuple[np.ndarray, list[Scene]]:
+    """`n` rendered images as uint8 (n, 3, H, W) and their scenes; deterministic in `seed`. A share `vivid`
+    of them get backgrounds of any colour."""
     scenes = sample_scenes(n, seed, held_out)
-    images = np.stack([np.asarray(render(sc, seed * 1_000_003 + i)) for i, sc in enumerate(scenes)])
+    images = np.stack([np.asarray(render(sc, seed * 1_000_003 + i, vivid=(i * 0.618034) % 1 < vivid))
+                       for i, sc in enumerate(scenes)])
     return images.transpose(0, 3, 1, 2).copy(), scenes

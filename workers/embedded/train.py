@@ -25,9 +25,21 @@ CFG_DROPOUT = 0.1  # share of captions replaced by "" so the model also learns t
 MIN_SNR_GAMMA = 5.0
 
 
-def draw_batch(seed: int, step: int, size: int, device: torch.device) -> tuple[torch.Tensor, list]:
-    images, scenes = make_dataset(size, seed=seed * 1_000_000 + step)
+def draw_batch(seed: int, step: int, size: int, device: torch.device, vivid: float = 0.0) -> tuple[torch.Tensor, list]:
+    images, scenes = make_dataset(size, seed=seed * 1_000_000 + step, vivid=vivid)
     return torch.from_numpy(images).to(device).float() / 127.5 - 1.0, scenes
+
+
+def scorer_augment(x: torch.Tensor) -> torch.Tensor:
+    """What the sampler's pictures do that the renderer's do not: softer edges, shifted brightness and
+    contrast, a little noise. (Backgrounds of any colour come from the renderer, `vivid`.)"""
+    n = x.shape[0]
+    rand = lambda *shape: torch.rand(n, *shape, device=x.device)  # noqa: E731
+    blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    x = torch.lerp(x, blurred, rand(1, 1, 1) * 0.6)
+    x = (x - x.mean((1, 2, 3), keepdim=True)) * (0.8 + 0.4 * rand(1, 1, 1)) + x.mean((1, 2, 3), keepdim=True)
+    x = x + (rand(1, 1, 1) - 0.5) * 0.3 + torch.randn_like(x) * rand(1, 1, 1) * 0.15
+    return torch.where(rand(1, 1, 1) < 0.5, x.flip(-1), x)
 
 
 def train_scorer(steps: int, seed: int, device: torch.device, out: Path, batch: int = 128) -> AdherenceScorer:
@@ -37,10 +49,8 @@ def train_scorer(steps: int, seed: int, device: torch.device, out: Path, batch: 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     bar = tqdm(range(steps), desc="scorer", mininterval=2)
     for step in bar:
-        x, scenes = draw_batch(seed + 1, step, batch, device)
-        # noise and flips so the scorer also reads the sampler's slightly noisy pictures
-        x = x + torch.randn_like(x) * torch.rand(batch, 1, 1, 1, device=device) * 0.15
-        x = torch.where(torch.rand(batch, 1, 1, 1, device=device) < 0.5, x.flip(-1), x)
+        x, scenes = draw_batch(seed + 1, step, batch, device, vivid=0.5)
+        x = scorer_augment(x)
         labels = torch.tensor([scene_labels(s) for s in scenes], device=device)
         cat, hat = scorer(x)
         loss = F.cross_entropy(cat, labels[:, 0]) + F.cross_entropy(hat, labels[:, 1])
