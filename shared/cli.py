@@ -54,7 +54,7 @@ def _report(job: Job, settings: Settings) -> None:
 def _wait(store: JobStore, ids: list, worker: subprocess.Popen | None, log: Path, timeout_s: float) -> list[Job]:
     deadline = time.monotonic() + timeout_s
     while True:
-        jobs = [store.get(i) for i in ids]
+        jobs = store.get_many(ids)
         if all(j is not None and j.status.terminal for j in jobs):
             return jobs  # type: ignore[return-value]
         if worker is not None and worker.poll() is not None:

@@ -48,6 +48,11 @@ class JobStore:
         raw = self.redis.get(job_key(job_id))
         return Job.model_validate_json(raw) if raw else None
 
+    def get_many(self, job_ids: list) -> list[Job | None]:
+        """Records for many ids in one round trip (MGET), None where there is none."""
+        raws = self.redis.mget([job_key(i) for i in job_ids]) if job_ids else []
+        return [Job.model_validate_json(r) if r else None for r in raws]
+
     def update(self, job: Job) -> bool:
         """Writes `job` unless the stored record is already terminal; True if written."""
         return self._update(keys=[job_key(job.id)], args=[job.model_dump_json(), self.ttl_s]) == 1

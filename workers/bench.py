@@ -56,10 +56,9 @@ def _wait_all(store: JobStore, ids: list[str], timeout_s: float, worker, log: Pa
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             raise RuntimeError(f"the worker exited with code {worker.returncode}:\n{processes.tail(log)}")
-        raws = store.redis.mget([f"genfleet:job:{i}" for i in ids])
-        jobs = [Job.model_validate_json(r) for r in raws if r]
-        if len(jobs) == len(ids) and all(j.status.terminal for j in jobs):
-            return jobs
+        jobs = store.get_many(ids)
+        if all(j is not None and j.status.terminal for j in jobs):
+            return jobs  # type: ignore[return-value]
         time.sleep(0.05)
     raise TimeoutError(f"jobs not done after {timeout_s}s")
 

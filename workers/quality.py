@@ -24,20 +24,30 @@ class Candidate:
     """One output slot of a job: the best picture so far and every attempt at it."""
 
     spec: ImageSpec
-    image: Image.Image | None = None
-    score: float | None = None
-    seed: int = 0  # of the kept image
+    image: Image.Image | None = None  # the kept picture
+    best: Attempt | None = None  # the attempt that made it
     attempts: list[Attempt] = field(default_factory=list)
 
-    scores: Scores = field(default_factory=dict)  # of the kept image, by scorer
+    @property
+    def seed(self) -> int:
+        return self.best.seed if self.best else self.spec.seed
+
+    @property
+    def score(self) -> float | None:
+        return self.best.score if self.best else None
+
+    @property
+    def scores(self) -> Scores:
+        return self.best.scores if self.best else {}
 
     def offer(self, image: Image.Image, seed: int, scores: Scores, threshold: float) -> None:
         score = overall(scores)
         low = [f"{name} {v:.3f}" for name, v in scores.items() if v is not None and v < threshold]
         reason = f"below {threshold}: {', '.join(low)}" if low else None
-        self.attempts.append(Attempt(seed=seed, score=score, scores=scores, reason=reason))
-        if self.image is None or (score is not None and (self.score is None or score > self.score)):
-            self.image, self.score, self.seed, self.scores = image, score, seed, scores
+        attempt = Attempt(seed=seed, score=score, scores=scores, reason=reason)
+        self.attempts.append(attempt)
+        if self.best is None or (score is not None and (self.score is None or score > self.score)):
+            self.image, self.best = image, attempt
 
     def wants_retry(self, threshold: float) -> bool:
         return self.score is not None and self.score < threshold

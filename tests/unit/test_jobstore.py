@@ -35,3 +35,12 @@ def test_dead_letters_keep_reason_newest_first(redis):
     letters = store.dead_letters()
     assert [d["job_id"] for d in letters] == [str(jobs[1].id), str(jobs[0].id)]
     assert letters[1]["kind"] == "storage" and "EndpointConnectionError" in letters[1]["reason"]
+
+
+def test_get_many_reads_several_records_in_order(redis):
+    store = JobStore(redis, 60)
+    jobs = [Job.new(JobRequest(prompt=f"cat {i}"), "embedded") for i in range(3)]
+    for job in jobs[:2]:
+        store.create(job)
+    assert store.get_many([j.id for j in jobs]) == [jobs[0], jobs[1], None]
+    assert store.get_many([]) == []
