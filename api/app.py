@@ -1,4 +1,5 @@
-"""The enqueue API: validate, authenticate, record, publish. Serve with `genfleet api` (uvicorn `api.app:app`).
+"""The enqueue API: validate, authenticate, admit, record, publish. Serve with `genfleet api` (uvicorn
+`api.app:app`).
 
 It never imports torch or the worker: jobs leave as Celery messages published by task name.
 """
@@ -8,30 +9,64 @@ from __future__ import annotations
 import time
 
 from fastapi import FastAPI, Request
+from prometheus_client import REGISTRY
 
-from api import health, jobs
+from api import batches, events, health, jobs
 from api.auth import KeyRing
-from shared import metrics
+from api.idempotency import Idempotency
+from api.limits import Limits
+from api.queue_metrics import QueueCollector
+from shared import logs, metrics
+from shared.batches import BatchStore
 from shared.jobstore import JobStore
+from shared.outcomes import Outcomes
 from shared.queue import publisher
-from shared.redis_server import client
+from shared.redis_server import async_client, client
 from shared.settings import Settings, get_settings
 from shared.storage import open_storage
+from shared.webhooks import notify
+
+_collector: QueueCollector | None = None
+
+
+def _register_queue_metrics(store: JobStore, queue: str) -> None:
+    global _collector
+    if _collector is not None:  # one per process: a second app (tests) replaces the first
+        REGISTRY.unregister(_collector)
+    _collector = QueueCollector(store, queue)
+    REGISTRY.register(_collector)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     if not settings.redis_url:
         raise RuntimeError("GENFLEET_REDIS_URL is not set: run `genfleet api`, which starts the embedded Redis")
-    app = FastAPI(title="genfleet", version="0.1.0",
+    logs.configure(settings.log_format)
+    app = FastAPI(title="genfleet", version="0.2.0",
                   description="Queue text-to-image jobs; GPU workers generate, score and store the images.")
-    app.state.settings = settings
-    app.state.keys = KeyRing(settings.api_keys)
-    app.state.store = JobStore(client(settings.redis_url), settings.job_ttl_s)
-    app.state.storage = open_storage(settings.storage_url, settings.s3_endpoint_url)
-    app.state.publisher = publisher(settings, settings.redis_url)
-    app.include_router(jobs.router)
-    app.include_router(health.router)
+    s = app.state
+    s.settings = settings
+    s.keys = KeyRing(settings.api_keys)
+    s.store = JobStore(client(settings.redis_url), settings.job_ttl_s)
+    s.aredis = async_client(settings.redis_url)
+    s.batches = BatchStore(s.store)
+    s.storage = open_storage(settings.storage_url, settings.s3_endpoint_url)
+    s.publisher = publisher(settings, settings.redis_url)
+    s.limits = Limits(s.store.redis, settings)
+    s.idempotency = Idempotency(s.store.redis, settings.idempotency_ttl_s)
+    s.outcomes = Outcomes(s.batches, s.storage, lambda url, event: notify(s.publisher, settings.queue, url, event))
+    _register_queue_metrics(s.store, settings.queue)
+    for module in (jobs, events, batches, health):
+        app.include_router(module.router)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = FastAPI.openapi(app)
+            for name, schema in batches.schemas().items():
+                spec["components"]["schemas"].setdefault(name, schema)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     @app.middleware("http")
     async def observe(request: Request, call_next):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from dataclasses import dataclass
 
 from fastapi import HTTPException, Request, status
 
@@ -16,6 +17,12 @@ log = logging.getLogger(__name__)
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant: str
+    key_id: str  # what limits are counted by: a prefix of the key's digest, never the key
 
 
 class KeyRing:
@@ -29,7 +36,7 @@ class KeyRing:
                 raise ValueError("GENFLEET_API_KEYS must be comma-separated tenant:key pairs")
             self._keys.append((_digest(key), tenant))
         if not self._keys:
-            log.warning("GENFLEET_API_KEYS is unset: the API is open, every caller is tenant 'public'")
+            log.warning("GENFLEET_API_KEYS is unset: the API is open (no auth), every caller is tenant 'public'")
 
     @property
     def open(self) -> bool:
@@ -44,14 +51,14 @@ class KeyRing:
         return found
 
 
-def tenant_of(request: Request) -> str:
-    """The caller's tenant; 401 for a missing or wrong key when keys are configured."""
+def caller(request: Request) -> Caller:
+    """Who is calling; 401 for a missing or wrong key when keys are configured."""
     ring: KeyRing = request.app.state.keys
     if ring.open:
-        return "public"
+        return Caller("public", "public")
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     tenant = ring.tenant(key.strip()) if scheme.lower() == "bearer" else None
     if tenant is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid API key",
                             headers={"WWW-Authenticate": "Bearer"})
-    return tenant
+    return Caller(tenant, _digest(key.strip()).hex()[:16])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import time
@@ -10,13 +12,17 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+import httpx
+
 from shared import processes
+from shared.batches import BatchStore
 from shared.jobstore import JobStore
 from shared.queue import enqueue, publisher
 from shared.redis_server import client
 from shared.schema import Job, JobRequest
 from shared.settings import Settings, get_settings
 from shared.storage import LocalStorage, open_storage
+from shared.submit import Client, SubmitError, download, submit, wait
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -107,8 +113,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     with processes.redis_for(settings) as url:
         api = processes.spawn(processes.api_command(args.host, args.port), processes.child_env(url))
         worker = processes.spawn(processes.worker_command(settings), processes.worker_env(url, settings.metrics_port))
-        print(f"genfleet up: API on http://{args.host}:{args.port} (docs at /docs), one worker; Ctrl-C stops")
-        return _run_children([api, worker])
+        children = [api, worker]
+        if settings.webhook_secret:
+            children.append(processes.spawn(processes.webhooks_command(settings), processes.child_env(url)))
+        print(f"genfleet up: API on http://{args.host}:{args.port} (docs at /docs), one worker"
+              f"{', webhooks' if len(children) == 3 else ''}; Ctrl-C stops")
+        return _run_children(children)
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
@@ -124,12 +134,54 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """A job's or a batch's record: through the API with --api, else straight from Redis."""
+    if args.api:
+        api = Client(args.api, args.api_key)
+        for kind in ("jobs", "batches"):
+            r = api.http.get(f"/v1/{kind}/{args.id}")
+            if r.status_code == 200:
+                print(json.dumps(r.json(), indent=2))
+                return 0
+            if r.status_code not in (404, 422):
+                return _fail(f"{args.api}: {r.status_code} {r.text}", 1)
+        return _fail(f"no job or batch {args.id}", 1)
     with processes.redis_for(settings) as url:
-        job = JobStore(client(url), settings.job_ttl_s).get(args.id)
-    if job is None:
-        return _fail(f"no job {args.id}", 1)
-    print(job.model_dump_json(indent=2))
+        store = JobStore(client(url), settings.job_ttl_s)
+        job = store.get(args.id)
+        record = job or BatchStore(store).get(args.id)
+    if record is None:
+        return _fail(f"no job or batch {args.id}", 1)
+    print(record.model_dump_json(indent=2))
     return 0
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    fields = {"negative_prompt": args.negative, "width": args.width, "height": args.height, "steps": args.steps,
+              "guidance": args.guidance, "seed": args.seed, "num_images": args.num_images, "model": args.model,
+              "priority": args.priority}
+    params = {k: v for k, v in fields.items() if v is not None}
+    api = Client(args.api, args.api_key)
+    try:
+        batches = submit(Path(args.file), api, params)
+        for b in batches:
+            print(f"batch {b['id']}: {b['total']} job(s) queued")
+        if args.wait or args.download:
+            batches = wait(api, batches, args.timeout)
+            counts = {k: sum(b["counts"][k] for b in batches) for k in ("succeeded", "failed", "cancelled")}
+            print("finished: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+            if args.download:
+                print(f"downloaded {download(api, batches, Path(args.download))} image(s) to {args.download}")
+            return 0 if counts["failed"] == counts["cancelled"] == 0 else 1
+    except SubmitError as e:
+        return _fail(str(e), 1)
+    except httpx.HTTPError as e:
+        return _fail(f"cannot reach the API at {args.api}: {e}", 1)
+    return 0
+
+
+def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    with processes.redis_for(settings) as url:
+        return _run_children([processes.spawn(processes.webhooks_command(settings), processes.child_env(url))])
 
 
 # Commands that are whole programs of their own (in workers/, which shared/ must not import): their options
@@ -164,9 +216,31 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--metrics-port", type=int, help="default: GENFLEET_METRICS_PORT; 0 turns metrics off")
     w.add_argument("--loglevel", default="INFO")
     w.set_defaults(func=cmd_worker)
-    s = sub.add_parser("status", help="print a job's record")
+    api_url = os.environ.get("GENFLEET_API_URL", "http://127.0.0.1:8000")
+    s = sub.add_parser("status", help="print a job's or a batch's record")
     s.add_argument("id")
+    s.add_argument("--api", help="ask this API (e.g. $GENFLEET_API_URL) rather than Redis")
+    s.add_argument("--api-key", default=os.environ.get("GENFLEET_API_KEY"))
     s.set_defaults(func=cmd_status)
+    b = sub.add_parser("submit", help="queue every prompt of a file (.txt: one a line; .jsonl) through the API")
+    b.add_argument("file")
+    b.add_argument("--api", default=api_url, help="default: $GENFLEET_API_URL or http://127.0.0.1:8000")
+    b.add_argument("--api-key", default=os.environ.get("GENFLEET_API_KEY"), help="default: $GENFLEET_API_KEY")
+    b.add_argument("-n", "--num-images", type=int)
+    b.add_argument("--seed", type=int)
+    b.add_argument("--steps", type=int)
+    b.add_argument("--guidance", type=float)
+    b.add_argument("--width", type=int)
+    b.add_argument("--height", type=int)
+    b.add_argument("--negative", help="negative prompt")
+    b.add_argument("--model")
+    b.add_argument("--priority", choices=["high", "normal", "low"])
+    b.add_argument("--wait", action="store_true", help="show progress until every job has finished")
+    b.add_argument("--download", metavar="DIR", help="then download the images into DIR (implies --wait)")
+    b.add_argument("--timeout", type=float, default=24 * 3600)
+    b.set_defaults(func=cmd_submit)
+    h = sub.add_parser("webhooks", help="deliver webhooks (a small Celery worker; no GPU)")
+    h.set_defaults(func=cmd_webhooks)
     for name, module in PASS_THROUGH.items():
         sub.add_parser(name, help=f"python -m {module} (--help for its options)")
     return p

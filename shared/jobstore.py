@@ -1,34 +1,69 @@
 """Job records in Redis, one JSON string a job, written so that a job has exactly one terminal status.
 
 Every update goes through one Lua script: it refuses to change a record that is already terminal, so a
-redelivered message, a late worker or a cancel racing a finish can never flip an outcome.
+redelivered message, a late worker or a cancel racing a finish can never flip an outcome. The same atomic step
+appends the status event to the job's stream and, for a job of a batch, moves the batch's counts, so each
+transition is counted exactly once.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from enum import IntEnum
 from uuid import UUID
 
 import redis
 
+from shared.events import MAXLEN, stream_key
 from shared.metrics import DEAD_LETTERS
 from shared.schema import Job, JobStatus
 
 KEY_PREFIX = "genfleet:job:"
+BATCH_PREFIX = "genfleet:batch:"
 DEAD_LETTER = "genfleet:dead-letter"  # newest first, capped: jobs that exhausted their retries, with the reason
 _DEAD_LETTER_CAP = 10_000
 
-# KEYS[1] job key; ARGV[1] new JSON; ARGV[2] ttl seconds. Returns 1 if written, 0 if the record was terminal,
-# -1 if there is no record.
+# KEYS: job, event stream, batch counts (a hash: total, running, succeeded, failed, cancelled).
+# ARGV: new JSON, ttl seconds, new status, stream maxlen, "1" if the job belongs to a batch.
+# Returns -1 no record, 0 refused (already terminal), 1 written, 2 written and it was the batch's last job.
 _UPDATE = """
+local function terminal(s) return s == 'succeeded' or s == 'failed' or s == 'cancelled' end
 local cur = redis.call('GET', KEYS[1])
 if not cur then return -1 end
-local status = cjson.decode(cur)['status']
-if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
+local old = cjson.decode(cur)['status']
+if terminal(old) then return 0 end
+local new = ARGV[3]
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if old ~= new or new == 'running' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', new, 'data', ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+if ARGV[5] ~= '1' or old == new then return 1 end
+if old == 'running' then redis.call('HINCRBY', KEYS[3], 'running', -1) end
+redis.call('HINCRBY', KEYS[3], new, 1)
+if not terminal(new) then return 1 end
+local c = redis.call('HMGET', KEYS[3], 'total', 'succeeded', 'failed', 'cancelled')
+local finished = (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0)
+if finished >= (tonumber(c[1]) or 0) then return 2 end
 return 1
 """
+
+
+class Written(IntEnum):
+    """What `JobStore.update` did."""
+
+    missing = -1
+    refused = 0  # the record was already terminal; the first outcome stands
+    written = 1
+    batch_done = 2  # written, and it was the last job of its batch to finish
+
+    def __bool__(self) -> bool:
+        return self > 0
+
+
+def batch_counts_key(batch_id: UUID | str) -> str:
+    return f"{BATCH_PREFIX}{batch_id}:counts"
 
 
 def job_key(job_id: UUID | str) -> str:
@@ -44,6 +79,17 @@ class JobStore:
         """Stores a new record; False (and nothing written) if the id exists."""
         return bool(self.redis.set(job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s))
 
+    def create_many(self, jobs: list[Job]) -> None:
+        """Stores new records in one pipeline (ids are fresh: a batch's are derived from a new batch id)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job in jobs:
+            pipe.set(job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s)
+        pipe.execute()
+
+    def delete_many(self, job_ids: list) -> None:
+        if job_ids:
+            self.redis.delete(*(job_key(i) for i in job_ids))
+
     def get(self, job_id: UUID | str) -> Job | None:
         raw = self.redis.get(job_key(job_id))
         return Job.model_validate_json(raw) if raw else None
@@ -53,9 +99,14 @@ class JobStore:
         raws = self.redis.mget([job_key(i) for i in job_ids]) if job_ids else []
         return [Job.model_validate_json(r) if r else None for r in raws]
 
-    def update(self, job: Job) -> bool:
-        """Writes `job` unless the stored record is already terminal; True if written."""
-        return self._update(keys=[job_key(job.id)], args=[job.model_dump_json(), self.ttl_s]) == 1
+    def update(self, job: Job, client=None) -> Written:
+        """Writes `job` unless the stored record is already terminal (falsy then); `client` may be a pipeline."""
+        counts = batch_counts_key(job.batch_id) if job.batch_id else job_key(job.id)
+        in_batch = "1" if job.batch_id else "0"
+        result = self._update(keys=[job_key(job.id), stream_key(job.id), counts],
+                              args=[job.model_dump_json(), self.ttl_s, job.status.value, MAXLEN, in_batch],
+                              client=client)
+        return result if client is not None else Written(result)
 
     def delete(self, job_id: UUID | str) -> None:
         self.redis.delete(job_key(job_id))
@@ -69,6 +120,9 @@ class JobStore:
 
     def dead_letters(self, count: int = 100) -> list[dict]:
         return [json.loads(e) for e in self.redis.lrange(DEAD_LETTER, 0, count - 1)]
+
+    def statuses(self, job_ids: list) -> list[JobStatus | None]:
+        return [j.status if j else None for j in self.get_many(job_ids)]
 
     def status(self, job_id: UUID | str) -> JobStatus | None:
         job = self.get(job_id)

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from shared.queue import webhook_queue
 from shared.redis_server import embedded_redis
 from shared.settings import Settings
 
@@ -39,6 +40,12 @@ def worker_command(settings: Settings, loglevel: str = "INFO") -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "prefork", "--concurrency",
             "1", "--queues", settings.queue, "--hostname", "genfleet@%h", "--loglevel", loglevel,
             "--without-gossip", "--without-mingle"]
+
+
+def webhooks_command(settings: Settings, loglevel: str = "INFO") -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers.webhooks", "worker", "--pool", "threads",
+            "--concurrency", "8", "--queues", webhook_queue(settings.queue), "--hostname", "genfleet-webhooks@%h",
+            "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
 
 
 def api_command(host: str, port: int) -> list[str]:

@@ -5,14 +5,30 @@ The API publishes by task name, so it never imports the worker (nor torch).
 
 from __future__ import annotations
 
+import redis
 from celery import Celery
 
 from shared.jobstore import JobStore
 from shared.redis_server import kombu_url
-from shared.schema import Job
+from shared.schema import Job, Priority
 from shared.settings import Settings
 
 GENERATE_TASK = "genfleet.generate"
+WEBHOOK_TASK = "genfleet.webhook"
+
+# Priorities are kombu's Redis priority lists: each queue is one list per step, and a worker's BRPOP names
+# them in this order, so a waiting high job is always taken before a normal one. Lower number, sooner.
+PRIORITY_STEPS = {Priority.high: 0, Priority.normal: 3, Priority.low: 6}
+_SEP = ":"  # kombu's default separator is "\x06\x16"; a colon keeps list names readable for KEDA and redis-cli
+
+
+def priority_lists(queue: str) -> list[str]:
+    """The Redis lists that hold `queue`'s messages, most urgent first."""
+    return [queue if step == 0 else f"{queue}{_SEP}{step}" for step in PRIORITY_STEPS.values()]
+
+
+def webhook_queue(queue: str) -> str:
+    return f"{queue}.webhooks"
 
 
 def celery_config(settings: Settings, redis_url: str) -> dict:
@@ -21,7 +37,10 @@ def celery_config(settings: Settings, redis_url: str) -> dict:
         "broker_url": kombu_url(redis_url),
         "broker_connection_retry_on_startup": True,
         # Redis redelivers unacked messages after this; it must outlast the hard time limit (Settings checks).
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s,
+                                     "priority_steps": sorted(PRIORITY_STEPS.values()), "sep": _SEP,
+                                     "queue_order_strategy": "priority"},
+        "task_default_priority": PRIORITY_STEPS[Priority.normal],
         "task_serializer": "json",
         "accept_content": ["json"],  # a pickle message is refused, never deserialised
         "result_serializer": "json",
@@ -37,13 +56,33 @@ def publisher(settings: Settings, redis_url: str) -> Celery:
     return app
 
 
+def _send(app: Celery, job: Job, queue: str, producer=None) -> None:
+    app.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=queue, task_id=str(job.id),
+                  priority=PRIORITY_STEPS[job.request.priority], producer=producer)
+
+
 def enqueue(job: Job, store: JobStore, app: Celery, queue: str) -> None:
     """Records the job, then publishes it. If the publish fails the record is removed again, so a job the
     caller was told failed never lingers as `queued`."""
     if not store.create(job):
         raise ValueError(f"job {job.id} exists")
     try:
-        app.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=queue, task_id=str(job.id))
+        _send(app, job, queue)
     except Exception:
         store.delete(job.id)
         raise
+
+
+def publish_many(jobs: list[Job], app: Celery, queue: str) -> None:
+    """Publishes recorded jobs through kombu's batched producer: one Redis pipeline per thousand messages."""
+    with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
+        for job in jobs:
+            _send(app, job, queue, producer)
+
+
+def queue_depth(r: redis.Redis, queue: str) -> dict[str, int]:
+    """Messages waiting in each priority list of `queue` (reserved, unacked ones are not counted)."""
+    pipe = r.pipeline(transaction=False)
+    for name in priority_lists(queue):
+        pipe.llen(name)
+    return dict(zip((p.value for p in PRIORITY_STEPS), pipe.execute()))

@@ -29,6 +29,15 @@ def client(url: str) -> redis.Redis:
                                 retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
+def async_client(url: str):
+    """A redis.asyncio client for the same URLs (the API's Server-Sent Events wait on it)."""
+    import redis.asyncio
+
+    if url.startswith("redis+socket://"):
+        url = "unix://" + url.removeprefix("redis+socket://")
+    return redis.asyncio.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+
+
 def kombu_url(url: str) -> str:
     """The broker URL kombu understands for `url` (kombu spells unix sockets `redis+socket://`)."""
     return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Annotated
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
 MAX_SEED = 2**63 - 1
 EMBEDDED = "embedded"
@@ -45,13 +45,12 @@ class JobStatus(StrEnum):
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
-class JobRequest(BaseModel):
-    """What a client asks for. Unknown fields are refused, so a typo is an error rather than a silent default."""
+class JobParams(BaseModel):
+    """Everything about a job but its prompt: what a batch's prompts share. Unknown fields are refused, so a
+    typo is an error rather than a silent default."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"prompt": "a purple cat with a red hat", "num_images": 2, "seed": 42}]})
+    model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=2000)
     negative_prompt: str | None = Field(None, max_length=2000)
     width: Side | None = Field(None, description="unset: the model's native size")
     height: Side | None = Field(None, description="unset: the model's native size")
@@ -60,16 +59,26 @@ class JobRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="image n uses seed + n; unset: random")
     num_images: int = Field(1, ge=1, le=16)
     model: str | None = Field(None, min_length=1, max_length=200, description="unset: the server's default")
-    priority: Priority = Priority.normal
+    priority: Priority = Field(Priority.normal, description="high runs before normal, normal before low")
 
     @model_validator(mode="after")
-    def _sides_fit_model(self) -> "JobRequest":
+    def _sides_fit_model(self) -> "JobParams":
         lo, hi = side_limits(self.model or EMBEDDED)
         for name in ("width", "height"):
             side = getattr(self, name)
             if side is not None and not lo <= side <= hi:
                 raise ValueError(f"{name} {side} is outside {lo}..{hi} for model {self.model or EMBEDDED!r}")
         return self
+
+
+class JobRequest(JobParams):
+    """What a client asks for: one prompt, its parameters, and where to send its events."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"prompt": "a purple cat with a red hat", "num_images": 2, "seed": 42, "priority": "high"}]})
+
+    prompt: str = Field(min_length=1, max_length=2000)
+    webhook_url: AnyHttpUrl | None = Field(None, description="receives signed `job.*` events (Standard Webhooks)")
 
 
 class Attempt(BaseModel):
@@ -92,6 +101,8 @@ class ImageOutput(BaseModel):
     width: int
     height: int
     attempts: list[Attempt] = []
+    # Filled in by the API when it answers: a presigned GET URL (S3) or a local path; never stored.
+    download_url: str | None = None
 
 
 def _now() -> datetime:
@@ -107,6 +118,7 @@ class Job(BaseModel):
     model: str
     seed: int
     tenant: str | None = None
+    batch_id: UUID | None = None
     created_at: datetime = Field(default_factory=_now)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -116,7 +128,7 @@ class Job(BaseModel):
     timings: dict[str, float] = {}
 
     @classmethod
-    def new(cls, request: JobRequest, default_model: str, tenant: str | None = None) -> "Job":
+    def new(cls, request: JobRequest, default_model: str, tenant: str | None = None, **fields) -> "Job":
         """A queued job. The seed is fixed here, so a redelivered message regenerates the same images."""
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
-        return cls(request=request, model=request.model or default_model, seed=seed, tenant=tenant)
+        return cls(request=request, model=request.model or default_model, seed=seed, tenant=tenant, **fields)

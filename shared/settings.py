@@ -46,6 +46,18 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(3, ge=1, le=100)
     png_compress_level: int = Field(1, ge=0, le=9)
 
+    # The API's edge: limits per API key (0 turns one off), backpressure, idempotency, result links.
+    rate_limit_per_minute: int = Field(0, ge=0, description="POSTs per key per minute")
+    quota_images_per_day: int = Field(0, ge=0, description="images per key per UTC day")
+    max_queue_depth: int = Field(100_000, ge=1, description="waiting messages above which POSTs get 503")
+    idempotency_ttl_s: int = Field(24 * 3600, ge=60, le=30 * 24 * 3600)
+    presign_expiry_s: int = Field(3600, ge=1, le=7 * 24 * 3600)  # 7 days: the most SigV4 allows
+    # Webhooks: Standard Webhooks signing secret (`whsec_` + base64); unset, a job asking for one gets a 422.
+    webhook_secret: str | None = None
+    webhook_allow_private: bool = False  # True lets webhooks reach loopback, private and link-local addresses
+    webhook_attempts: int = Field(8, ge=1, le=30)
+    log_format: str = Field("json", pattern="^(json|text)$")
+
     @model_validator(mode="after")
     def _limits_are_ordered(self) -> "Settings":
         if self.soft_time_limit_s >= self.hard_time_limit_s:
@@ -56,6 +68,18 @@ class Settings(BaseSettings):
                 f"GENFLEET_HARD_TIME_LIMIT_S ({self.hard_time_limit_s}), or Redis redelivers running jobs"
             )
         return self
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_decodes(cls, value: str | None) -> str | None:
+        if value is not None:
+            from standardwebhooks.webhooks import Webhook
+
+            try:
+                Webhook(value)
+            except Exception as e:
+                raise ValueError(f"GENFLEET_WEBHOOK_SECRET must be whsec_ followed by base64: {e}") from None
+        return value
 
     @field_validator("scorers")
     @classmethod

@@ -27,6 +27,9 @@ class Storage(Protocol):
 
     def url(self, key: str) -> str: ...
 
+    def link(self, key: str, expires_s: int) -> str:
+        """Where a client fetches `key`: a presigned GET URL (S3), or the file's path (local)."""
+
     def check(self) -> None:
         """Raises when the storage cannot be reached (for readiness probes)."""
 
@@ -73,6 +76,9 @@ class LocalStorage:
     def url(self, key: str) -> str:
         return self._path(key).as_uri()
 
+    def link(self, key: str, expires_s: int) -> str:
+        return str(self._path(key))
+
     def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         if not os.access(self.root, os.W_OK):
@@ -111,6 +117,10 @@ class S3Storage:
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{_join(self.prefix, key)}"
+
+    def link(self, key: str, expires_s: int) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": _join(self.prefix, key)}, ExpiresIn=expires_s)
 
     def check(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)

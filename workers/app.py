@@ -13,12 +13,16 @@ from celery import Celery, signals
 from prometheus_client import multiprocess, start_http_server
 
 from shared import metrics
+from shared.batches import BatchStore
 from shared.jobstore import JobStore
+from shared.logs import configure_celery_logging
+from shared.outcomes import Outcomes
 from shared.queue import GENERATE_TASK, celery_config
 from shared.redis_server import client
 from shared.schema import Job, JobStatus
 from shared.settings import get_settings
 from shared.storage import open_storage
+from shared.webhooks import notify
 from workers.batching import AcceleratorBatches
 from workers.models import PipelineCache, resolve_device
 from workers.runner import Context, run_batch
@@ -43,6 +47,7 @@ app.conf.update(
     worker_prefetch_multiplier=2 * settings.max_batch,
     worker_cancel_long_running_tasks_on_connection_loss=True,
 )
+configure_celery_logging(settings.log_format)
 
 _context: Context | None = None
 
@@ -51,32 +56,56 @@ def context() -> Context:
     global _context
     if _context is None:
         device = resolve_device(settings.device)
+        store = JobStore(client(settings.redis_url), settings.job_ttl_s)
+        storage = open_storage(settings.storage_url, settings.s3_endpoint_url)
         _context = Context(
             settings=settings,
-            store=JobStore(client(settings.redis_url), settings.job_ttl_s),
-            storage=open_storage(settings.storage_url, settings.s3_endpoint_url),
+            store=store,
+            storage=storage,
             pipelines=PipelineCache(device),
             scorers=ScorerSet(settings.scorer_names, settings.clip_model, device),
             sampler=Sampler(device, settings.max_batch),
             writer=BoundedWriter(settings.write_threads, settings.write_queue),
+            outcomes=Outcomes(BatchStore(store), storage, lambda url, event: notify(app, settings.queue, url, event)),
         )
     return _context
 
 
 def observe(job: Job) -> None:
-    metrics.JOBS_FINISHED.labels(job.model, job.status.value).inc()
+    """Metrics of one finished job (read off its record, so what is exported is what was recorded)."""
+    model = job.model
+    metrics.JOBS_FINISHED.labels(model, job.status.value).inc()
+    if job.finished_at is not None:
+        metrics.JOB_SECONDS.labels(model).observe((job.finished_at - job.created_at).total_seconds())
     if job.status is JobStatus.succeeded:
-        metrics.IMAGES_GENERATED.labels(job.model).inc(len(job.outputs))
+        metrics.IMAGES_GENERATED.labels(model).inc(len(job.outputs))
         for out in job.outputs:
             if out.score is not None:
-                metrics.QUALITY_SCORE.labels(job.model).observe(out.score)
-            metrics.QUALITY_RETRIES.labels(job.model).inc(max(0, len(out.attempts) - 1))
+                metrics.QUALITY_SCORE.labels(model).observe(out.score)
+            for attempt in out.attempts[:-1]:  # every attempt but the last was regenerated
+                worst = min(attempt.scores, key=lambda k: attempt.scores[k] or 0.0, default="unscored")
+                metrics.QUALITY_RETRIES.labels(model, worst).inc()
     if "batch_images" in job.timings:
-        metrics.BATCH_IMAGES.labels(job.model).observe(job.timings["batch_images"])
+        metrics.BATCH_IMAGES.labels(model).observe(job.timings["batch_images"])
     for name, hist in (("sample_s", metrics.SAMPLE_SECONDS), ("store_s", metrics.STORE_SECONDS),
-                       ("queued_s", metrics.QUEUE_WAIT_SECONDS)):
+                       ("queued_s", metrics.QUEUE_WAIT_SECONDS), ("encode_s", metrics.ENCODE_SECONDS),
+                       ("upload_s", metrics.UPLOAD_SECONDS)):
         if name in job.timings:
-            hist.labels(job.model).observe(job.timings[name])
+            hist.labels(model).observe(job.timings[name])
+
+
+def observe_device(ctx: Context, groups: dict[str, float]) -> None:
+    """Accelerator metrics after a batch: memory, and GPU-seconds by model."""
+    if ctx.sampler.device.type != "cuda":
+        return
+    import torch
+
+    name = str(ctx.sampler.device)
+    free, total = torch.cuda.mem_get_info(ctx.sampler.device)
+    metrics.GPU_MEMORY_USED.labels(name).set(total - free)
+    metrics.GPU_MEMORY_TOTAL.labels(name).set(total)
+    for model, seconds in groups.items():
+        metrics.GPU_SECONDS.labels(model).inc(seconds)
 
 
 @app.task(name=GENERATE_TASK, base=AcceleratorBatches, flush_every=settings.max_batch,
@@ -84,9 +113,16 @@ def observe(job: Job) -> None:
 def generate(requests: list) -> list[str]:
     """One batch: each request's only argument is a job record (JSON)."""
     jobs = [Job.model_validate(r.args[0]) for r in requests]
-    done = run_batch(jobs, context())
+    metrics.IN_FLIGHT.inc(len(jobs))
+    try:
+        done = run_batch(jobs, context())
+    finally:
+        metrics.IN_FLIGHT.dec(len(jobs))
+    calls: dict[str, set[float]] = {}  # jobs of one pipeline call share its duration: count each call once
     for job in done:
         observe(job)
+        calls.setdefault(job.model, set()).add(job.timings.get("sample_s", 0.0))
+    observe_device(context(), {model: sum(durations) for model, durations in calls.items()})
     return [job.status.value for job in done]
 
 

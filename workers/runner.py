@@ -18,7 +18,9 @@ from datetime import datetime, timezone
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from shared.events import publish_progress
 from shared.jobstore import JobStore
+from shared.outcomes import Outcomes
 from shared.schema import ImageOutput, Job, JobStatus
 from shared.settings import Settings
 from shared.storage import Storage
@@ -43,6 +45,7 @@ class Context:
     scorers: ScorerSet
     sampler: Sampler
     writer: BoundedWriter
+    outcomes: Outcomes
 
 
 def image_key(job: Job, index: int) -> str:
@@ -55,8 +58,12 @@ def manifest_key(job: Job) -> str:
 
 def finish(job: Job, ctx: Context, status: JobStatus, **changes) -> Job:
     done = job.model_copy(update={"status": status, "finished_at": datetime.now(timezone.utc), **changes})
-    if not ctx.store.update(done):
+    written = ctx.store.update(done)
+    if not written:
         return ctx.store.get(job.id) or done  # someone recorded an outcome first; theirs stands
+    log.info("job %s", status.value, extra={"job_id": str(job.id), "batch_id": job.batch_id and str(job.batch_id),
+                                            "tenant": job.tenant, "model": job.model, "error": done.error})
+    ctx.outcomes(done, written)
     return done
 
 
@@ -89,14 +96,17 @@ def write_job(job: Job, slots: list[Candidate], timings: dict[str, float], ctx: 
     if ctx.store.status(job.id) is JobStatus.cancelled:
         return ctx.store.get(job.id) or job  # cancelled while it ran: nothing is written
     t0 = time.perf_counter()
+    encode_s = 0.0
     try:
         outputs = []
         for i, slot in enumerate(slots):
             key, image = image_key(job, i), slot.image
             output = ImageOutput(index=i, url=ctx.storage.url(key), key=key, seed=slot.seed, score=slot.score,
                                  scores=slot.scores, width=image.width, height=image.height, attempts=slot.attempts)
-            ctx.storage.put(key, png_bytes(image, job, output, ctx.settings.png_compress_level), "image/png",
-                            if_absent=True)
+            t_enc = time.perf_counter()
+            data = png_bytes(image, job, output, ctx.settings.png_compress_level)
+            encode_s += time.perf_counter() - t_enc
+            ctx.storage.put(key, data, "image/png", if_absent=True)
             outputs.append(output)
         ctx.storage.put(manifest_key(job), manifest_bytes(job, outputs), "application/json", if_absent=True)
     except Exception as e:  # storage still failing after botocore's retries: the job fails with the reason
@@ -104,14 +114,22 @@ def write_job(job: Job, slots: list[Candidate], timings: dict[str, float], ctx: 
         log.exception("storing job %s failed", job.id)
         ctx.store.dead_letter(job, "storage", reason)
         return finish(job, ctx, JobStatus.failed, error=reason, timings=timings)
-    timings = {**timings, "store_s": time.perf_counter() - t0}
+    store_s = time.perf_counter() - t0
+    timings = {**timings, "store_s": store_s, "encode_s": encode_s, "upload_s": store_s - encode_s}
     return finish(job, ctx, JobStatus.succeeded, outputs=outputs, timings=timings)
 
 
-def all_cancelled(jobs: list[Job], ctx: Context):
-    """A stop check for a pipeline call: true once every job sharing it has been cancelled."""
+def step_hook(jobs: list[Job], ctx: Context):
+    """Called by a pipeline call at most twice a second: publishes step progress to every job sharing it,
+    and says to stop once all of them have been cancelled."""
     ids = [str(j.id) for j in jobs]
-    return lambda: all(ctx.store.status(i) is JobStatus.cancelled for i in ids)
+
+    def hook(step: int | None = None, steps: int | None = None) -> bool:
+        if step is not None and steps:
+            publish_progress(ctx.store.redis, ids, step, steps, ctx.settings.job_ttl_s)
+        return all(s is JobStatus.cancelled for s in ctx.store.statuses(ids))
+
+    return hook
 
 
 def run_batch(messages: list[Job], ctx: Context) -> list[Job]:
@@ -128,7 +146,7 @@ def run_batch(messages: list[Job], ctx: Context) -> list[Job]:
         try:
             results = sample_with_retries(ctx.sampler, ctx.pipelines.get(key.model), key, jobs,
                                           ctx.scorers, ctx.settings.quality_threshold,
-                                          ctx.settings.quality_attempts, all_cancelled(jobs, ctx))
+                                          ctx.settings.quality_attempts, step_hook(jobs, ctx))
         except SoftTimeLimitExceeded:
             reason = f"time limit: the batch ran past {ctx.settings.soft_time_limit_s}s"
             done += [finish(j, ctx, JobStatus.failed, error=reason) for _, left in groups[n:] for j in left]

@@ -58,7 +58,9 @@ def image_specs(job: Job) -> list[ImageSpec]:
     return [ImageSpec(r.prompt, r.negative_prompt, image_seed(job, i)) for i in range(r.num_images)]
 
 
-StopCheck = Callable[[], bool]
+# Called with (step, steps) at most every half second during a call, and with no arguments between calls:
+# True means stop.
+StopCheck = Callable[..., bool]
 
 
 def interrupter(should_stop: StopCheck, every_s: float = 0.5):
@@ -69,7 +71,7 @@ def interrupter(should_stop: StopCheck, every_s: float = 0.5):
     def callback(pipe, step: int, timestep, tensors: dict) -> dict:
         if time.monotonic() - last[0] >= every_s:
             last[0] = time.monotonic()
-            if should_stop():
+            if should_stop(step + 1, getattr(pipe, "num_timesteps", None)):
                 pipe._interrupt = True
         return tensors
 

@@ -5,6 +5,8 @@ import uuid
 import httpx
 import pytest
 
+from shared.queue import queue_depth
+
 
 @pytest.fixture
 def api(stack):
@@ -12,7 +14,7 @@ def api(stack):
 
 
 def queue_length(stack, redis) -> int:
-    return redis.llen(stack.env["GENFLEET_QUEUE"])
+    return sum(queue_depth(redis, stack.env["GENFLEET_QUEUE"]).values())
 
 
 def test_post_queues_a_job_with_location(api, stack, redis):
@@ -54,7 +56,7 @@ def test_unknown_and_malformed_ids(api):
     assert httpx.get(f"{api}/v1/jobs/not-a-uuid").status_code == 422
 
 
-def test_probes_docs_and_metrics(api):
+def test_probes_docs_and_metrics(api, stack):
     assert httpx.get(f"{api}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{api}/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok", "storage": "ok"}
@@ -64,7 +66,8 @@ def test_probes_docs_and_metrics(api):
     httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat"})
     text = httpx.get(f"{api}/metrics").text
     assert 'genfleet_http_requests_total{method="POST",route="/v1/jobs",status="202"} 1.0' in text
-    assert 'genfleet_jobs_enqueued_total{model="embedded"} 1.0' in text
+    assert 'genfleet_jobs_enqueued_total{model="embedded",priority="normal"} 1.0' in text
+    assert 'genfleet_queue_depth{priority="normal",queue="%s"} 1.0' % stack.env["GENFLEET_QUEUE"] in text
 
 
 def test_readyz_fails_when_storage_is_unreachable(stack):

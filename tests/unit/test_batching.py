@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from shared.batches import BatchStore
 from shared.jobstore import JobStore
+from shared.outcomes import Outcomes
 from shared.schema import Job, JobRequest, JobStatus
 from shared.settings import Settings
 from shared.storage import LocalStorage
@@ -52,9 +54,14 @@ def make_ctx(redis, tmp_path, pipe, max_batch=8, **settings) -> Context:
     pipelines = PipelineCache(DEVICE)
     pipelines.add("embedded", pipe)
     settings = Settings(**{"redis_url": "redis://unused", "quality_attempts": 1, **settings})
-    return Context(settings=settings, store=JobStore(redis, 600),
-                   storage=LocalStorage(tmp_path), pipelines=pipelines, scorers=ScorerSet(settings.scorer_names),
-                   sampler=Sampler(DEVICE, max_batch), writer=BoundedWriter(2, 4))
+    store, storage = JobStore(redis, 600), LocalStorage(tmp_path)
+    notified: list[tuple[str | None, dict]] = []  # webhooks the worker would queue, kept for the tests to read
+    ctx = Context(settings=settings, store=store, storage=storage, pipelines=pipelines,
+                  scorers=ScorerSet(settings.scorer_names), sampler=Sampler(DEVICE, max_batch),
+                  writer=BoundedWriter(2, 4),
+                  outcomes=Outcomes(BatchStore(store), storage, lambda url, event: notified.append((url, event))))
+    ctx.notified = notified  # type: ignore[attr-defined]
+    return ctx
 
 
 def queued(store: JobStore, **fields) -> Job:

@@ -100,6 +100,7 @@ class CatHatPipeline(DiffusionPipeline):
         shape = (len(prompts), self.unet.config.in_channels, height, width)
         latents = randn_tensor(shape, generator=generator, device=self.device, dtype=dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        self.num_timesteps = len(self.scheduler.timesteps)  # what step callbacks read, as in diffusers' pipelines
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             if self.interrupt:
                 break

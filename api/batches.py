@@ -1,0 +1,156 @@
+"""`/v1/batches`: up to 10,000 prompts with shared parameters in one request, as JSON or as JSON Lines.
+
+Accepting a batch records every job and publishes every message (kombu's pipelined producer) before it
+answers, so a 202 means all of it is queued. If publishing fails half way, the batch's jobs are cancelled
+before the 503, so a message that did go out finds its job cancelled and runs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated
+from uuid import UUID
+
+import redis
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
+
+from api.admission import check_model, check_webhook, idempotent, invalid
+from api.auth import Caller, caller
+from api.jobs import _LIMITS, IdempotencyKey
+from shared import metrics
+from shared.batches import Batch, BatchItem, BatchRequest, manifest_key, new_jobs
+from shared.queue import publish_many
+
+router = APIRouter(prefix="/v1", tags=["batches"])
+log = logging.getLogger(__name__)
+JSONL = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
+_ITEM = TypeAdapter(str | BatchItem)
+
+_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}},
+    "application/x-ndjson": {"schema": {"type": "string"}, "example": '"a green cat"\n{"prompt": "a red hat", "seed": 3}\n'},
+}}}
+
+
+def schemas() -> dict:
+    """Component schemas the JSON body refers to (the route reads its body itself, so FastAPI adds none)."""
+    schema = BatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs", {}), "BatchRequest": schema}
+
+
+def _errors(e: ValidationError, prefix: tuple) -> RequestValidationError:
+    return RequestValidationError([{**err, "loc": (*prefix, *err["loc"])} for err in e.errors(include_url=False)])
+
+
+def _from_jsonl(raw: bytes, params: str | None, webhook_url: str | None) -> BatchRequest:
+    items = []
+    for n, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(_ITEM.validate_json(line))
+        except ValidationError as e:
+            raise _errors(e, ("body", f"line {n}")) from None
+    try:
+        return BatchRequest(prompts=items, params=json.loads(params) if params else {}, webhook_url=webhook_url)
+    except json.JSONDecodeError as e:
+        raise invalid(("query", "params"), params, f"not JSON: {e}") from None
+    except ValidationError as e:
+        raise _errors(e, ("body",)) from None
+
+
+async def _read(request: Request, params: str | None, webhook_url: str | None) -> BatchRequest:
+    raw = await request.body()
+    if request.headers.get("content-type", "").split(";")[0].strip() in JSONL:
+        return _from_jsonl(raw, params, webhook_url)
+    try:
+        return BatchRequest.model_validate_json(raw)
+    except ValidationError as e:
+        raise _errors(e, ("body",)) from None
+
+
+def _queue_batch(body: BatchRequest, request: Request, who: Caller) -> str:
+    state = request.app.state
+    model = check_model(body.params.model, state.settings, ("body", "params", "model"))
+    check_webhook(body.webhook_url, state.settings)
+    state.limits.check_depth(len(body.prompts))
+    batch = Batch(tenant=who.tenant, model=model, total=len(body.prompts), webhook_url=body.webhook_url)
+    try:
+        jobs = new_jobs(batch, body, state.settings.model)
+    except ValidationError as e:
+        raise _errors(e, ("body", "params")) from None
+    images = sum(j.request.num_images for j in jobs)
+    state.limits.admit(who.key_id, images)
+    try:
+        state.batches.create(batch, jobs)
+        publish_many(jobs, state.publisher, state.settings.queue)
+    except (redis.RedisError, OSError) as e:
+        state.limits.refund(who.key_id, images)
+        try:
+            state.batches.cancel_queued(batch)
+        except redis.RedisError:
+            log.exception("batch %s: publishing failed and so did cancelling its jobs", batch.id)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"queue unavailable: {e}",
+                            headers={"Retry-After": "5"}) from e
+    metrics.BATCHES_ENQUEUED.inc()
+    metrics.JOBS_ENQUEUED.labels(model, body.params.priority.value).inc(len(jobs))
+    log.info("batch queued", extra={"batch_id": str(batch.id), "tenant": who.tenant, "jobs": len(jobs)})
+    return str(batch.id)
+
+
+@router.post("/batches", status_code=status.HTTP_202_ACCEPTED, response_model=Batch, responses=_LIMITS,
+             openapi_extra=_BODY)
+async def create_batch(request: Request, response: Response, who: Caller = Depends(caller),
+                       idempotency_key: IdempotencyKey = None,
+                       params: Annotated[str | None, Query(description="JSON Lines only: the shared parameters, "
+                                                                       "as a JSON object")] = None,
+                       webhook_url: Annotated[str | None, Query(description="JSON Lines only")] = None) -> Batch:
+    """Queues up to 10,000 prompts. JSON: a `BatchRequest`. JSON Lines: one prompt a line (a JSON string or
+    `{"prompt", "negative_prompt", "seed"}`), shared parameters in the `params` query parameter."""
+    body = await _read(request, params, webhook_url)
+    fp_body = body.model_dump_json()
+    batch_id, replayed = await run_in_threadpool(
+        idempotent, request, who, idempotency_key, fp_body, lambda: _queue_batch(body, request, who))
+    response.headers["Location"] = f"/v1/batches/{batch_id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return await run_in_threadpool(_view, UUID(batch_id), request, who)
+
+
+def _own_batch(batch_id: UUID, request: Request, who: Caller) -> Batch:
+    batch = request.app.state.batches.get(batch_id)
+    if batch is None or batch.tenant != who.tenant:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"batch {batch_id} not found")
+    return batch
+
+
+def _view(batch_id: UUID, request: Request, who: Caller) -> Batch:
+    """The batch with its counts; once finished, a link to its manifest (written here if its writer died)."""
+    state = request.app.state
+    batch = _own_batch(batch_id, request, who)
+    if batch.status != "finished":
+        return batch
+    key = manifest_key(batch.id)
+    if not state.storage.exists(key):
+        state.batches.write_manifest(batch.id, state.storage)
+    return batch.model_copy(update={"manifest_url": state.storage.link(key, state.settings.presign_expiry_s)})
+
+
+@router.get("/batches/{batch_id}", response_model=Batch, responses={404: {"description": "no such batch"}})
+def get_batch(batch_id: UUID, request: Request, who: Caller = Depends(caller)) -> Batch:
+    return _view(batch_id, request, who)
+
+
+@router.delete("/batches/{batch_id}", response_model=Batch, responses={404: {"description": "no such batch"}})
+def cancel_batch(batch_id: UUID, request: Request, who: Caller = Depends(caller)) -> Batch:
+    """Cancels every job of the batch that has not started; running ones finish."""
+    state = request.app.state
+    batch = _own_batch(batch_id, request, who)
+    _, finished = state.batches.cancel_queued(batch)
+    if finished:
+        state.outcomes.batch_finished(batch.id)
+    return _view(batch_id, request, who)

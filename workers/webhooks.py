@@ -1,0 +1,67 @@
+"""The webhook deliverer: a small Celery app of its own, with no torch, run by `genfleet webhooks`.
+
+Celery's own retry does the backoff (exponential, jittered, capped); a delivery that exhausts its attempts is
+kept as a dead letter. Messages are acked late, so a deliverer that dies mid-send delivers again: receivers
+drop repeats by the `webhook-id` header, as Standard Webhooks asks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+import httpx
+from celery import Celery
+from celery.utils.time import get_exponential_backoff_interval
+
+from shared.jobstore import DEAD_LETTER
+from shared.logs import configure_celery_logging
+from shared.metrics import DEAD_LETTERS, WEBHOOKS
+from shared.queue import WEBHOOK_TASK, celery_config, webhook_queue
+from shared.redis_server import client
+from shared.settings import get_settings
+from shared.webhooks import DeliveryFailed, UnsafeTarget, deliver
+
+log = logging.getLogger(__name__)
+settings = get_settings()
+if not settings.redis_url:
+    raise SystemExit("GENFLEET_REDIS_URL is not set: run `genfleet webhooks`, which starts the embedded Redis")
+
+app = Celery("genfleet-webhooks")
+app.conf.update(celery_config(settings, settings.redis_url))
+app.conf.update(task_acks_late=True, task_reject_on_worker_lost=True, task_time_limit=60,
+                task_default_queue=webhook_queue(settings.queue))
+configure_celery_logging(settings.log_format)
+
+
+def give_up(url: str, event: dict, reason: str) -> None:
+    entry = json.dumps({"webhook": url, "event_id": event.get("id"), "kind": "webhook", "reason": reason,
+                        "at": datetime.now(timezone.utc).isoformat()})
+    client(settings.redis_url).lpush(DEAD_LETTER, entry)
+    DEAD_LETTERS.labels("webhook").inc()
+
+
+@app.task(name=WEBHOOK_TASK, bind=True, max_retries=settings.webhook_attempts - 1)
+def send(self, url: str, event: dict) -> int:
+    try:
+        status = deliver(url, event, settings.webhook_secret or "", settings.webhook_allow_private)
+    except UnsafeTarget as e:  # resolving elsewhere now: never retried
+        give_up(url, event, str(e))
+        WEBHOOKS.labels("refused").inc()
+        return 0
+    except (httpx.HTTPError, DeliveryFailed) as e:
+        if self.request.retries >= self.max_retries:
+            give_up(url, event, f"{type(e).__name__}: {e}")
+            WEBHOOKS.labels("gave_up").inc()
+            return 0
+        WEBHOOKS.labels("retried").inc()
+        # Celery's retry: 1, 2, 4 ... s, capped at 5 minutes, with full jitter
+        raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
+    WEBHOOKS.labels("delivered").inc()
+    log.info("webhook delivered", extra={"event_id": event["id"], "status": status})
+    return status
+
+
+def _backoff(retries: int) -> float:
+    return get_exponential_backoff_interval(factor=1, retries=retries, maximum=300, full_jitter=True)
