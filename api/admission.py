@@ -4,6 +4,7 @@ safe, and the Idempotency-Key flow (see api/idempotency.py) around the work that
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +13,8 @@ from api.auth import Caller
 from api.idempotency import fingerprint
 from shared.settings import Settings
 from shared.webhooks import UnsafeTarget, check_target
+
+T = TypeVar("T")  # a Job or a Batch: anything with an `id`
 
 
 def invalid(loc: tuple, value, msg: str) -> RequestValidationError:
@@ -37,19 +40,22 @@ def check_webhook(url, settings: Settings, loc: tuple = ("body", "webhook_url"))
         raise invalid(loc, str(url), str(e)) from None
 
 
-def idempotent(request: Request, who: Caller, key: str | None, body: str, make: Callable[[], str]) -> tuple[str, bool]:
-    """(resource id, replayed): runs `make` once per (tenant, key, body); a repeat returns the first result."""
+def idempotent(request: Request, who: Caller, key: str | None, body: str,
+               make: Callable[[], T]) -> tuple[str, T | None]:
+    """Runs `make` once per (tenant, key, body): (its resource's id, what it made), or, for a repeat,
+    (the first request's resource id, None)."""
     if key is None:
-        return make(), False
+        made = make()
+        return str(made.id), made
     ledger = request.app.state.idempotency
     fp = fingerprint(request.url.path, body)
     earlier = ledger.begin(who.tenant, key, fp)
     if earlier is not None:
-        return earlier, True
+        return earlier, None
     try:
         made = make()
     except BaseException:
         ledger.abandon(who.tenant, key)
         raise
-    ledger.complete(who.tenant, key, fp, made)
-    return made, False
+    ledger.complete(who.tenant, key, fp, str(made.id))
+    return str(made.id), made

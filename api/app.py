@@ -6,17 +6,16 @@ It never imports torch or the worker: jobs leave as Celery messages published by
 
 from __future__ import annotations
 
-import time
-
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from api import batches, events, health, jobs
 from api.auth import KeyRing
 from api.idempotency import Idempotency
 from api.limits import Limits
+from api.observe import ObserveRequests
 from api.queue_metrics import QueueCollector
-from shared import logs, metrics
+from shared import logs
 from shared.batches import BatchStore
 from shared.jobstore import JobStore
 from shared.outcomes import Outcomes
@@ -68,16 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = route.path if route is not None else "unmatched"  # templates, not ids: bounded label values
-        metrics.HTTP_REQUESTS.labels(path, request.method, str(response.status_code)).inc()
-        metrics.HTTP_LATENCY.labels(path, request.method).observe(time.perf_counter() - start)
-        return response
-
+    app.add_middleware(ObserveRequests)
     return app
 
 

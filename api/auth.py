@@ -51,8 +51,9 @@ class KeyRing:
         return found
 
 
-def caller(request: Request) -> Caller:
-    """Who is calling; 401 for a missing or wrong key when keys are configured."""
+async def caller(request: Request) -> Caller:
+    """Who is calling; 401 for a missing or wrong key when keys are configured. (async: pure CPU, so no
+    thread hop for it)"""
     ring: KeyRing = request.app.state.keys
     if ring.open:
         return Caller("public", "public")

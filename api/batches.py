@@ -73,7 +73,7 @@ async def _read(request: Request, params: str | None, webhook_url: str | None) -
         raise _errors(e, ("body",)) from None
 
 
-def _queue_batch(body: BatchRequest, request: Request, who: Caller) -> str:
+def _queue_batch(body: BatchRequest, request: Request, who: Caller) -> Batch:
     state = request.app.state
     model = check_model(body.params.model, state.settings, ("body", "params", "model"))
     check_webhook(body.webhook_url, state.settings)
@@ -99,7 +99,7 @@ def _queue_batch(body: BatchRequest, request: Request, who: Caller) -> str:
     metrics.BATCHES_ENQUEUED.inc()
     metrics.JOBS_ENQUEUED.labels(model, body.params.priority.value).inc(len(jobs))
     log.info("batch queued", extra={"batch_id": str(batch.id), "tenant": who.tenant, "jobs": len(jobs)})
-    return str(batch.id)
+    return batch
 
 
 @router.post("/batches", status_code=status.HTTP_202_ACCEPTED, response_model=Batch, responses=_LIMITS,
@@ -113,10 +113,10 @@ async def create_batch(request: Request, response: Response, who: Caller = Depen
     `{"prompt", "negative_prompt", "seed"}`), shared parameters in the `params` query parameter."""
     body = await _read(request, params, webhook_url)
     fp_body = body.model_dump_json()
-    batch_id, replayed = await run_in_threadpool(
+    batch_id, made = await run_in_threadpool(
         idempotent, request, who, idempotency_key, fp_body, lambda: _queue_batch(body, request, who))
     response.headers["Location"] = f"/v1/batches/{batch_id}"
-    if replayed:
+    if made is None:
         response.headers["Idempotent-Replayed"] = "true"
     return await run_in_threadpool(_view, UUID(batch_id), request, who)
 

@@ -38,7 +38,7 @@ def with_links(job: Job, request: Request) -> Job:
     return job.model_copy(update={"outputs": outputs})
 
 
-def _queue_one(body: JobRequest, request: Request, who: Caller) -> str:
+def _queue_one(body: JobRequest, request: Request, who: Caller) -> Job:
     state = request.app.state
     state.limits.check_depth(1)
     state.limits.admit(who.key_id, body.num_images)
@@ -52,7 +52,7 @@ def _queue_one(body: JobRequest, request: Request, who: Caller) -> str:
     metrics.JOBS_ENQUEUED.labels(job.model, body.priority.value).inc()
     log.info("job queued", extra={"job_id": str(job.id), "tenant": who.tenant, "model": job.model,
                                   "priority": body.priority.value})
-    return str(job.id)
+    return job
 
 
 @router.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=Job, responses=_LIMITS)
@@ -61,12 +61,13 @@ def create_job(body: JobRequest, request: Request, response: Response, who: Call
     """Queues one job. With an `Idempotency-Key`, a retried request returns the same job and queues nothing."""
     check_model(body.model, request.app.state.settings)
     check_webhook(body.webhook_url, request.app.state.settings)
-    job_id, replayed = idempotent(request, who, idempotency_key, body.model_dump_json(),
-                                  lambda: _queue_one(body, request, who))
+    job_id, job = idempotent(request, who, idempotency_key, body.model_dump_json(),
+                             lambda: _queue_one(body, request, who))
     response.headers["Location"] = f"/v1/jobs/{job_id}"
-    if replayed:
+    if job is None:  # a replay: the job as it stands now
         response.headers["Idempotent-Replayed"] = "true"
-    return with_links(own_job(UUID(job_id), request, who), request)
+        job = own_job(UUID(job_id), request, who)
+    return with_links(job, request)
 
 
 def own_job(job_id: UUID, request: Request, who: Caller) -> Job:

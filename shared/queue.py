@@ -56,9 +56,11 @@ def publisher(settings: Settings, redis_url: str) -> Celery:
     return app
 
 
-def _send(app: Celery, job: Job, queue: str, producer=None) -> None:
+def _send(app: Celery, job: Job, queue: str, producer=None, declare: list | None = None) -> None:
+    # argsrepr: Celery would otherwise saferepr() the whole record into a header, most of a publish's cost
     app.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=queue, task_id=str(job.id),
-                  priority=PRIORITY_STEPS[job.request.priority], producer=producer)
+                  priority=PRIORITY_STEPS[job.request.priority], producer=producer, argsrepr=f"[job {job.id}]",
+                  kwargsrepr="{}", declare=declare)
 
 
 def enqueue(job: Job, store: JobStore, app: Celery, queue: str) -> None:
@@ -76,8 +78,8 @@ def enqueue(job: Job, store: JobStore, app: Celery, queue: str) -> None:
 def publish_many(jobs: list[Job], app: Celery, queue: str) -> None:
     """Publishes recorded jobs through kombu's batched producer: one Redis pipeline per thousand messages."""
     with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
-        for job in jobs:
-            _send(app, job, queue, producer)
+        for n, job in enumerate(jobs):
+            _send(app, job, queue, producer, None if n == 0 else [])  # the first declares the queue, once
 
 
 def queue_depth(r: redis.Redis, queue: str) -> dict[str, int]:

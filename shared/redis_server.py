@@ -35,7 +35,8 @@ def async_client(url: str):
 
     if url.startswith("redis+socket://"):
         url = "unix://" + url.removeprefix("redis+socket://")
-    return redis.asyncio.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+    # socket_timeout outlasts the longest XREAD BLOCK (10 s) the events endpoint waits for
+    return redis.asyncio.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30)
 
 
 def kombu_url(url: str) -> str:

@@ -89,7 +89,8 @@ class S3Storage:
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         # botocore's standard retry mode: backoff with jitter on throttling, 5xx and connection errors
-        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30,
+                        signature_version="s3v4")  # SigV4 links: expiry bounded at 7 days, accepted everywhere
         self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
     def put(self, key: str, data: bytes, content_type: str, if_absent: bool = False) -> bool:

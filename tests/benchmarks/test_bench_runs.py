@@ -5,8 +5,10 @@ This checks the benchmark's shape, not its speed: performance figures come from 
 """
 
 import json
+import subprocess
+import sys
 
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 
 def test_bench_prints_json_lines_ending_with_ratio(tmp_path, redis_url):
@@ -18,3 +20,15 @@ def test_bench_prints_json_lines_ending_with_ratio(tmp_path, redis_url):
     last = lines[-1]
     assert last["ratio"] > 0 and last["system_images_per_s"] > 0
     assert abs(last["ratio"] - last["system_images_per_s"] / last["raw_batched_images_per_s"]) < 1e-9
+
+
+def test_enqueue_bench_prints_the_api_cost_ratio_and_cleans_up(redis, redis_url):
+    r = subprocess.run([sys.executable, "-m", "tests.benchmarks.enqueue", "--jobs", "20", "--batch", "100",
+                        "--redis-url", redis_url], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert [line["measure"] for line in lines] == ["setup", "api", "bare_apply_async", "batch", "summary"]
+    summary = lines[-1]
+    assert summary["api_cost_ratio"] == summary["bare_jobs_per_s"] / summary["api_jobs_per_s"] > 0
+    assert lines[1]["p99_ms"] >= lines[1]["p50_ms"] > 0 and summary["batch_seconds"] > 0
+    assert redis.dbsize() == 0  # every key it wrote is gone

@@ -64,3 +64,35 @@ def test_up_serves_api_and_worker_until_interrupted(tmp_path, monkeypatch):
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
+
+
+def test_submit_waits_and_downloads(stack, tmp_path):
+    api = stack.start_api()
+    stack.start_worker()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# cats\na green cat\n\na red hat\na purple cat with a blue hat\n")
+    r = run_cli("submit", str(prompts), "--api", api, "--steps", "3", "-n", "2", "--download", str(tmp_path / "out"),
+                cwd=tmp_path, env=stack.env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 job(s) queued" in r.stdout and "3 succeeded" in r.stdout and "downloaded 6 image(s)" in r.stdout
+    pngs = sorted((tmp_path / "out").glob("*/*.png"))
+    assert len(pngs) == 6 and all(Image.open(p).size == (32, 32) for p in pngs)
+    assert "generating" in r.stderr  # the progress bar
+    batch_id = r.stdout.split()[1].rstrip(":")
+    status = run_cli("status", batch_id, "--api", api, cwd=tmp_path, env=stack.env)
+    assert status.returncode == 0 and json.loads(status.stdout)["counts"]["succeeded"] == 3
+    # the same file again is the same batch (its Idempotency-Key is made from the content): nothing new queued
+    again = run_cli("submit", str(prompts), "--api", api, "--steps", "3", "-n", "2", cwd=tmp_path, env=stack.env)
+    assert again.returncode == 0 and f"batch {batch_id}:" in again.stdout
+
+
+def test_submit_names_what_is_wrong(stack, tmp_path):
+    api = stack.start_api()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('"a cat"\n{"prompt": "a hat", "colour": "red"}\n')
+    r = run_cli("submit", str(bad), "--api", api, cwd=tmp_path, env=stack.env)
+    assert r.returncode == 1 and "422" in r.stderr and "colour" in r.stderr
+    missing = run_cli("submit", str(tmp_path / "nope.txt"), "--api", api, cwd=tmp_path, env=stack.env)
+    assert missing.returncode == 1 and "nope.txt: no such file" in missing.stderr
+    down = run_cli("submit", str(bad), "--api", "http://127.0.0.1:9", cwd=tmp_path, env=stack.env)
+    assert down.returncode == 1 and "cannot reach the API" in down.stderr

@@ -1,0 +1,135 @@
+"""The enqueue benchmark: `POST /v1/jobs` through a real uvicorn process against Celery's bare publish of the
+same jobs, and one 10,000-prompt batch. Loopback only; one JSON line a measure, the last with the ratio.
+
+    python -m tests.benchmarks.enqueue [--jobs 2000] [--batch 10000] [--redis-url redis://127.0.0.1:6379/10]
+
+- api: N sequential POSTs on one keep-alive connection (each records the job and publishes its message);
+  throughput, p50 and p99 latency as the client sees them;
+- bare: Celery `send_task` of N job messages, the same bodies, sequentially, in this process;
+- `api_cost_ratio`: the API's seconds per job over the bare publish's (target: at most 2);
+- batch: one `POST /v1/batches` of `--batch` prompts, seconds until its 202 (target: at most 5 s).
+Queues are named per run and deleted afterwards; nothing runs the jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from shared import processes
+from shared.batches import Batch, batch_key
+from shared.events import stream_key
+from shared.jobstore import batch_counts_key, job_key
+from shared.queue import GENERATE_TASK, priority_lists, publisher
+from shared.redis_server import client
+from shared.schema import Job, JobRequest
+from shared.settings import Settings
+
+
+def emit(**fields) -> dict:
+    print(json.dumps(fields), flush=True)
+    return fields
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))]
+
+
+def bench_api(base: str, n: int, made: list[str]) -> dict:
+    latencies = []
+    with httpx.Client(base_url=base, timeout=30) as http:
+        for i in range(10):  # warm the connection and the server's code paths
+            made.append(http.post("/v1/jobs", json={"prompt": f"warm {i}"}).raise_for_status().json()["id"])
+        t0 = time.perf_counter()
+        for i in range(n):
+            s = time.perf_counter()
+            r = http.post("/v1/jobs", json={"prompt": f"a purple cat with a red hat {i}", "seed": i})
+            latencies.append(time.perf_counter() - s)
+            made.append(r.raise_for_status().json()["id"])
+        total = time.perf_counter() - t0
+    return emit(measure="api", jobs=n, seconds=total, jobs_per_s=n / total,
+                p50_ms=1000 * statistics.median(latencies), p99_ms=1000 * percentile(latencies, 0.99))
+
+
+def bench_bare(settings: Settings, redis_url: str, n: int) -> dict:
+    app = publisher(settings, redis_url)
+    jobs = [Job.new(JobRequest(prompt=f"a purple cat with a red hat {i}", seed=i), "embedded") for i in range(n)]
+    for job in jobs[:10]:
+        app.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=settings.queue, task_id=str(job.id))
+    t0 = time.perf_counter()
+    for job in jobs:
+        app.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=settings.queue, task_id=str(job.id))
+    total = time.perf_counter() - t0
+    return emit(measure="bare_apply_async", jobs=n, seconds=total, jobs_per_s=n / total)
+
+
+def bench_batch(base: str, n: int, made: list[str]) -> dict:
+    prompts = [f"a purple cat with a red hat, take {i}" for i in range(n)]
+    t0 = time.perf_counter()
+    r = httpx.post(f"{base}/v1/batches", json={"prompts": prompts}, timeout=120)
+    seconds = time.perf_counter() - t0
+    batch = Batch.model_validate(r.raise_for_status().json())
+    made += [batch_key(batch.id), batch_counts_key(batch.id), *(job_key(i) for i in batch.job_ids())]
+    return emit(measure="batch", prompts=n, seconds_to_accept=seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=10_000)
+    p.add_argument("--redis-url", default=os.environ.get("GENFLEET_REDIS_URL", "redis://127.0.0.1:6379/10"))
+    args = p.parse_args(argv)
+    queue = f"genfleet-bench-{uuid.uuid4().hex[:8]}"
+    settings = Settings(redis_url=args.redis_url, queue=queue, log_format="text")
+    port, log = free_port(), Path(tempfile.mkdtemp()) / "api.log"
+    env = processes.child_env(args.redis_url, GENFLEET_QUEUE=queue, GENFLEET_LOG_FORMAT="text",
+                              GENFLEET_STORAGE_URL=f"file://{log.parent}/out", GENFLEET_MAX_QUEUE_DEPTH="10000000")
+    env.pop("GENFLEET_API_KEYS", None)
+    api = processes.spawn(processes.api_command("127.0.0.1", port), env, log)
+    base = f"http://127.0.0.1:{port}"
+    made: list[str] = []  # what this run wrote to Redis, removed at the end (the queues are this run's own)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/healthz", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or api.poll() is not None:
+                    raise SystemExit(f"API never came up:\n{processes.tail(log)}") from None
+                time.sleep(0.2)
+        emit(measure="setup", cpus=os.cpu_count(), jobs=args.jobs, batch=args.batch)
+        api_run = bench_api(base, args.jobs, made)
+        bare = bench_bare(settings, args.redis_url, args.jobs)
+        batch = bench_batch(base, args.batch, made) if args.batch else None
+        emit(measure="summary", api_jobs_per_s=api_run["jobs_per_s"], bare_jobs_per_s=bare["jobs_per_s"],
+             p99_ms=api_run["p99_ms"], batch_seconds=batch and batch["seconds_to_accept"],
+             api_cost_ratio=bare["jobs_per_s"] / api_run["jobs_per_s"])
+    finally:
+        processes.stop(api, grace_s=5)
+        r = client(args.redis_url)
+        keys = [*priority_lists(queue), f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}",
+                *(k if k.startswith("genfleet:") else job_key(k) for k in made),
+                *(stream_key(k) for k in made if not k.startswith("genfleet:"))]
+        for start in range(0, len(keys), 1000):
+            r.unlink(*keys[start:start + 1000])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""What a client sees while its jobs run: SSE events, signed webhooks with retries, priority order, and
+presigned links. Real API, worker and webhook-worker processes; a real HTTP receiver for webhooks."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from shared import processes
+from shared.webhooks import UnsafeTarget, deliver
+from tests.conftest import wait_for, wait_terminal
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+class Receiver:
+    """A webhook receiver on loopback that answers with the next scripted status (then 204)."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        self.statuses, self.calls = list(statuses or []), []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.calls.append((dict(self.headers), body.decode(), time.monotonic()))
+                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 204)
+                self.end_headers()
+
+            def log_message(self, *_):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def start_webhooks(stack, **env) -> None:
+    log = stack.tmp / "webhooks.log"
+    proc = processes.spawn(processes.webhooks_command(stack.settings), {**stack.env, **env}, log)
+    stack.procs.append(proc)
+    wait_for(lambda: "ready." in log.read_text(errors="replace"), 60, lambda: processes.tail(log), proc)
+
+
+def sse_events(api: str, job_id: str, headers: dict | None = None) -> list[tuple[str, str, dict]]:
+    events, current = [], {}
+    with httpx.stream("GET", f"{api}/v1/jobs/{job_id}/events", headers=headers, timeout=120) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            line = line.rstrip("\r")
+            if line.startswith(("id:", "event:", "data:")):
+                name, _, value = line.partition(":")
+                current[name] = value.strip()
+            elif not line and "event" in current:
+                events.append((current["id"], current["event"], json.loads(current["data"])))
+                current = {}
+    return events
+
+
+def test_sse_streams_queued_running_progress_and_done(stack):
+    api = stack.start_api()
+    job = httpx.post(f"{api}/v1/jobs", json={"prompt": "a green cat", "num_images": 16, "steps": 150}).json()
+    late_worker = threading.Timer(1.0, stack.start_worker)  # the client connects while its job is queued
+    late_worker.start()
+    first = sse_events(api, job["id"])  # returns after the terminal event
+    late_worker.join()
+    kinds = [kind for _, kind, _ in first]
+    assert kinds[:2] == ["queued", "running"] and kinds[-1] == "succeeded", kinds
+    progress = [data for _, kind, data in first if kind == "progress"]
+    assert progress and all(0 < p["step"] <= p["steps"] == 150 for p in progress)
+    # steps rise within a pipeline call (a quality retry is a new call, which starts again from step 1)
+    assert progress[0]["step"] < progress[1]["step"]
+    assert len(first[-1][2]["outputs"]) == 16
+    # reconnecting with Last-Event-ID replays only what came after it
+    replay = sse_events(api, job["id"], {"last-event-id": first[1][0]})
+    assert [e[0] for e in replay] == [e[0] for e in first[2:]]
+
+
+def test_signed_webhook_retried_with_backoff_until_delivered(stack):
+    receiver = Receiver([500, 503])  # the first two deliveries fail; the third is taken
+    env = {"GENFLEET_WEBHOOK_SECRET": SECRET, "GENFLEET_WEBHOOK_ALLOW_PRIVATE": "true"}
+    stack.env.update(env)
+    api = stack.start_api()
+    stack.start_worker()
+    start_webhooks(stack)
+    job = httpx.post(f"{api}/v1/jobs", json={"prompt": "a red hat", "steps": 3, "webhook_url": receiver.url}).json()
+    assert wait_terminal(api, job["id"])["status"] == "succeeded"
+    wait_for(lambda: len(receiver.calls) == 3, 60, lambda: f"calls: {len(receiver.calls)}")
+    ids = {headers["webhook-id"] for headers, _, _ in receiver.calls}
+    assert ids == {f"{job['id']}.job.succeeded"}  # one event, three attempts, one id to dedupe on
+    gaps = [b[2] - a[2] for a, b in zip(receiver.calls, receiver.calls[1:])]
+    assert all(g > 0 for g in gaps)
+    headers, body, _ = receiver.calls[-1]
+    event = Webhook(SECRET).verify(body, headers)  # the Standard Webhooks library checks the signature
+    assert event["type"] == "job.succeeded" and event["data"]["id"] == job["id"]
+    with pytest.raises(Exception):
+        Webhook(SECRET).verify(body.replace("succeeded", "failed"), headers)
+    receiver.close()
+
+
+def test_the_deliverer_refuses_private_targets_itself(receiver):
+    event = {"id": "x.job.succeeded", "type": "job.succeeded", "data": {}}
+    with pytest.raises(UnsafeTarget):
+        deliver(receiver.url, event, SECRET, allow_private=False)
+    assert receiver.calls == []
+    assert deliver(receiver.url, event, SECRET, allow_private=True) == 204
+
+
+def test_high_priority_jobs_run_before_low_ones_queued_earlier(stack):
+    api = stack.start_api()
+    low = [httpx.post(f"{api}/v1/jobs", json={"prompt": f"a cat {i}", "steps": 3, "priority": "low"}).json()
+           for i in range(8)]
+    high = [httpx.post(f"{api}/v1/jobs", json={"prompt": f"a hat {i}", "steps": 3, "priority": "high"}).json()
+            for i in range(8)]
+    stack.start_worker(GENFLEET_MAX_BATCH="4")
+    done = {j["id"]: wait_terminal(api, j["id"]) for j in low + high}
+    last_high = max(done[j["id"]]["started_at"] for j in high)
+    first_low = min(done[j["id"]]["started_at"] for j in low)
+    assert last_high < first_low, (last_high, first_low)
+
+
+def test_finished_jobs_carry_presigned_links_with_a_bounded_expiry(stack, s3):
+    api = stack.start_api(GENFLEET_PRESIGN_EXPIRY_S="120")
+    stack.start_worker()
+    job = wait_terminal(api, httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat", "steps": 3}).json()["id"])
+    link = job["outputs"][0]["download_url"]
+    assert "X-Amz-Expires=120" in link and "X-Amz-Signature=" in link
+    png = httpx.get(link)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
