@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -98,14 +99,17 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(j.status.value == "succeeded" for j in done) else 1
 
 
-def _run_children(children: list[subprocess.Popen]) -> int:
-    """Waits until any child exits or Ctrl-C, then stops them all."""
+def _run_children(children: list[subprocess.Popen], grace_s: float = 30.0) -> int:
+    """Waits until any child exits, Ctrl-C or SIGTERM (Kubernetes stopping the pod), then stops them all:
+    SIGTERM first, so a worker finishes its batch (Celery's warm shutdown) within `grace_s`."""
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     try:
-        while all(c.poll() is None for c in children):
+        while all(c.poll() is None for c in children) and not stopping:
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
-    codes = [processes.stop(c) for c in children]
+    codes = [processes.stop(c, grace_s) for c in children]
     return next((c for c in codes if c not in (0, -15)), 0)
 
 
@@ -130,7 +134,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     with processes.redis_for(settings) as url:
         return _run_children([processes.spawn(processes.worker_command(settings, args.loglevel),
-                                              processes.worker_env(url, port))])
+                                              processes.worker_env(url, port))],
+                             grace_s=settings.hard_time_limit_s + 30)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

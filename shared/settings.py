@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     extra_models: str = ""
     api_keys: str | None = None
     metrics_port: int = 9101
+    webhooks_metrics_port: int = 9102  # the webhook deliverer's own, so it can share a host with a worker
     data_dir: Path = Path(".genfleet")
 
     queue: str = "genfleet"

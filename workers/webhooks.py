@@ -12,11 +12,13 @@ import logging
 from datetime import datetime, timezone
 
 import httpx
-from celery import Celery
+from celery import Celery, signals
 from celery.utils.time import get_exponential_backoff_interval
 
 from shared.jobstore import DEAD_LETTER
 from shared.logs import configure_celery_logging
+from prometheus_client import start_http_server
+
 from shared.metrics import DEAD_LETTERS, WEBHOOKS
 from shared.queue import WEBHOOK_TASK, celery_config, webhook_queue
 from shared.redis_server import client
@@ -33,6 +35,12 @@ app.conf.update(celery_config(settings, settings.redis_url))
 app.conf.update(task_acks_late=True, task_reject_on_worker_lost=True, task_time_limit=60,
                 task_default_queue=webhook_queue(settings.queue))
 configure_celery_logging(settings.log_format)
+
+
+@signals.worker_init.connect
+def _serve_metrics(**_) -> None:
+    if settings.webhooks_metrics_port:  # one process (a thread pool): the default registry is all there is
+        start_http_server(settings.webhooks_metrics_port)
 
 
 def give_up(url: str, event: dict, reason: str) -> None:
