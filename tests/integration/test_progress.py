@@ -73,7 +73,7 @@ def sse_events(api: str, job_id: str, headers: dict | None = None) -> list[tuple
 
 def test_sse_streams_queued_running_progress_and_done(stack):
     api = stack.start_api()
-    job = httpx.post(f"{api}/v1/jobs", json={"prompt": "a green cat", "num_images": 16, "steps": 150}).json()
+    job = httpx.post(f"{api}/v1/jobs", json={"prompt": "a green cat", "num_images": 8, "steps": 100}).json()
     late_worker = threading.Timer(1.0, stack.start_worker)  # the client connects while its job is queued
     late_worker.start()
     first = sse_events(api, job["id"])  # returns after the terminal event
@@ -81,10 +81,10 @@ def test_sse_streams_queued_running_progress_and_done(stack):
     kinds = [kind for _, kind, _ in first]
     assert kinds[:2] == ["queued", "running"] and kinds[-1] == "succeeded", kinds
     progress = [data for _, kind, data in first if kind == "progress"]
-    assert progress and all(0 < p["step"] <= p["steps"] == 150 for p in progress)
+    assert progress and all(0 < p["step"] <= p["steps"] == 100 for p in progress)
     # steps rise within a pipeline call (a quality retry is a new call, which starts again from step 1)
     assert progress[0]["step"] < progress[1]["step"]
-    assert len(first[-1][2]["outputs"]) == 16
+    assert len(first[-1][2]["outputs"]) == 8
     # reconnecting with Last-Event-ID replays only what came after it
     replay = sse_events(api, job["id"], {"last-event-id": first[1][0]})
     assert [e[0] for e in replay] == [e[0] for e in first[2:]]
