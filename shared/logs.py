@@ -29,8 +29,10 @@ def configure(fmt: str = "json", level: str | int = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+        logger = logging.getLogger(name)
+        if logger.handlers:  # configured by its library: through our handler instead. A logger it switched off
+            logger.handlers[:] = []  # (uvicorn's --no-access-log: no handler, no propagation) stays off.
+            logger.propagate = True
 
 
 def configure_celery_logging(fmt: str) -> None:

@@ -45,8 +45,9 @@ def test_up_serves_api_and_worker_until_interrupted(tmp_path, monkeypatch):
         monkeypatch.delenv(k)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GENFLEET_METRICS_PORT": str(free_port())}
+    log = open(tmp_path / "up.log", "w")  # a file, not a pipe nobody reads until the end: a full pipe blocks
     proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "up", "--port", str(port)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
 
@@ -62,8 +63,11 @@ def test_up_serves_api_and_worker_until_interrupted(tmp_path, monkeypatch):
         assert (tmp_path / "genfleet-output" / job["id"] / "manifest.json").exists()
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        log.close()
+    out = (tmp_path / "up.log").read_text()
     assert proc.returncode == 0, out
+    assert '"GET /v1/jobs/' not in out  # the API runs with --no-access-log, and JSON logging keeps it off
 
 
 def test_submit_waits_and_downloads(stack, tmp_path):
