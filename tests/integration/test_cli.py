@@ -33,7 +33,7 @@ def test_generate_names_a_bad_argument(tmp_path):
     assert not (tmp_path / "genfleet-output").exists()
 
 
-def test_up_serves_api_and_worker_until_interrupted(tmp_path, monkeypatch):
+def test_up_serves_api_and_worker_until_terminated(tmp_path, monkeypatch):
     import signal
     import subprocess
     import sys
@@ -62,7 +62,9 @@ def test_up_serves_api_and_worker_until_interrupted(tmp_path, monkeypatch):
         assert wait_terminal(base, job["id"])["status"] == "succeeded"
         assert (tmp_path / "genfleet-output" / job["id"] / "manifest.json").exists()
     finally:
-        proc.send_signal(signal.SIGINT)
+        # SIGTERM, as Kubernetes, Docker and systemd stop it (and Ctrl-C's SIGINT may be ignored: a shell starts
+        # background jobs with SIGINT ignored, and Python then leaves it so)
+        proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         log.close()
     out = (tmp_path / "up.log").read_text()

@@ -141,3 +141,28 @@ def test_finished_jobs_carry_presigned_links_with_a_bounded_expiry(stack, s3):
     assert "X-Amz-Expires=120" in link and "X-Amz-Signature=" in link
     png = httpx.get(link)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+
+
+def test_batch_webhook_and_a_delivery_that_gives_up_as_a_dead_letter(stack, redis):
+    ok, down = Receiver(), Receiver([500] * 10)
+    stack.env.update({"GENFLEET_WEBHOOK_SECRET": SECRET, "GENFLEET_WEBHOOK_ALLOW_PRIVATE": "true",
+                      "GENFLEET_WEBHOOK_ATTEMPTS": "2"})
+    api = stack.start_api()
+    stack.start_worker()
+    start_webhooks(stack)
+    batch = httpx.post(f"{api}/v1/batches", json={"prompts": ["a cat", "a hat"], "params": {"steps": 3},
+                                                   "webhook_url": ok.url}).json()
+    job = httpx.post(f"{api}/v1/jobs", json={"prompt": "a red hat", "steps": 3, "webhook_url": down.url}).json()
+    wait_for(lambda: len(ok.calls) == 1 and len(down.calls) == 2, 60,
+             lambda: f"batch hook {len(ok.calls)}, failing hook {len(down.calls)}")
+    event = Webhook(SECRET).verify(ok.calls[0][1], ok.calls[0][0])
+    assert event["type"] == "batch.finished" and event["data"]["id"] == batch["id"]
+    assert event["data"]["counts"]["succeeded"] == 2
+    wait_for(lambda: any(json.loads(e).get("kind") == "webhook" for e in redis.lrange("genfleet:dead-letter", 0, -1)),
+             10, "no dead letter")
+    dead = [json.loads(e) for e in redis.lrange("genfleet:dead-letter", 0, -1)]
+    assert {d["event_id"] for d in dead if d["kind"] == "webhook"} == {f"{job['id']}.job.succeeded"}
+    time.sleep(1)
+    assert len(down.calls) == 2  # given up: no third attempt
+    ok.close()
+    down.close()
