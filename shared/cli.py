@@ -20,7 +20,7 @@ from shared.batches import BatchStore
 from shared.jobstore import JobStore
 from shared.queue import enqueue, publisher
 from shared.redis_server import client
-from shared.schema import Job, JobRequest
+from shared.schema import Job, JobRequest, Priority
 from shared.settings import Settings, get_settings
 from shared.storage import LocalStorage, open_storage
 from shared.submit import Client, SubmitError, download, submit, wait
@@ -31,10 +31,16 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def _requests(args: argparse.Namespace) -> list[JobRequest]:
+def _job_params(args: argparse.Namespace) -> dict:
+    """The job parameters given on the command line (see `_add_job_options`); unset ones are left out."""
     fields = {"negative_prompt": args.negative, "width": args.width, "height": args.height, "steps": args.steps,
-              "guidance": args.guidance, "seed": args.seed, "num_images": args.num_images, "model": args.model}
-    return [JobRequest(prompt=p, **{k: v for k, v in fields.items() if v is not None}) for p in args.prompts]
+              "guidance": args.guidance, "seed": args.seed, "num_images": args.num_images, "model": args.model,
+              "priority": args.priority}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _requests(args: argparse.Namespace) -> list[JobRequest]:
+    return [JobRequest(prompt=p, **_job_params(args)) for p in args.prompts]
 
 
 def _where(url: str, settings: Settings) -> str:
@@ -161,13 +167,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    fields = {"negative_prompt": args.negative, "width": args.width, "height": args.height, "steps": args.steps,
-              "guidance": args.guidance, "seed": args.seed, "num_images": args.num_images, "model": args.model,
-              "priority": args.priority}
-    params = {k: v for k, v in fields.items() if v is not None}
     api = Client(args.api, args.api_key)
     try:
-        batches = submit(Path(args.file), api, params)
+        batches = submit(Path(args.file), api, _job_params(args))
         for b in batches:
             print(f"batch {b['id']}: {b['total']} job(s) queued")
         if args.wait or args.download:
@@ -195,19 +197,24 @@ PASS_THROUGH = {"train-embedded": "workers.embedded.train", "eval-embedded": "wo
                 "bench": "workers.bench"}
 
 
+def _add_job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--num-images", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--guidance", type=float)
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--negative", help="negative prompt")
+    p.add_argument("--model", help="default: GENFLEET_MODEL")
+    p.add_argument("--priority", choices=[level.value for level in Priority])
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genfleet", description="Distributed text-to-image generation.")
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="run prompts through the whole system, print where the images are")
     g.add_argument("prompts", nargs="+", metavar="PROMPT")
-    g.add_argument("-n", "--num-images", type=int, default=None)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--steps", type=int)
-    g.add_argument("--guidance", type=float)
-    g.add_argument("--width", type=int)
-    g.add_argument("--height", type=int)
-    g.add_argument("--negative", help="negative prompt")
-    g.add_argument("--model", help="default: GENFLEET_MODEL")
+    _add_job_options(g)
     g.add_argument("--timeout", type=float, default=900)
     g.add_argument("--no-worker", action="store_true", help="use the workers already running on the queue")
     g.set_defaults(func=cmd_generate)
@@ -231,15 +238,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("file")
     b.add_argument("--api", default=api_url, help="default: $GENFLEET_API_URL or http://127.0.0.1:8000")
     b.add_argument("--api-key", default=os.environ.get("GENFLEET_API_KEY"), help="default: $GENFLEET_API_KEY")
-    b.add_argument("-n", "--num-images", type=int)
-    b.add_argument("--seed", type=int)
-    b.add_argument("--steps", type=int)
-    b.add_argument("--guidance", type=float)
-    b.add_argument("--width", type=int)
-    b.add_argument("--height", type=int)
-    b.add_argument("--negative", help="negative prompt")
-    b.add_argument("--model")
-    b.add_argument("--priority", choices=["high", "normal", "low"])
+    _add_job_options(b)
     b.add_argument("--wait", action="store_true", help="show progress until every job has finished")
     b.add_argument("--download", metavar="DIR", help="then download the images into DIR (implies --wait)")
     b.add_argument("--timeout", type=float, default=24 * 3600)

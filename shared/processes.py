@@ -36,16 +36,19 @@ def child_env(redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def worker_command(settings: Settings, loglevel: str = "INFO") -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "prefork", "--concurrency",
-            "1", "--queues", settings.queue, "--hostname", "genfleet@%h", "--loglevel", loglevel,
+def _celery_worker(module: str, name: str, pool: str, concurrency: int, queue: str, loglevel: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", module, "worker", "--pool", pool, "--concurrency",
+            str(concurrency), "--queues", queue, "--hostname", f"{name}@%h", "--loglevel", loglevel,
             "--without-gossip", "--without-mingle"]
 
 
+def worker_command(settings: Settings, loglevel: str = "INFO") -> list[str]:
+    return _celery_worker("workers.app", "genfleet", "prefork", 1, settings.queue, loglevel)
+
+
 def webhooks_command(settings: Settings, loglevel: str = "INFO") -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "workers.webhooks", "worker", "--pool", "threads",
-            "--concurrency", "8", "--queues", webhook_queue(settings.queue), "--hostname", "genfleet-webhooks@%h",
-            "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+    return _celery_worker("workers.webhooks", "genfleet-webhooks", "threads", 8, webhook_queue(settings.queue),
+                          loglevel)
 
 
 def api_command(host: str, port: int) -> list[str]:

@@ -50,6 +50,17 @@ def celery_config(settings: Settings, redis_url: str) -> dict:
     }
 
 
+def consumer(name: str, settings: Settings, command: str, **conf) -> Celery:
+    """A Celery app that consumes (a worker's): the shared config plus `conf`. Its process must have been given
+    a Redis by `genfleet COMMAND`, which starts the embedded one when none is configured."""
+    if not settings.redis_url:
+        raise SystemExit(f"GENFLEET_REDIS_URL is not set: run `genfleet {command}`, which starts the embedded Redis")
+    app = Celery(name)
+    app.conf.update(celery_config(settings, settings.redis_url))
+    app.conf.update(task_acks_late=True, task_reject_on_worker_lost=True, **conf)
+    return app
+
+
 def publisher(settings: Settings, redis_url: str) -> Celery:
     app = Celery("genfleet-publisher", set_as_current=False)
     app.conf.update(celery_config(settings, redis_url))

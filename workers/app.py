@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
-from celery import Celery, signals
+from celery import signals
 from prometheus_client import multiprocess, start_http_server
 
 from shared import metrics
@@ -17,7 +17,7 @@ from shared.batches import BatchStore
 from shared.jobstore import JobStore
 from shared.logs import configure_celery_logging
 from shared.outcomes import Outcomes
-from shared.queue import GENERATE_TASK, celery_config
+from shared.queue import GENERATE_TASK, consumer
 from shared.redis_server import client
 from shared.schema import Job, JobStatus
 from shared.settings import get_settings
@@ -32,14 +32,8 @@ from workers.writer import BoundedWriter
 
 log = logging.getLogger(__name__)
 settings = get_settings()
-if not settings.redis_url:
-    raise SystemExit("GENFLEET_REDIS_URL is not set: run `genfleet worker`, which starts the embedded Redis")
-
-app = Celery("genfleet")
-app.conf.update(celery_config(settings, settings.redis_url))
-app.conf.update(
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
+app = consumer(
+    "genfleet", settings, "worker",
     task_time_limit=settings.hard_time_limit_s,
     task_soft_time_limit=settings.soft_time_limit_s,
     worker_concurrency=1,  # one warm pipeline per process, one process per accelerator

@@ -12,7 +12,7 @@ import logging
 from datetime import datetime, timezone
 
 import httpx
-from celery import Celery, signals
+from celery import signals
 from celery.utils.time import get_exponential_backoff_interval
 
 from shared.jobstore import DEAD_LETTER
@@ -20,20 +20,15 @@ from shared.logs import configure_celery_logging
 from prometheus_client import start_http_server
 
 from shared.metrics import DEAD_LETTERS, WEBHOOKS
-from shared.queue import WEBHOOK_TASK, celery_config, webhook_queue
+from shared.queue import WEBHOOK_TASK, consumer, webhook_queue
 from shared.redis_server import client
 from shared.settings import get_settings
 from shared.webhooks import DeliveryFailed, UnsafeTarget, deliver
 
 log = logging.getLogger(__name__)
 settings = get_settings()
-if not settings.redis_url:
-    raise SystemExit("GENFLEET_REDIS_URL is not set: run `genfleet webhooks`, which starts the embedded Redis")
-
-app = Celery("genfleet-webhooks")
-app.conf.update(celery_config(settings, settings.redis_url))
-app.conf.update(task_acks_late=True, task_reject_on_worker_lost=True, task_time_limit=60,
-                task_default_queue=webhook_queue(settings.queue))
+app = consumer("genfleet-webhooks", settings, "webhooks", task_time_limit=60,
+               task_default_queue=webhook_queue(settings.queue))
 configure_celery_logging(settings.log_format)
 
 
