@@ -15,7 +15,6 @@ from api.auth import Caller, caller
 from shared import metrics
 from shared.queue import enqueue
 from shared.schema import Job, JobRequest, JobStatus
-from shared.webhooks import job_event
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 every API replica.
 
 Fixed windows named by their start (`...:rate:{key}:{minute}`, `...:quota:{key}:{day}`): a counter is INCRBY'd
-and, if that went over the limit, given back in the same script, so a refused request costs nothing and
+and, if that went over the limit, given back in the same script, so a limit never counts what it refused and
 `Retry-After` is simply the time to the window's end.
 """
 
@@ -39,33 +39,34 @@ class Limits:
         self.redis, self.settings = r, settings
         self._take = r.register_script(_TAKE)
 
-    def _window(self, name: str, key_id: str, amount: int, limit: int, window_s: int) -> tuple[str, float] | None:
-        """Takes `amount` from this window's allowance; None if admitted, else (counter key, seconds left)."""
-        now = time.time()
+    @staticmethod
+    def _counter(name: str, key_id: str, window_s: int, now: float) -> tuple[str, float]:
+        """The counter of the window `now` falls in, and the seconds left in that window."""
         start = int(now // window_s) * window_s
-        counter = f"genfleet:{name}:{key_id}:{start}"
-        if self._take(keys=[counter], args=[amount, limit, window_s + 60]) == 1:
-            return None
-        return counter, start + window_s - now
+        return f"genfleet:{name}:{key_id}:{start}", start + window_s - now
+
+    def _take_from(self, name: str, key_id: str, amount: int, limit: int, window_s: int) -> float | None:
+        """Takes `amount` from this window's allowance; None if admitted, else the seconds to the window's end."""
+        counter, left = self._counter(name, key_id, window_s, time.time())
+        return None if self._take(keys=[counter], args=[amount, limit, window_s + 60]) == 1 else left
 
     def admit(self, key_id: str, images: int) -> None:
         """Raises 429 (rate or quota) before anything is recorded; call `refund` if the enqueue then fails."""
         s = self.settings
         if s.rate_limit_per_minute:
-            over = self._window("rate", key_id, 1, s.rate_limit_per_minute, 60)
-            if over:
+            left = self._take_from("rate", key_id, 1, s.rate_limit_per_minute, 60)
+            if left is not None:
                 raise _refuse("rate_limit", f"rate limit: {s.rate_limit_per_minute} requests a minute per API key",
-                              over[1])
+                              left)
         if s.quota_images_per_day:
-            over = self._window("quota", key_id, images, s.quota_images_per_day, 86400)
-            if over:
+            left = self._take_from("quota", key_id, images, s.quota_images_per_day, 86400)
+            if left is not None:
                 raise _refuse("quota", f"daily quota: {s.quota_images_per_day} images per API key; "
-                                       f"this request asks for {images}", over[1])
+                                       f"this request asks for {images}", left)
 
     def refund(self, key_id: str, images: int) -> None:
         if self.settings.quota_images_per_day:
-            start = int(time.time() // 86400) * 86400
-            self.redis.decrby(f"genfleet:quota:{key_id}:{start}", images)
+            self.redis.decrby(self._counter("quota", key_id, 86400, time.time())[0], images)
 
     def check_depth(self, adding: int = 1) -> None:
         """503 when the queue already holds more waiting messages than `GENFLEET_MAX_QUEUE_DEPTH`."""

@@ -49,12 +49,6 @@ def publish_progress(r: redis.Redis, job_ids: Iterable[UUID | str], step: int, s
     pipe.execute()
 
 
-def history(r: redis.Redis, job_id: UUID | str, after: str = "-") -> list[Event]:
-    """Events after the entry id `after` (exclusive), oldest first; every event for "-"."""
-    start = "-" if after == "-" else f"({after}"
-    return _decode(r.xrange(stream_key(job_id), min=start))
-
-
 async def wait_next(r, job_id: UUID | str, after: str, block_ms: int) -> list[Event]:
     """New events after `after`, waiting up to `block_ms` for one (redis.asyncio client)."""
     reply = await r.xread({stream_key(job_id): after}, block=block_ms)

@@ -86,10 +86,6 @@ class JobStore:
             pipe.set(job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s)
         pipe.execute()
 
-    def delete_many(self, job_ids: list) -> None:
-        if job_ids:
-            self.redis.delete(*(job_key(i) for i in job_ids))
-
     def get(self, job_id: UUID | str) -> Job | None:
         raw = self.redis.get(job_key(job_id))
         return Job.model_validate_json(raw) if raw else None

@@ -93,19 +93,19 @@ def download(client: Client, batches: list[dict], folder: Path) -> int:
     """Every image of every succeeded job, as FOLDER/{job_id}/{n}.png; returns how many."""
     count = 0
     for batch in batches:
-        manifest = _fetch(client, batch["manifest_url"])
+        manifest = _fetch(batch["manifest_url"])
         jobs = [j for j in json.loads(manifest)["jobs"] if j["status"] == "succeeded"]
         for entry in tqdm(jobs, desc="downloading", unit="job"):
             job = client.get(f"/v1/jobs/{entry['id']}")
             for out in job["outputs"]:
                 target = folder / out["key"]
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(_fetch(client, out["download_url"]))
+                target.write_bytes(_fetch(out["download_url"]))
                 count += 1
     return count
 
 
-def _fetch(client: Client, link: str) -> bytes:
+def _fetch(link: str) -> bytes:
     """A presigned URL over HTTP, or a path on this machine (local storage)."""
     if link.startswith(("http://", "https://")):
         r = httpx.get(link, timeout=60)

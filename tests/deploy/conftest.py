@@ -25,4 +25,4 @@ def exported(redis) -> set[str]:
 
 
 def metric_names(text: str) -> set[str]:
-    return set(re.findall(r"\bgenfleet_[a-z0-9_]+", text)) - {"genfleet_queue_depth_sum"}
+    return set(re.findall(r"\bgenfleet_[a-z0-9_]+", text))
