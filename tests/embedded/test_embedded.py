@@ -68,6 +68,22 @@ def test_same_seed_same_image_other_seed_other_image(pipe):
     assert np.abs(one(7) - one(8)).mean() > 5
 
 
+def test_padding_is_masked_so_an_image_does_not_depend_on_its_batch(pipe):
+    enc = pipe.text_encoder
+    alone, batched = enc.encode(["a red cat"]), enc.encode(["a red cat", "a purple cat with a white hat"])
+    n = alone.words.shape[1]
+    assert batched.words.shape[1] > n and int(batched.mask[0].sum()) == n
+    assert torch.allclose(alone.words[0], batched.words[0, :n], atol=1e-5)
+    assert torch.allclose(alone.pooled[0], batched.pooled[0], atol=1e-5)
+
+    def image(prompts):
+        gens = [torch.Generator().manual_seed(3 + i) for i in range(len(prompts))]
+        return np.asarray(pipe(prompts, num_inference_steps=4, generator=gens).images[0], dtype=np.int16)
+
+    diff = np.abs(image(["a red cat"]) - image(["a red cat", "a purple cat with a white hat"]))
+    assert diff.max() <= 2  # float reassociation across batch sizes, nothing more
+
+
 def test_scorer_reads_unseen_rendered_images():
     # fresh seeds and the held-out colour pairs too: well above the 95% target, with room for noise
     assert scorer_accuracy(load_scorer(), 600, seed=99) >= 0.95

@@ -24,9 +24,9 @@ from workers.embedded.data import Scene, all_scenes, make_dataset, render
 from workers.embedded.pipeline import load_embedded
 from workers.embedded.scorer import AdherenceScorer, load_scorer, scene_labels, to_tensor
 
+# The first and the last three are held-out pairs, never seen in training
 GRID_PROMPTS = ["a purple cat with a red hat", "a red cat with a blue hat", "a yellow cat with a green hat",
                 "a white cat with a purple hat", "a green cat with a pink hat", "a blue cat", "a yellow hat",
-                # held-out pairs: never seen in training
                 "a red cat with a green hat", "a blue cat with a white hat", "a pink cat with a orange hat"]
 
 

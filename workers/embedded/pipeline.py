@@ -1,4 +1,4 @@
-"""The embedded text-to-image pipeline: a pixel-space UNet conditioned on a word encoder, with guidance.
+"""The embedded text-to-image pipeline: a pixel-space UNet that cross-attends to a word encoder, with guidance.
 
 It is a `DiffusionPipeline` and takes the same call as Stable Diffusion's (prompt list, negative prompts, one
 generator per image, steps, guidance, a step-end callback), so the worker serves it on the same code path.
@@ -9,30 +9,38 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, ImagePipelineOutput, UNet2DModel
+from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, ImagePipelineOutput, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
 
 from workers.embedded.data import COLOUR_NAMES, RESOLUTION
-from workers.embedded.text_encoder import WordEncoder
+from workers.embedded.text_encoder import Encoded, WordEncoder
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 PIPELINE_DIR = WEIGHTS_DIR / "pipeline"
 WORDS = ["a", "an", "cat", "with", "hat", "and", "the", "wearing", *COLOUR_NAMES]
-DEFAULT_STEPS = 15
+DEFAULT_STEPS = 12  # 64 images in 12 s on 2 CPU cores; 15 steps took 16.6 s for +0.08 held-out adherence (measured)
+TEXT_DIM = 64
 DEFAULT_GUIDANCE = 10.0  # adherence rises with guidance up to about 10 and then stays flat (measured)
 
 
-def build_unet() -> UNet2DModel:
-    """About 1M parameters: convolutions at 32 and 16, one attention layer in the 8x8 middle."""
-    return UNet2DModel(
+def build_unet() -> UNet2DConditionModel:
+    """About 2.5M parameters: convolutions at 32 and 16; at 8x8, transformer blocks whose cross-attention reads
+    the prompt's words, as Stable Diffusion's do at every scale. Conditioning by one pooled vector alone
+    painted the hat in the cat's colour on held-out pairs; cross-attention lets each region read its own
+    words. Finer scales would cost 3 to 8 times more on a CPU."""
+    return UNet2DConditionModel(
         sample_size=RESOLUTION,
+        in_channels=3,
+        out_channels=3,
         block_out_channels=(32, 64, 96),
-        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         layers_per_block=1,
         norm_num_groups=16,
-        attention_head_dim=32,
-        class_embed_type="identity",
+        attention_head_dim=3,  # diffusers reads this as the number of heads (its own naming quirk): 3 x 32
+        cross_attention_dim=TEXT_DIM,
+        class_embed_type="identity",  # the pooled prompt vector, added to the timestep embedding
         resnet_time_scale_shift="scale_shift",
     )
 
@@ -48,14 +56,14 @@ def build_scheduler() -> DPMSolverMultistepScheduler:
 
 def build_pipeline() -> "CatHatPipeline":
     """A fresh, untrained pipeline (training starts here)."""
-    return CatHatPipeline(unet=build_unet(), text_encoder=WordEncoder(WORDS, out_dim=128), scheduler=build_scheduler())
+    return CatHatPipeline(unet=build_unet(), text_encoder=WordEncoder(WORDS, dim=TEXT_DIM, out_dim=128), scheduler=build_scheduler())
 
 
 class CatHatPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet"
     _callback_tensor_inputs = ["latents"]
 
-    def __init__(self, unet: UNet2DModel, text_encoder: WordEncoder, scheduler: DPMSolverMultistepScheduler):
+    def __init__(self, unet: UNet2DConditionModel, text_encoder: WordEncoder, scheduler: DPMSolverMultistepScheduler):
         super().__init__()
         self.register_modules(unet=unet, text_encoder=text_encoder, scheduler=scheduler)
         self._interrupt = False
@@ -64,11 +72,9 @@ class CatHatPipeline(DiffusionPipeline):
     def interrupt(self) -> bool:
         return self._interrupt
 
-    def _conditioning(self, prompts: list[str], negative: list[str] | None, guided: bool) -> torch.Tensor:
-        cond = self.text_encoder.encode(prompts)
-        if not guided:
-            return cond
-        return torch.cat([self.text_encoder.encode(negative or [""] * len(prompts)), cond])
+    def _conditioning(self, prompts: list[str], negative: list[str] | None, guided: bool) -> Encoded:
+        # One encoder call for both halves, so they share one padded length
+        return self.text_encoder.encode([*(negative or [""] * len(prompts)), *prompts] if guided else prompts)
 
     @torch.no_grad()
     def __call__(
@@ -96,7 +102,7 @@ class CatHatPipeline(DiffusionPipeline):
         height, width = height or RESOLUTION, width or RESOLUTION
         self._interrupt = False
         dtype = self.unet.dtype
-        cond = self._conditioning(prompts, negative, guided).to(dtype)
+        cond = self._conditioning(prompts, negative, guided).unet_kwargs(dtype)
         shape = (len(prompts), self.unet.config.in_channels, height, width)
         latents = randn_tensor(shape, generator=generator, device=self.device, dtype=dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
@@ -105,7 +111,7 @@ class CatHatPipeline(DiffusionPipeline):
             if self.interrupt:
                 break
             model_in = torch.cat([latents] * 2) if guided else latents
-            eps = self.unet(model_in, t, class_labels=cond).sample
+            eps = self.unet(model_in, t, **cond).sample
             if guided:
                 uncond, text = eps.chunk(2)
                 eps = uncond + guidance_scale * (text - uncond)

@@ -107,7 +107,7 @@ def train_diffusion(steps: int, batch: int, seed: int, device: torch.device, out
         captions = ["" if torch.rand(()) < CFG_DROPOUT else s.caption for s in scenes]
         noise = torch.randn_like(x)
         t = torch.randint(0, 1000, (batch,), device=device)
-        pred = unet(noise_sched.add_noise(x, noise, t), t, class_labels=text.encode(captions)).sample
+        pred = unet(noise_sched.add_noise(x, noise, t), t, **text.encode(captions).unet_kwargs(x.dtype)).sample
         loss = (_snr_weights(noise_sched, t) * ((pred - noise) ** 2).mean((1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -128,12 +128,12 @@ def train_diffusion(steps: int, batch: int, seed: int, device: torch.device, out
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="genfleet train-embedded", description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=6000, help="diffusion training steps")
+    ap.add_argument("--steps", type=int, default=3600, help="diffusion training steps")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--scorer-steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--checkpoint-dir", type=Path, default=Path("genfleet-train"))
-    ap.add_argument("--checkpoint-every", type=int, default=250)
+    ap.add_argument("--checkpoint-every", type=int, default=200)
     ap.add_argument("--out", type=Path, default=PIPELINE_DIR.parent, help="writes pipeline/ and scorer/ here")
     ap.add_argument("--skip-scorer", action="store_true", help="keep the scorer already in --out")
     args = ap.parse_args(argv)
