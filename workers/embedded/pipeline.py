@@ -56,7 +56,8 @@ def build_scheduler() -> DPMSolverMultistepScheduler:
 
 def build_pipeline() -> "CatHatPipeline":
     """A fresh, untrained pipeline (training starts here)."""
-    return CatHatPipeline(unet=build_unet(), text_encoder=WordEncoder(WORDS, dim=TEXT_DIM, out_dim=128), scheduler=build_scheduler())
+    return CatHatPipeline(unet=build_unet(), text_encoder=WordEncoder(WORDS, dim=TEXT_DIM, out_dim=128),
+                          scheduler=build_scheduler())
 
 
 class CatHatPipeline(DiffusionPipeline):
