@@ -9,6 +9,7 @@ import redis
 from celery import Celery
 
 from shared.jobstore import JobStore
+from shared.leases import HoldMessages, transport_options
 from shared.redis_server import kombu_url
 from shared.schema import Job, Priority
 from shared.settings import Settings
@@ -36,8 +37,8 @@ def celery_config(settings: Settings, redis_url: str) -> dict:
     return {
         "broker_url": kombu_url(redis_url),
         "broker_connection_retry_on_startup": True,
-        # Redis redelivers unacked messages after this; it must outlast the hard time limit (Settings checks).
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s,
+        # A message's lease: a live worker renews it, a dead worker's messages are requeued once it runs out.
+        "broker_transport_options": {**transport_options(settings.visibility_timeout_s),
                                      "priority_steps": sorted(PRIORITY_STEPS.values()), "sep": _SEP,
                                      "queue_order_strategy": "priority"},
         "task_default_priority": PRIORITY_STEPS[Priority.normal],
@@ -58,6 +59,7 @@ def consumer(name: str, settings: Settings, command: str, **conf) -> Celery:
     app = Celery(name)
     app.conf.update(celery_config(settings, settings.redis_url))
     app.conf.update(task_acks_late=True, task_reject_on_worker_lost=True, **conf)
+    app.steps["consumer"].add(HoldMessages)
     return app
 
 

@@ -125,6 +125,7 @@ class Job(BaseModel):
     outputs: list[ImageOutput] = []
     error: str | None = None
     attempts: int = 0
+    worker: str | None = Field(None, description="the worker running it, or that ran it last")
     timings: dict[str, float] = {}
 
     @classmethod

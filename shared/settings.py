@@ -33,9 +33,9 @@ class Settings(BaseSettings):
     write_queue: int = Field(32, ge=1, le=4096, description="jobs waiting to be written before sampling waits")
     soft_time_limit_s: int = Field(540, ge=1)
     hard_time_limit_s: int = Field(600, ge=1)
-    # Redis redelivers an unacked message after this long, whether or not its worker is alive (celery#5935):
-    # it must be longer than any task can run, or a slow job runs twice.
-    visibility_timeout_s: int = Field(3600, ge=1)
+    # A held message's lease (shared/leases.py): a live worker renews it every fifth of this, so a job may run
+    # for hours; a dead worker's running and prefetched jobs go back to the queue about this long after it died.
+    visibility_timeout_s: int = Field(20, ge=5, le=3600)
     job_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     # Comma-separated from technical, adherence, clip; "auto": technical, plus adherence for the embedded model.
     scorers: str = "auto"
@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     quality_attempts: int = Field(3, ge=1, le=10)
     # A job whose worker died this many times while running it is failed, not run again (celery#5935 loops).
     max_deliveries: int = Field(3, ge=1, le=100)
+    # A storage outage is waited out, with backoff, this long per call; then the job fails with a dead letter.
+    storage_outage_s: int = Field(180, ge=1, le=3600)
     png_compress_level: int = Field(1, ge=0, le=9)
 
     # The API's edge: limits per API key (0 turns one off), backpressure, idempotency, result links.
@@ -63,11 +65,9 @@ class Settings(BaseSettings):
     def _limits_are_ordered(self) -> "Settings":
         if self.soft_time_limit_s >= self.hard_time_limit_s:
             raise ValueError("GENFLEET_SOFT_TIME_LIMIT_S must be shorter than GENFLEET_HARD_TIME_LIMIT_S")
-        if self.visibility_timeout_s <= self.hard_time_limit_s:
-            raise ValueError(
-                f"GENFLEET_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be longer than "
-                f"GENFLEET_HARD_TIME_LIMIT_S ({self.hard_time_limit_s}), or Redis redelivers running jobs"
-            )
+        if self.storage_outage_s >= self.soft_time_limit_s:
+            raise ValueError("GENFLEET_STORAGE_OUTAGE_S must be shorter than GENFLEET_SOFT_TIME_LIMIT_S, or the time "
+                             "limit cuts a batch short while it waits for storage")
         return self
 
     @field_validator("webhook_secret")

@@ -2,6 +2,11 @@
 
 Writes can be create-if-absent, so a job that runs twice leaves one set of objects: S3 with a conditional
 `If-None-Match: *` put, the filesystem with an atomic hard link.
+
+`RideOut` wraps a storage for the worker: an endpoint that is down (connection refused or reset, timeouts,
+5xx, throttling) is waited for with jittered exponential backoff, up to a set time, after which the call
+raises `StorageUnavailable` and the job fails with a dead letter. botocore's own retries come first, inside
+each try.
 """
 
 from __future__ import annotations
@@ -11,10 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
+import logging
 
 import boto3
+import tenacity
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
+
+log = logging.getLogger(__name__)
 
 
 class Storage(Protocol):
@@ -89,7 +98,7 @@ class S3Storage:
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         # botocore's standard retry mode: backoff with jitter on throttling, 5xx and connection errors
-        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30,
+        config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30,
                         signature_version="s3v4")  # SigV4 links: expiry bounded at 7 days, accepted everywhere
         self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
@@ -125,6 +134,53 @@ class S3Storage:
 
     def check(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)
+
+
+class StorageUnavailable(Exception):
+    """Storage stayed unreachable for the whole outage window."""
+
+
+def transient(e: BaseException) -> bool:
+    """Whether an error means "the endpoint is away", not "this request is wrong"."""
+    if isinstance(e, ClientError):
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or status == 429 or e.response.get("Error", {}).get("Code") in ("SlowDown", "Throttling")
+    return isinstance(e, (BotoCoreError, ConnectionError, TimeoutError))
+
+
+class RideOut:
+    """A storage whose calls wait out an outage of up to `outage_s` seconds (see the module's docstring)."""
+
+    def __init__(self, inner: Storage, outage_s: float, max_wait_s: float = 15.0) -> None:
+        self.inner = inner
+        self._retry = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(transient), stop=tenacity.stop_after_delay(outage_s),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=max_wait_s), reraise=False,
+            before_sleep=lambda state: log.warning("storage unreachable (%s); retrying", state.outcome.exception()))
+
+    def _call(self, name: str, *args, **kwargs):
+        try:
+            return self._retry(getattr(self.inner, name), *args, **kwargs)
+        except tenacity.RetryError as e:
+            raise StorageUnavailable(f"still failing after the outage window: {e.last_attempt.exception()}") from e
+
+    def put(self, key: str, data: bytes, content_type: str, if_absent: bool = False) -> bool:
+        return self._call("put", key, data, content_type, if_absent)
+
+    def get(self, key: str) -> bytes:
+        return self._call("get", key)
+
+    def exists(self, key: str) -> bool:
+        return self._call("exists", key)
+
+    def url(self, key: str) -> str:
+        return self.inner.url(key)
+
+    def link(self, key: str, expires_s: int) -> str:
+        return self.inner.link(key, expires_s)
+
+    def check(self) -> None:
+        self.inner.check()
 
 
 def open_storage(url: str, s3_endpoint_url: str | None = None) -> Storage:

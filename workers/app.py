@@ -21,7 +21,7 @@ from shared.queue import GENERATE_TASK, consumer
 from shared.redis_server import client
 from shared.schema import Job, JobStatus
 from shared.settings import get_settings
-from shared.storage import open_storage
+from shared.storage import RideOut, open_storage
 from shared.webhooks import notify
 from workers.batching import AcceleratorBatches
 from workers.models import PipelineCache, resolve_device
@@ -51,7 +51,7 @@ def context() -> Context:
     if _context is None:
         device = resolve_device(settings.device)
         store = JobStore(client(settings.redis_url), settings.job_ttl_s)
-        storage = open_storage(settings.storage_url, settings.s3_endpoint_url)
+        storage = RideOut(open_storage(settings.storage_url, settings.s3_endpoint_url), settings.storage_outage_s)
         _context = Context(
             settings=settings,
             store=store,
@@ -102,22 +102,36 @@ def observe_device(ctx: Context, groups: dict[str, float]) -> None:
         metrics.GPU_SECONDS.labels(model).inc(seconds)
 
 
-@app.task(name=GENERATE_TASK, base=AcceleratorBatches, flush_every=settings.max_batch,
+class JobBatches(AcceleratorBatches):
+    abstract = True
+    _store: JobStore | None = None  # the main process's own: `context()` would load models before the fork
+
+    def suspects(self, ids: list[str]) -> set[str]:
+        """Jobs whose record is still `running` as their message arrives: a run of theirs died (a poison job, or
+        its batch-mate). Read in the main process, where batches are made."""
+        if JobBatches._store is None:
+            JobBatches._store = JobStore(client(settings.redis_url), settings.job_ttl_s)
+        return {i for i, status in zip(ids, JobBatches._store.statuses(ids)) if status is JobStatus.running}
+
+
+@app.task(name=GENERATE_TASK, base=JobBatches, flush_every=settings.max_batch,
           flush_interval=settings.max_wait_ms / 1000)
-def generate(requests: list) -> list[str]:
-    """One batch: each request's only argument is a job record (JSON)."""
+def generate(requests: list) -> list[str | None]:
+    """One batch: each request's only argument is a job record (JSON). Returns each job's status, or None for a
+    delivery to leave unacked (a live worker holds the job)."""
     jobs = [Job.model_validate(r.args[0]) for r in requests]
     metrics.IN_FLIGHT.inc(len(jobs))
     try:
-        done = run_batch(jobs, context())
+        records = run_batch(jobs, context())
     finally:
         metrics.IN_FLIGHT.dec(len(jobs))
+    done = [job for job in records if job is not None]
     calls: dict[str, set[float]] = {}  # jobs of one pipeline call share its duration: count each call once
     for job in done:
         observe(job)
         calls.setdefault(job.model, set()).add(job.timings.get("sample_s", 0.0))
     observe_device(context(), {model: sum(durations) for model, durations in calls.items()})
-    return [job.status.value for job in done]
+    return [job.status.value if job is not None else None for job in records]
 
 
 @signals.worker_process_init.connect

@@ -10,6 +10,11 @@ rejects the batch's messages. `AcceleratorBatches` changes those three things an
 - a batch whose process died, that hit the hard limit or whose function raised is requeued at once (the
   `reject_on_worker_lost` promise); the job store's terminal-status rule and create-if-absent writes make the
   rerun harmless. The batch function returns normally for jobs that merely failed: those are recorded and acked.
+
+Two more, for faults: a message whose job a dead run left behind (`suspects`, a hook the task's class fills
+in) runs in a pool call of its own, so a poison job that kills its process cannot take innocent batch-mates
+down a second time; and a delivery the batch function answers with None is released, not acked (its job is
+held by a live worker elsewhere; see shared/leases.py).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
+
+from shared.leases import release
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +46,21 @@ class AcceleratorBatches(Batches):
         if not self._buffer.empty():
             self._do_flush()
 
+    def suspects(self, ids: list[str]) -> set[str]:
+        """Task ids whose earlier run died; each of those runs alone."""
+        return set()
+
     def flush(self, requests: Collection[Request]) -> Any:
         requests = list(requests)
+        redelivered = [r.id for r in requests if (r.delivery_info or {}).get("redelivered")]
+        suspects = self.suspects(redelivered) if redelivered else set()
+        if suspects:
+            log.warning("%d job(s) of this batch died with an earlier run; each runs alone", len(suspects))
+        fresh = [r for r in requests if r.id not in suspects]
+        for part in ([fresh] if fresh else []) + [[r] for r in requests if r.id in suspects]:
+            self._run(part)
+
+    def _run(self, requests: list[Request]) -> Any:
         self._running += 1
         conf = self.app.conf
 
@@ -48,8 +68,11 @@ class AcceleratorBatches(Batches):
             if result is None:  # the batch function raised (celery-batches logs it): nothing was recorded
                 on_error(RuntimeError("batch function raised"))
                 return
-            for req in requests:
-                req.acknowledge()  # only now: every job of the batch is recorded and its images are stored
+            for req, outcome in zip(requests, result):
+                if outcome is None:
+                    release(req.message)
+                else:
+                    req.acknowledge()  # only now: every job of the batch is recorded and its images are stored
             self._finished()
 
         def on_error(exc: BaseException) -> None:

@@ -15,15 +15,17 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import Enum
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from shared import leases
 from shared.events import publish_progress
 from shared.jobstore import JobStore
 from shared.outcomes import Outcomes
 from shared.schema import ImageOutput, Job, JobStatus
 from shared.settings import Settings
-from shared.storage import Storage
+from shared.storage import Storage, StorageUnavailable
 from workers.encode import manifest_bytes, png_bytes
 from workers.models import PipelineCache
 from workers.quality import Candidate, sample_with_retries
@@ -67,28 +69,52 @@ def finish(job: Job, ctx: Context, status: JobStatus, **changes) -> Job:
     return done
 
 
-def claim(message: Job, ctx: Context) -> tuple[Job, bool]:
-    """(record, runnable): marks the job running, or says why there is nothing to run."""
+class Claim(Enum):
+    """What a delivery of a job comes to."""
+
+    run = "run"  # marked running here: sample it
+    done = "done"  # nothing to run: the job already has its outcome (or just got one)
+    held = "held"  # a live worker still holds another delivery of this job: leave this one unacked
+
+
+def claim(message: Job, ctx: Context) -> tuple[Job, Claim]:
+    """Marks the job running, or says why there is nothing to run here."""
     job = ctx.store.get(message.id)
     if job is None:  # the record expired or Redis lost it; the message carries the whole record
         ctx.store.create(message)
         job = ctx.store.get(message.id) or message
     if job.status.terminal:
         log.info("job %s is already %s; nothing to do", job.id, job.status)
-        return job, False
+        return job, Claim.done
+    if job.status is JobStatus.running and job.worker != leases.WORKER_ID \
+            and leases.holds(ctx.store.redis, job.worker, str(job.id)):
+        log.warning("job %s is running on %s, which is alive; leaving this delivery", job.id, job.worker)
+        return job, Claim.held
     if ctx.storage.exists(manifest_key(job)):  # finished in storage before its record was written
         body = json.loads(ctx.storage.get(manifest_key(job)))
-        return finish(job, ctx, JobStatus.succeeded, outputs=[ImageOutput(**o) for o in body["images"]]), False
+        return finish(job, ctx, JobStatus.succeeded, outputs=[ImageOutput(**o) for o in body["images"]]), Claim.done
     if job.status is JobStatus.running and job.attempts >= ctx.settings.max_deliveries:
         # Still `running` on delivery: every earlier run died with its worker. Stop the loop here.
         reason = f"the worker died {job.attempts} times while running this job; not trying again"
         ctx.store.dead_letter(job, "worker_lost", reason)
-        return finish(job, ctx, JobStatus.failed, error=reason), False
+        return finish(job, ctx, JobStatus.failed, error=reason), Claim.done
     job = job.model_copy(update={"status": JobStatus.running, "started_at": datetime.now(timezone.utc),
-                                 "attempts": job.attempts + 1})
+                                 "attempts": job.attempts + 1, "worker": leases.WORKER_ID})
     if not ctx.store.update(job):
-        return ctx.store.get(job.id) or job, False  # cancelled or finished while it waited
-    return job, True
+        return ctx.store.get(job.id) or job, Claim.done  # cancelled or finished while it waited
+    return job, Claim.run
+
+
+def claim_safely(message: Job, ctx: Context) -> tuple[Job, Claim]:
+    """`claim`, except that storage still down after the outage window fails the job (with a dead letter)
+    instead of sending the whole batch back to the queue, where it would meet the outage again, forever."""
+    try:
+        return claim(message, ctx)
+    except StorageUnavailable as e:
+        job = ctx.store.get(message.id) or message
+        reason = f"storage unavailable: {e}"
+        ctx.store.dead_letter(job, "storage", reason)
+        return finish(job, ctx, JobStatus.failed, error=reason), Claim.done
 
 
 def write_job(job: Job, slots: list[Candidate], timings: dict[str, float], ctx: Context) -> Job:
@@ -109,7 +135,7 @@ def write_job(job: Job, slots: list[Candidate], timings: dict[str, float], ctx: 
             ctx.storage.put(key, data, "image/png", if_absent=True)
             outputs.append(output)
         ctx.storage.put(manifest_key(job), manifest_bytes(job, outputs), "application/json", if_absent=True)
-    except Exception as e:  # storage still failing after botocore's retries: the job fails with the reason
+    except Exception as e:  # storage still down after the outage window (RideOut): the job fails with the reason
         reason = f"storing images: {type(e).__name__}: {e}"
         log.exception("storing job %s failed", job.id)
         ctx.store.dead_letter(job, "storage", reason)
@@ -132,16 +158,20 @@ def step_hook(jobs: list[Job], ctx: Context):
     return hook
 
 
-def run_batch(messages: list[Job], ctx: Context) -> list[Job]:
-    """Runs every job of a batch to a terminal status; returns the records as stored."""
-    done: list[Job] = []
+def run_batch(messages: list[Job], ctx: Context) -> list[Job | None]:
+    """Runs every job of a batch to a terminal status. Returns, in message order, each job's record as stored,
+    or None for a delivery to leave unacked because a live worker holds the job (`Claim.held`)."""
+    outcome: dict[int, Job | None] = {}
     runnable: list[Job] = []
-    for message in messages:
-        job, run = claim(message, ctx)
-        (runnable if run else done).append(job)
+    for n, message in enumerate(messages):
+        job, claimed = claim_safely(message, ctx)
+        if claimed is Claim.run:
+            runnable.append(job)
+        outcome[n] = None if claimed is Claim.held else job
+    order = {job.id: n for n, job in enumerate(messages)}
     pending: list[Future[Job]] = []
     groups = list(group_jobs(runnable).items())
-    for n, (key, jobs) in enumerate(groups):
+    for g, (key, jobs) in enumerate(groups):
         t0 = time.perf_counter()
         try:
             results = sample_with_retries(ctx.sampler, ctx.pipelines.get(key.model), key, jobs,
@@ -149,7 +179,9 @@ def run_batch(messages: list[Job], ctx: Context) -> list[Job]:
                                           ctx.settings.quality_attempts, step_hook(jobs, ctx))
         except SoftTimeLimitExceeded:
             reason = f"time limit: the batch ran past {ctx.settings.soft_time_limit_s}s"
-            done += [finish(j, ctx, JobStatus.failed, error=reason) for _, left in groups[n:] for j in left]
+            for _, left in groups[g:]:
+                for j in left:
+                    outcome[order[j.id]] = finish(j, ctx, JobStatus.failed, error=reason)
             break
         except Exception as e:  # the model itself would not load: every job of the group fails with it
             results = [e] * len(jobs)
@@ -158,8 +190,11 @@ def run_batch(messages: list[Job], ctx: Context) -> list[Job]:
             timings = {"queued_s": (job.started_at - job.created_at).total_seconds(), "sample_s": sample_s,
                        "batch_images": float(sum(j.request.num_images for j in jobs))}
             if isinstance(result, Exception):
-                done.append(finish(job, ctx, JobStatus.failed, error=f"{type(result).__name__}: {result}",
-                                   timings=timings))
+                outcome[order[job.id]] = finish(job, ctx, JobStatus.failed,
+                                                error=f"{type(result).__name__}: {result}", timings=timings)
             else:
                 pending.append(ctx.writer.submit(write_job, job, result, timings, ctx))
-    return done + [f.result() for f in pending]
+    for future in pending:
+        job = future.result()
+        outcome[order[job.id]] = job
+    return [outcome[n] for n in range(len(messages))]

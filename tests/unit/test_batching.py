@@ -159,3 +159,19 @@ def test_a_message_whose_record_is_gone_still_runs_and_is_recorded(redis, tmp_pa
     ctx.store.delete(job.id)  # as if Redis had lost it
     done = run_batch([job], ctx)
     assert done[0].status is JobStatus.succeeded and ctx.store.get(job.id).status is JobStatus.succeeded
+
+
+def test_a_job_a_live_worker_holds_is_left_and_a_dead_workers_job_runs_again(redis, tmp_path, embedded):
+    from shared import leases
+
+    ctx = make_ctx(redis, tmp_path, embedded)
+    held, orphan = queued(ctx.store, seed=1), queued(ctx.store, seed=2)
+    for job, owner in ((held, "gpu-7:41"), (orphan, "gpu-8:42")):
+        ctx.store.update(job.model_copy(update={"status": JobStatus.running, "attempts": 1, "worker": owner}))
+    redis.sadd(leases.worker_key("gpu-7:41"), str(held.id))  # gpu-7 is alive and holds it; gpu-8 is gone
+    done = run_batch([held, orphan], ctx)
+    assert done[0] is None  # left unacked for its owner: not run, not recorded
+    stored = ctx.store.get(held.id)
+    assert stored.status is JobStatus.running and stored.attempts == 1 and stored.worker == "gpu-7:41"
+    assert not ctx.storage.exists(f"{held.id}/manifest.json")
+    assert done[1].status is JobStatus.succeeded and done[1].attempts == 2 and done[1].worker == leases.WORKER_ID

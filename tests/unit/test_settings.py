@@ -17,8 +17,9 @@ def test_environment_prefix(monkeypatch):
     assert Settings().models == ["some/model", "embedded", "other/model"]
 
 
-def test_visibility_timeout_must_outlast_hard_limit():
-    with pytest.raises(ValidationError, match="VISIBILITY_TIMEOUT_S"):
-        Settings(hard_time_limit_s=600, soft_time_limit_s=500, visibility_timeout_s=600)
+def test_storage_outage_window_must_end_before_the_soft_limit():
+    with pytest.raises(ValidationError, match="STORAGE_OUTAGE_S"):
+        Settings(hard_time_limit_s=600, soft_time_limit_s=500, storage_outage_s=500)
+    assert Settings(hard_time_limit_s=600, soft_time_limit_s=500, storage_outage_s=499).storage_outage_s == 499
     with pytest.raises(ValidationError, match="SOFT_TIME_LIMIT_S"):
         Settings(hard_time_limit_s=600, soft_time_limit_s=600)

@@ -1,4 +1,6 @@
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +52,33 @@ def test_urls_and_schemes(tmp_path):
         open_storage("ftp://x/y")
     with pytest.raises(ValueError, match="no bucket"):
         open_storage("s3:///prefix")
+
+
+def test_ride_out_waits_for_an_endpoint_that_died_mid_write(s3_server):
+    from shared.storage import RideOut
+    from tests.faults import FlakyEndpoint
+
+    endpoint = FlakyEndpoint(s3_server._port)
+    storage = RideOut(S3Storage(BUCKET, f"unit-{uuid.uuid4().hex[:8]}", endpoint.url), outage_s=30, max_wait_s=1)
+    endpoint.die_at("PUT", 2, down_s=3)  # the second PUT is cut mid-request; the endpoint is away for 3 s
+    started = time.monotonic()
+    assert storage.put("j/0.png", b"zero", "image/png", if_absent=True)
+    storage.put("j/1.png", b"one", "image/png", if_absent=True)
+    assert endpoint.deaths == 1 and time.monotonic() - started >= 3  # it waited the outage out
+    assert storage.get("j/1.png") == b"one" and storage.get("j/0.png") == b"zero"
+    endpoint.kill()
+
+
+def test_ride_out_gives_up_after_the_outage_window(s3_server):
+    from shared.storage import RideOut, StorageUnavailable
+    from tests.faults import FlakyEndpoint
+
+    endpoint = FlakyEndpoint(s3_server._port)
+    storage = RideOut(S3Storage(BUCKET, "unit-gone", endpoint.url), outage_s=3, max_wait_s=1)
+    endpoint.kill()
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable, match="outage window"):
+        storage.exists("j/manifest.json")
+    assert 3 <= time.monotonic() - started < 30
+    with pytest.raises(FileNotFoundError):  # a wrong request is not an outage: no waiting
+        RideOut(LocalStorage(Path("/nonexistent-genfleet")), outage_s=30).get("j/0.png")

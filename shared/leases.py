@@ -1,0 +1,101 @@
+"""Holding messages while a worker lives, and letting go of them the moment it dies.
+
+kombu's Redis transport keeps every delivered, unacked message in a hash, and its index (a sorted set) by the
+time of delivery; any consumer puts back the ones older than the visibility timeout. Stock, that timeout must
+outlast the longest job, so a worker killed as a whole (OOM kill, node loss, spot preemption) strands its
+running and prefetched jobs for an hour.
+
+`HoldMessages`, a consumer bootstep, turns the timeout into a lease: every `visibility_timeout / 5` seconds a
+live worker moves the index entries of every message it holds, running or only reserved, to now (`ZADD XX`,
+so an acked or already restored message is never brought back). A worker that dies stops renewing, and within
+about one timeout the next restore sweep of any live consumer (kombu's, every `RESTORE_INTERVAL_S`) requeues
+its messages. The same tick rewrites the set of job ids the worker holds, under a key that expires with the
+lease; a running job's record names its worker, so a delivery that finds its job `running` can tell a run that
+is still held (a duplicate delivery: leave it) from one whose worker died or gave it back (run it again).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+import redis
+from celery import bootsteps
+from kombu.transport import virtual
+
+log = logging.getLogger(__name__)
+
+WORKER_PREFIX = "genfleet:worker:"
+RESTORE_INTERVAL_S = 2  # how often a consumer looks for messages whose lease ran out
+RENEWALS_PER_TIMEOUT = 5  # a lease survives four missed renewals (a busy event loop, a Redis blip)
+
+# Who runs a job, as its record names it: the host and the worker's main process. Pool processes are forked
+# from the main process after this module is imported, so they share it.
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_key(worker_id: str) -> str:
+    return f"{WORKER_PREFIX}{worker_id}"
+
+
+def transport_options(visibility_timeout_s: int) -> dict:
+    """kombu options for short leases: sweep often, and scan on every sweep (kombu's default scans every 10th)."""
+    return {"visibility_timeout": visibility_timeout_s, "unacked_restore_interval": RESTORE_INTERVAL_S,
+            "unacked_restore_throttle": 1}
+
+
+def holds(r: redis.Redis, worker_id: str | None, job_id: str) -> bool:
+    """Whether `worker_id` is alive and still holds a message of `job_id`."""
+    return bool(worker_id) and bool(r.sismember(worker_key(worker_id), job_id))
+
+
+def release(message) -> None:
+    """Forgets a delivered message locally, without acking it in Redis: it stays in the unacked index, no longer
+    renewed, and comes back to the queue once its lease runs out."""
+    virtual.QoS.ack(message.channel.qos, message.delivery_tag)
+
+
+class HoldMessages(bootsteps.StartStopStep):
+    """Renews the lease of every message this consumer holds, and the set of job ids it holds."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c, **kwargs) -> None:
+        super().__init__(c, **kwargs)
+        self.timeout_s = c.app.conf.broker_transport_options["visibility_timeout"]
+        self.tref = None
+
+    def start(self, c) -> None:
+        self.renew(c)
+        self.tref = c.timer.call_repeatedly(self.timeout_s / RENEWALS_PER_TIMEOUT, self.renew, (c,), priority=10)
+
+    def stop(self, c) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    def shutdown(self, c) -> None:
+        self.stop(c)
+
+    def renew(self, c) -> None:
+        channel = c.task_consumer.channel if c.task_consumer else None
+        if channel is None:
+            return
+        qos = channel.qos
+        held = {tag: qos._delivered.get(tag) for tag in list(qos._delivered) if tag not in qos._dirty}
+        job_ids = [m.headers.get("id") for m in held.values() if m is not None and m.headers.get("id")]
+        key = worker_key(WORKER_ID)
+        try:
+            with channel.conn_or_acquire() as r:
+                pipe = r.pipeline(transaction=True)
+                pipe.delete(key)
+                if job_ids:
+                    pipe.sadd(key, *job_ids)
+                    pipe.expire(key, self.timeout_s)
+                if held:
+                    pipe.zadd(channel.unacked_index_key, dict.fromkeys(held, time.time()), xx=True)
+                pipe.execute()
+        except Exception:  # a Redis outage: kombu reconnects; the next tick renews
+            log.warning("could not renew the lease of %d message(s)", len(held), exc_info=True)

@@ -1,0 +1,125 @@
+"""Faults as they happen, for the tests: an endpoint that dies in the middle of a write.
+
+`FlakyEndpoint` is a TCP proxy on loopback in front of a real server (moto's S3). Told to, it dies when the
+n-th HTTP request with a given method starts: it stops listening and resets every open connection, so the
+request in flight is cut mid-body, and later ones are refused, as with a crashed or partitioned endpoint. It
+comes back on the same port when `revive()` is called or after `down_s`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+
+class FlakyEndpoint:
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._die_at: tuple[bytes, int] | None = None
+        self._down_s: float | None = None
+        self.requests: dict[bytes, int] = {}
+        self.deaths = 0
+        self.revive()
+
+    def die_at(self, method: str, n: int, down_s: float | None = None) -> None:
+        """Die when the n-th `method` request (counted from now) starts; come back after `down_s` if given."""
+        with self._lock:
+            self.requests = {}
+            self._die_at, self._down_s = (method.encode(), n), down_s
+
+    def kill(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            conns, self._conns = self._conns, []
+        if listener is not None:
+            self.deaths += 1
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close() alone does not
+            except OSError:
+                pass
+            listener.close()
+        for c in conns:
+            try:  # RST rather than FIN: the peer sees "connection reset", as when a host dies
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                c.close()
+            except OSError:
+                pass
+
+    def revive(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                return
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(64)
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    @property
+    def up(self) -> bool:
+        return self._listener is not None
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if from_client and self._should_die(data):
+                    self._die()
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def _should_die(self, data: bytes) -> bool:
+        """Counts request starts (a method at the start of a chunk: botocore sends headers in one write)."""
+        method = data.split(b" ", 1)[0]
+        if not method.isalpha() or not method.isupper():
+            return False
+        with self._lock:
+            self.requests[method] = self.requests.get(method, 0) + 1
+            hit = self._die_at is not None and self._die_at[0] == method and self.requests[method] >= self._die_at[1]
+            if hit:
+                self._die_at = None
+            return hit
+
+    def _die(self) -> None:
+        down_s = self._down_s
+        self.kill()
+        if down_s is not None:
+            threading.Timer(down_s, self.revive).start()
+
+    def wait_revived(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.up and time.monotonic() < deadline:
+            time.sleep(0.05)

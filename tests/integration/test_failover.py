@@ -1,0 +1,134 @@
+"""Faults the way production has them, with default settings: a worker killed as a whole (an OOM kill, a lost
+node, a spot preemption), a live worker running a job far longer than a lease, an S3 endpoint that dies in the
+middle of a write, a poison job that keeps killing its process. Each test checks the records (attempt counts:
+what ran twice) and the bucket (exactly the expected objects)."""
+
+import os
+import signal
+import statistics
+import time
+from datetime import datetime
+
+import httpx
+
+from shared.jobstore import DEAD_LETTER
+from shared.queue import queue_depth
+from tests.conftest import pool_children, wait_status, wait_terminal
+from tests.faults import FlakyEndpoint
+from tests.integration.test_reliability import objects, post
+
+ONE_TRY = {"GENFLEET_QUALITY_ATTEMPTS": "1"}  # fixed work per job, whatever the model's scores
+
+
+def kill_whole(worker) -> float:
+    """SIGKILL the main process and its pool at once, as a kernel OOM kill or a lost node does; returns when."""
+    pids = pool_children(worker) + [worker.pid]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    worker.wait()
+    return time.time()
+
+
+def test_jobs_of_a_worker_killed_whole_run_again_within_seconds(stack, s3):
+    """Default lease (GENFLEET_VISIBILITY_TIMEOUT_S unset): running and prefetched jobs come back in seconds."""
+    api = stack.start_api()
+    worker = stack.start_worker(**ONE_TRY, GENFLEET_MAX_BATCH="2")
+    jobs = [post(api, seed=i, steps=30, num_images=2) for i in range(8)]
+    wait_status(api, jobs[0]["id"], "running")
+    killed_at = kill_whole(worker)
+    before = {j["id"]: httpx.get(f"{api}/v1/jobs/{j['id']}").json() for j in jobs}
+    stranded = [i for i, b in before.items() if b["status"] in ("queued", "running")]
+    assert len(stranded) >= 4  # the running batch and the prefetched ones
+    stack.start_worker(**ONE_TRY, GENFLEET_MAX_BATCH="8")
+    done = {j["id"]: wait_terminal(api, j["id"], timeout_s=240) for j in jobs}
+    assert all(d["status"] == "succeeded" for d in done.values()), [d["error"] for d in done.values()]
+    restarted = [datetime.fromisoformat(done[i]["started_at"]).timestamp() - killed_at for i in stranded]
+    print(f"seconds from the kill to each stranded job running again: {sorted(round(s, 1) for s in restarted)}")
+    assert statistics.median(restarted) <= 30 and max(restarted) <= 60, restarted
+    for i in stranded:
+        assert done[i]["attempts"] == before[i]["attempts"] + 1  # the interrupted ran again once, the rest once
+    for j in jobs:
+        assert objects(s3, stack, j["id"]) == ["0.png", "1.png", "manifest.json"]
+
+
+def test_a_live_workers_long_job_is_never_run_twice(stack, s3):
+    """A 5 s lease, a job of many times that, and a second, idle worker sweeping for expired leases."""
+    lease = {"GENFLEET_VISIBILITY_TIMEOUT_S": "5", **ONE_TRY}
+    api = stack.start_api()
+    stack.start_worker(**lease)
+    job = post(api, steps=60, num_images=16, width=96, height=96)
+    wait_status(api, job["id"], "running")
+    stack.start_worker(**lease)  # idle, restoring any message whose lease ran out every 2 s
+    done = wait_terminal(api, job["id"], timeout_s=300)
+    took = (datetime.fromisoformat(done["finished_at"]) - datetime.fromisoformat(done["started_at"])).total_seconds()
+    assert took > 15, f"the job ran {took:.0f}s: too short to outlive three leases"
+    assert done["status"] == "succeeded" and done["attempts"] == 1, done
+    second = (stack.tmp / "worker-2.log").read_text()
+    assert job["id"] not in second  # the idle worker never received it
+    assert len(objects(s3, stack, job["id"])) == 17
+
+
+def test_an_endpoint_dying_mid_write_is_waited_out(stack, s3, s3_server):
+    endpoint = FlakyEndpoint(s3_server._port)
+    stack.env["GENFLEET_S3_ENDPOINT_URL"] = endpoint.url
+    api = stack.start_api()
+    stack.start_worker(**ONE_TRY)
+    wait_terminal(api, post(api, steps=3)["id"])  # warm
+    endpoint.die_at("PUT", 3, down_s=6)  # two PNGs written, the third cut mid-upload, 6 s of refused connections
+    job = post(api, steps=3, num_images=4)
+    done = wait_terminal(api, job["id"], timeout_s=120)
+    assert endpoint.deaths == 1
+    assert done["status"] == "succeeded" and done["attempts"] == 1, done
+    assert objects(s3, stack, job["id"]) == ["0.png", "1.png", "2.png", "3.png", "manifest.json"]
+    endpoint.kill()
+
+
+def test_storage_down_past_the_outage_window_fails_the_job_once_with_a_dead_letter(stack, s3, s3_server, redis):
+    endpoint = FlakyEndpoint(s3_server._port)
+    stack.env["GENFLEET_S3_ENDPOINT_URL"] = endpoint.url
+    api = stack.start_api()
+    stack.start_worker(**ONE_TRY, GENFLEET_STORAGE_OUTAGE_S="4")
+    wait_terminal(api, post(api, steps=3)["id"])  # warm
+    endpoint.kill()
+    job = post(api, steps=3, num_images=2)
+    done = wait_terminal(api, job["id"], timeout_s=120)
+    assert done["status"] == "failed" and "storage unavailable" in done["error"] and done["attempts"] == 0, done
+    endpoint.revive()
+    assert wait_terminal(api, post(api, steps=3)["id"])["status"] == "succeeded"  # the worker went on
+    assert httpx.get(f"{api}/v1/jobs/{job['id']}").json()["status"] == "failed"  # and was not sent round again
+    assert sum(queue_depth(redis, stack.settings.queue).values()) == 0
+    assert job["id"] in redis.lindex(DEAD_LETTER, 0).decode() and b'"storage"' in redis.lindex(DEAD_LETTER, 0)
+    assert objects(s3, stack, job["id"]) == []
+    endpoint.kill()
+
+
+def test_a_poison_job_is_isolated_and_its_batch_mates_succeed_on_their_first_redelivery(stack, s3, redis):
+    api = stack.start_api()
+    worker = stack.start_worker(**ONE_TRY, GENFLEET_MAX_BATCH="4", GENFLEET_MAX_DELIVERIES="2")
+    warm = post(api, steps=3)
+    wait_terminal(api, warm["id"])
+    # Four jobs that make one batch; whichever runs, its process is killed, as a segfaulting kernel would do.
+    # The poison is the 40x40 one: alone in its pool call after the first death, only it dies again.
+    mates = [post(api, seed=i, steps=40, num_images=2) for i in range(3)]
+    poison = post(api, seed=9, steps=40, num_images=2, width=40, height=40)
+    ids = [m["id"] for m in mates] + [poison["id"]]
+    kills = 0
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        records = [httpx.get(f"{api}/v1/jobs/{i}").json() for i in ids]
+        if all(r["status"] in ("succeeded", "failed") for r in records):
+            break
+        running = [r for r in records if r["status"] == "running"]
+        if any(r["id"] == poison["id"] and r["attempts"] > kills for r in running):
+            for pid in pool_children(worker):
+                os.kill(pid, signal.SIGKILL)
+            kills += 1
+        time.sleep(0.1)
+    records = {i: httpx.get(f"{api}/v1/jobs/{i}").json() for i in ids}
+    assert records[poison["id"]]["status"] == "failed" and "died 2 times" in records[poison["id"]]["error"]
+    assert kills == 2 and worker.poll() is None
+    for m in mates:
+        assert records[m["id"]]["status"] == "succeeded" and records[m["id"]]["attempts"] <= 2, records[m["id"]]
+        assert objects(s3, stack, m["id"]) == ["0.png", "1.png", "manifest.json"]
+    dead = [e for e in redis.lrange(DEAD_LETTER, 0, -1)]
+    assert len(dead) == 1 and poison["id"] in dead[0].decode()
