@@ -7,10 +7,12 @@ It never imports torch or the worker: jobs leave as Celery messages published by
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import REGISTRY
 
 from api import batches, events, health, jobs
 from api.auth import KeyRing
+from api.errors import BodyLimit, validation_error
 from api.idempotency import Idempotency
 from api.limits import Limits
 from api.observe import ObserveRequests
@@ -67,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi
 
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObserveRequests)
     return app
 

@@ -45,22 +45,22 @@ class Limits:
         start = int(now // window_s) * window_s
         return f"genfleet:{name}:{key_id}:{start}", start + window_s - now
 
-    def _take_from(self, name: str, key_id: str, amount: int, limit: int, window_s: int) -> float | None:
-        """Takes `amount` from this window's allowance; None if admitted, else the seconds to the window's end."""
-        counter, left = self._counter(name, key_id, window_s, time.time())
-        return None if self._take(keys=[counter], args=[amount, limit, window_s + 60]) == 1 else left
+    def _take_from(self, counter: str, amount: int, limit: int, window_s: int) -> bool:
+        """Takes `amount` from the window's allowance; False (and nothing taken) if that would pass `limit`."""
+        return self._take(keys=[counter], args=[amount, limit, window_s + 60]) == 1
 
     def admit(self, key_id: str, images: int) -> None:
         """Raises 429 (rate or quota) before anything is recorded; call `refund` if the enqueue then fails."""
-        s = self.settings
-        if s.rate_limit_per_minute:
-            left = self._take_from("rate", key_id, 1, s.rate_limit_per_minute, 60)
-            if left is not None:
-                raise _refuse("rate_limit", f"rate limit: {s.rate_limit_per_minute} requests a minute per API key",
-                              left)
+        s, now = self.settings, time.time()
+        rate, rate_left = self._counter("rate", key_id, 60, now)
+        if s.rate_limit_per_minute and not self._take_from(rate, 1, s.rate_limit_per_minute, 60):
+            raise _refuse("rate_limit", f"rate limit: {s.rate_limit_per_minute} requests a minute per API key",
+                          rate_left)
         if s.quota_images_per_day:
-            left = self._take_from("quota", key_id, images, s.quota_images_per_day, 86400)
-            if left is not None:
+            quota, left = self._counter("quota", key_id, 86400, now)
+            if not self._take_from(quota, images, s.quota_images_per_day, 86400):
+                if s.rate_limit_per_minute:  # a refused request costs nothing: its rate unit goes back
+                    self.redis.decrby(rate, 1)
                 raise _refuse("quota", f"daily quota: {s.quota_images_per_day} images per API key; "
                                        f"this request asks for {images}", left)
 

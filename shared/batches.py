@@ -27,14 +27,14 @@ _CHUNK = 1000  # records per MGET or pipeline
 class BatchItem(BaseModel):
     """One prompt of a batch; a bare string is the same as `{"prompt": ...}`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     prompt: str = Field(min_length=1, max_length=2000)
     negative_prompt: str | None = Field(None, max_length=2000)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
 
 class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [
         {"prompts": ["a purple cat with a red hat", {"prompt": "a green cat", "seed": 7}],
          "params": {"num_images": 2, "priority": "low"}}]})
 

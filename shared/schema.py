@@ -49,7 +49,7 @@ class JobParams(BaseModel):
     """Everything about a job but its prompt: what a batch's prompts share. Unknown fields are refused, so a
     typo is an error rather than a silent default."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     negative_prompt: str | None = Field(None, max_length=2000)
     width: Side | None = Field(None, description="unset: the model's native size")
@@ -74,7 +74,7 @@ class JobParams(BaseModel):
 class JobRequest(JobParams):
     """What a client asks for: one prompt, its parameters, and where to send its events."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [
         {"prompt": "a purple cat with a red hat", "num_images": 2, "seed": 42, "priority": "high"}]})
 
     prompt: str = Field(min_length=1, max_length=2000)

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # The API's edge: limits per API key (0 turns one off), backpressure, idempotency, result links.
     rate_limit_per_minute: int = Field(0, ge=0, description="POSTs per key per minute")
     quota_images_per_day: int = Field(0, ge=0, description="images per key per UTC day")
+    # 24 MiB: a 10,000-prompt batch with prompts of up to 2,000 characters fits; anything larger gets 413.
+    max_body_bytes: int = Field(24 * 1024 * 1024, ge=1024)
     max_queue_depth: int = Field(100_000, ge=1, description="waiting messages above which POSTs get 503")
     idempotency_ttl_s: int = Field(24 * 3600, ge=60, le=30 * 24 * 3600)
     presign_expiry_s: int = Field(3600, ge=1, le=7 * 24 * 3600)  # 7 days: the most SigV4 allows

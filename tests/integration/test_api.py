@@ -45,6 +45,50 @@ def test_bad_input_is_refused_field_by_field_and_nothing_is_queued(api, stack, r
     assert queue_length(stack, redis) == 0 and redis.dbsize() == keys_before
 
 
+@pytest.mark.parametrize("raw, field", [
+    (b'{"prompt": "a cat", "guidance": NaN}', "guidance"),
+    (b'{"prompt": "a cat", "guidance": 1e309}', "guidance"),  # JSON parsing makes it infinity
+    (b'{"prompt": "a cat", "guidance": -Infinity}', "guidance"),
+])
+def test_non_finite_numbers_get_422_not_500(api, stack, redis, raw, field):
+    r = httpx.post(f"{api}/v1/jobs", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert [e["loc"][-1] for e in r.json()["detail"]] == [field]
+    batch = httpx.post(f"{api}/v1/batches", content=b'{"prompts": ["a"], "params": ' + raw + b"}",
+                       headers={"content-type": "application/json"})
+    assert batch.status_code == 422 and field in batch.json()["detail"][0]["loc"], batch.text
+    assert queue_length(stack, redis) == 0
+
+
+def test_a_huge_input_is_refused_without_being_echoed(api, stack, redis):
+    r = httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat " * 2_000_000})  # 12 MB, under the body limit
+    assert r.status_code == 422 and [e["loc"][-1] for e in r.json()["detail"]] == ["prompt"]
+    assert len(r.content) < 2000, len(r.content)
+    assert queue_length(stack, redis) == 0
+
+
+def test_a_body_over_the_limit_gets_413_with_or_without_a_length(stack, redis):
+    api = stack.start_api(GENFLEET_MAX_BODY_BYTES="100000")
+    body = ('{"prompts": [' + ",".join(['"a green cat"'] * 10_000) + "]}").encode()  # about 140 KB
+    r = httpx.post(f"{api}/v1/batches", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "GENFLEET_MAX_BODY_BYTES" in r.json()["detail"][0]["msg"]
+
+    def chunked():
+        for start in range(0, len(body), 8192):
+            yield body[start:start + 8192]
+
+    r = httpx.post(f"{api}/v1/batches", content=chunked(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    small = httpx.post(f"{api}/v1/batches", content=chunked_small(), headers={"content-type": "application/json"})
+    assert small.status_code == 202, small.text  # a chunked body under the limit reaches the route whole
+    assert queue_length(stack, redis) == 2
+
+
+def chunked_small():
+    yield b'{"prompts": ["a green cat", '
+    yield b'"a red hat"]}'
+
+
 def test_non_json_body_is_refused(api, stack, redis):
     r = httpx.post(f"{api}/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"

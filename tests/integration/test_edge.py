@@ -93,6 +93,16 @@ def test_daily_image_quota_counts_images_and_refunds_nothing_on_refusal(stack, r
     assert depth(stack, redis) == 3
 
 
+def test_a_request_the_quota_refuses_gives_its_rate_unit_back(stack, redis):
+    api = stack.start_api(GENFLEET_QUOTA_IMAGES_PER_DAY="2", GENFLEET_RATE_LIMIT_PER_MINUTE="3")
+    if time.time() % 60 > 55:  # windows are whole minutes: keep every request inside one
+        time.sleep(60 - time.time() % 60 + 0.1)
+    codes = [httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat", "num_images": 4}).status_code for _ in range(5)]
+    assert codes == [429] * 5  # each over the quota; none of them used up the rate limit
+    assert [httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat"}).status_code for _ in range(3)] == [202, 202, 429]
+    assert depth(stack, redis) == 2
+
+
 def test_backpressure_when_the_queue_is_deep(stack, redis):
     api = stack.start_api(GENFLEET_MAX_QUEUE_DEPTH="2")
     assert httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat"}).status_code == 202
