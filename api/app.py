@@ -6,6 +6,9 @@ It never imports torch or the worker: jobs leave as Celery messages published by
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import REGISTRY
@@ -25,6 +28,7 @@ from shared.queue import publisher
 from shared.redis_server import async_client, client
 from shared.settings import Settings, get_settings
 from shared.storage import open_storage
+from shared.sweeper import Sweeper
 from shared.webhooks import notify
 
 _collector: QueueCollector | None = None
@@ -43,7 +47,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.redis_url:
         raise RuntimeError("GENFLEET_REDIS_URL is not set: run `genfleet api`, which starts the embedded Redis")
     logs.configure(settings.log_format)
-    app = FastAPI(title="genfleet", version="0.2.0",
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper = Sweeper(app.state.store, app.state.publisher, settings.queue, settings.publish_grace_s)
+        sweeper.start()
+        yield
+        sweeper.stop()
+
+    app = FastAPI(title="genfleet", version="0.2.0", lifespan=lifespan,
                   description="Queue text-to-image jobs; GPU workers generate, score and store the images.")
     s = app.state
     s.settings = settings

@@ -87,7 +87,7 @@ def _queue_batch(body: BatchRequest, request: Request, who: Caller) -> Batch:
     state.limits.admit(who.key_id, images)
     try:
         state.batches.create(batch, jobs)
-        publish_many(jobs, state.publisher, state.settings.queue)
+        publish_many(jobs, state.store, state.publisher, state.settings.queue)
     except (redis.RedisError, OSError) as e:
         state.limits.refund(who.key_id, images)
         try:

@@ -9,6 +9,7 @@ transition is counted exactly once.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from enum import IntEnum
 from uuid import UUID
@@ -22,6 +23,9 @@ from shared.schema import Job, JobStatus
 KEY_PREFIX = "genfleet:job:"
 BATCH_PREFIX = "genfleet:batch:"
 DEAD_LETTER = "genfleet:dead-letter"  # newest first, capped: jobs that exhausted their retries, with the reason
+# Jobs recorded but not yet known to be published (a sorted set, by time of recording): the publisher removes
+# each once its message is out; the sweeper (shared/sweeper.py) publishes what a crash left in between.
+UNPUBLISHED = "genfleet:unpublished"
 _DEAD_LETTER_CAP = 10_000
 
 # KEYS: job, event stream, batch counts (a hash: total, running, succeeded, failed, cancelled).
@@ -75,16 +79,33 @@ class JobStore:
         self.redis, self.ttl_s = r, ttl_s
         self._update = r.register_script(_UPDATE)
 
-    def create(self, job: Job) -> bool:
-        """Stores a new record; False (and nothing written) if the id exists."""
-        return bool(self.redis.set(job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s))
+    def create(self, job: Job, to_publish: bool = True) -> bool:
+        """Stores a new record, listed as unpublished until `published` (unless `to_publish` is False: its
+        message is already out); False (and nothing written) if the id exists."""
+        if not to_publish:
+            return bool(self.redis.set(job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s))
+        created, _ = (self.redis.pipeline(transaction=True)
+                      .set(job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s)
+                      .zadd(UNPUBLISHED, {str(job.id): time.time()}, nx=True).execute())
+        return bool(created)
 
     def create_many(self, jobs: list[Job]) -> None:
-        """Stores new records in one pipeline (ids are fresh: a batch's are derived from a new batch id)."""
-        pipe = self.redis.pipeline(transaction=False)
+        """Stores new records, listed as unpublished, in one transaction (ids are fresh: a batch's are derived
+        from a new batch id)."""
+        pipe = self.redis.pipeline(transaction=True)
         for job in jobs:
             pipe.set(job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s)
+        pipe.zadd(UNPUBLISHED, dict.fromkeys((str(j.id) for j in jobs), time.time()), nx=True)
         pipe.execute()
+
+    def published(self, job_ids: list) -> None:
+        if job_ids:
+            self.redis.zrem(UNPUBLISHED, *(str(i) for i in job_ids))
+
+    def unpublished(self, older_than_s: float, count: int = 1000) -> list[str]:
+        """Ids recorded more than `older_than_s` ago whose publishing was never confirmed."""
+        ids = self.redis.zrange(UNPUBLISHED, 0, time.time() - older_than_s, byscore=True, offset=0, num=count)
+        return [i.decode() for i in ids]
 
     def get(self, job_id: UUID | str) -> Job | None:
         raw = self.redis.get(job_key(job_id))

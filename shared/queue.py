@@ -8,6 +8,7 @@ from __future__ import annotations
 import redis
 from celery import Celery
 
+from shared.failpoints import failpoint
 from shared.jobstore import JobStore
 from shared.leases import HoldMessages, transport_options
 from shared.redis_server import kombu_url
@@ -20,6 +21,7 @@ WEBHOOK_TASK = "genfleet.webhook"
 # Priorities are kombu's Redis priority lists: each queue is one list per step, and a worker's BRPOP names
 # them in this order, so a waiting high job is always taken before a normal one. Lower number, sooner.
 PRIORITY_STEPS = {Priority.high: 0, Priority.normal: 3, Priority.low: 6}
+PUBLISH_CHUNK = 1000  # messages per Redis pipeline when publishing many
 _SEP = ":"  # kombu's default separator is "\x06\x16"; a colon keeps list names readable for KEDA and redis-cli
 
 
@@ -78,21 +80,30 @@ def _send(app: Celery, job: Job, queue: str, producer=None, declare: list | None
 
 def enqueue(job: Job, store: JobStore, app: Celery, queue: str) -> None:
     """Records the job, then publishes it. If the publish fails the record is removed again, so a job the
-    caller was told failed never lingers as `queued`."""
+    caller was told failed never lingers as `queued`; if this process dies in between, the sweeper publishes
+    it (the record stays listed as unpublished until its message is out)."""
     if not store.create(job):
         raise ValueError(f"job {job.id} exists")
+    failpoint("enqueue.after-record")
     try:
         _send(app, job, queue)
     except Exception:
         store.delete(job.id)
         raise
+    store.published([job.id])
 
 
-def publish_many(jobs: list[Job], app: Celery, queue: str) -> None:
-    """Publishes recorded jobs through kombu's batched producer: one Redis pipeline per thousand messages."""
-    with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
-        for n, job in enumerate(jobs):
-            _send(app, job, queue, producer, None if n == 0 else [])  # the first declares the queue, once
+def publish_many(jobs: list[Job], store: JobStore, app: Celery, queue: str) -> None:
+    """Publishes recorded jobs through kombu's batched producer, a Redis pipeline per thousand messages, and
+    marks each thousand published once it is out."""
+    with app.producer_or_acquire() as producer:
+        for start in range(0, len(jobs), PUBLISH_CHUNK):
+            chunk = jobs[start:start + PUBLISH_CHUNK]
+            with producer.batch(max_size=PUBLISH_CHUNK):
+                for n, job in enumerate(chunk):
+                    _send(app, job, queue, producer, None if start == n == 0 else [])  # declare once
+            store.published([job.id for job in chunk])
+            failpoint("publish.after-chunk")
 
 
 def queue_depth(r: redis.Redis, queue: str) -> dict[str, int]:

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     quota_images_per_day: int = Field(0, ge=0, description="images per key per UTC day")
     # 24 MiB: a 10,000-prompt batch with prompts of up to 2,000 characters fits; anything larger gets 413.
     max_body_bytes: int = Field(24 * 1024 * 1024, ge=1024)
+    # A job recorded this long ago and still not published (its API process died in between) is published by
+    # the sweeper; publishing takes milliseconds, a 10,000-prompt batch a few seconds.
+    publish_grace_s: float = Field(30.0, ge=0.5, le=3600)
     max_queue_depth: int = Field(100_000, ge=1, description="waiting messages above which POSTs get 503")
     idempotency_ttl_s: int = Field(24 * 3600, ge=60, le=30 * 24 * 3600)
     presign_expiry_s: int = Field(3600, ge=1, le=7 * 24 * 3600)  # 7 days: the most SigV4 allows

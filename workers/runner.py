@@ -81,7 +81,7 @@ def claim(message: Job, ctx: Context) -> tuple[Job, Claim]:
     """Marks the job running, or says why there is nothing to run here."""
     job = ctx.store.get(message.id)
     if job is None:  # the record expired or Redis lost it; the message carries the whole record
-        ctx.store.create(message)
+        ctx.store.create(message, to_publish=False)
         job = ctx.store.get(message.id) or message
     if job.status.terminal:
         log.info("job %s is already %s; nothing to do", job.id, job.status)

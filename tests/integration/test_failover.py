@@ -3,6 +3,7 @@ node, a spot preemption), a live worker running a job far longer than a lease, a
 middle of a write, a poison job that keeps killing its process. Each test checks the records (attempt counts:
 what ran twice) and the bucket (exactly the expected objects)."""
 
+import json
 import os
 import signal
 import statistics
@@ -132,3 +133,44 @@ def test_a_poison_job_is_isolated_and_its_batch_mates_succeed_on_their_first_red
         assert objects(s3, stack, m["id"]) == ["0.png", "1.png", "manifest.json"]
     dead = [e for e in redis.lrange(DEAD_LETTER, 0, -1)]
     assert len(dead) == 1 and poison["id"] in dead[0].decode()
+
+
+def test_a_job_recorded_by_an_api_that_died_before_publishing_is_published_once(stack, s3, redis):
+    from shared.jobstore import UNPUBLISHED
+
+    dying = stack.start_api(GENFLEET_FAILPOINTS="enqueue.after-record")
+    try:
+        httpx.post(f"{dying}/v1/jobs", json={"prompt": "a red cat", "steps": 3})
+        raise AssertionError("the API should have died between recording and publishing")
+    except httpx.HTTPError:
+        pass
+    assert stack.procs[-1].wait(timeout=10) == -signal.SIGKILL
+    (job_id,) = [k.decode() for k in redis.zrange(UNPUBLISHED, 0, -1)]  # recorded, never sent
+    assert sum(queue_depth(redis, stack.settings.queue).values()) == 0
+    api = stack.start_api(GENFLEET_PUBLISH_GRACE_S="1")
+    stack.start_worker(**ONE_TRY)
+    done = wait_terminal(api, job_id, timeout_s=120)
+    assert done["status"] == "succeeded" and done["attempts"] == 1
+    assert objects(s3, stack, job_id) == ["0.png", "manifest.json"] and redis.zcard(UNPUBLISHED) == 0
+
+
+def test_the_rest_of_a_half_published_batch_is_published_exactly_once(stack, redis):
+    from shared.jobstore import UNPUBLISHED
+
+    dying = stack.start_api(GENFLEET_FAILPOINTS="publish.after-chunk")
+    prompts = [f"a cat number {i}" for i in range(1500)]
+    try:
+        httpx.post(f"{dying}/v1/batches", json={"prompts": prompts}, timeout=60)
+        raise AssertionError("the API should have died after its first thousand messages")
+    except httpx.HTTPError:
+        pass
+    assert stack.procs[-1].wait(timeout=10) == -signal.SIGKILL
+    assert sum(queue_depth(redis, stack.settings.queue).values()) == 1000 and redis.zcard(UNPUBLISHED) == 500
+    stack.start_api(GENFLEET_PUBLISH_GRACE_S="1")
+    deadline = time.monotonic() + 30
+    while redis.zcard(UNPUBLISHED) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert redis.zcard(UNPUBLISHED) == 0
+    queued = [m for lst in ("", ":3", ":6") for m in redis.lrange(stack.settings.queue + lst, 0, -1)]
+    ids = [json.loads(m)["headers"]["id"] for m in queued]
+    assert len(ids) == 1500 and len(set(ids)) == 1500  # every job once, none twice

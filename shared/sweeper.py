@@ -1,0 +1,63 @@
+"""Publishing what a crash left recorded but unsent.
+
+The API records a job, then publishes its message, then marks it published. A process that dies between the
+first two steps (or half way through a batch) leaves `queued` records that no message will ever run. The
+sweeper, run by every API process every `INTERVAL_S` under a Redis lock (one sweep at a time across replicas),
+takes the records still unpublished after `GENFLEET_PUBLISH_GRACE_S`, publishes those still queued (a
+cancelled one is only dropped from the list), then marks them published. A crash between those last two steps
+publishes a job twice; the job store's rules make the second message a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery import Celery
+
+from shared.jobstore import JobStore
+from shared.metrics import SWEPT
+from shared.queue import publish_many
+from shared.schema import JobStatus
+
+log = logging.getLogger(__name__)
+
+LOCK = "genfleet:sweeper:lock"
+INTERVAL_S = 5.0
+
+
+def sweep(store: JobStore, app: Celery, queue: str, grace_s: float) -> int:
+    """One sweep; returns how many jobs it published."""
+    if not store.redis.set(LOCK, "1", nx=True, ex=120):
+        return 0  # another process is sweeping
+    try:
+        published = 0
+        while ids := store.unpublished(grace_s):
+            jobs = [j for j in store.get_many(ids) if j is not None and j.status is JobStatus.queued]
+            if jobs:
+                publish_many(jobs, store, app, queue)
+                log.warning("published %d job(s) a crash had left unsent", len(jobs))
+            store.published(ids)
+            published += len(jobs)
+        SWEPT.inc(published)
+        return published
+    finally:
+        store.redis.delete(LOCK)
+
+
+class Sweeper(threading.Thread):
+    """Sweeps every `INTERVAL_S` until `stop()`; a failed sweep (Redis away) is logged and tried again."""
+
+    def __init__(self, store: JobStore, app: Celery, queue: str, grace_s: float) -> None:
+        super().__init__(name="genfleet-sweeper", daemon=True)
+        self.args, self.stopping = (store, app, queue, grace_s), threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(INTERVAL_S):
+            try:
+                sweep(*self.args)
+            except Exception:
+                log.warning("sweep failed; trying again in %.0fs", INTERVAL_S, exc_info=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
