@@ -22,6 +22,7 @@ from api.observe import ObserveRequests
 from api.queue_metrics import QueueCollector
 from shared import logs
 from shared.batches import BatchStore
+from shared.durability import Durability
 from shared.jobstore import JobStore
 from shared.outcomes import Outcomes
 from shared.queue import publisher
@@ -59,7 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     s = app.state
     s.settings = settings
     s.keys = KeyRing(settings.api_keys)
-    s.store = JobStore(client(settings.redis_url), settings.job_ttl_s)
+    r = client(settings.redis_url)
+    s.store = JobStore(r, settings.job_ttl_s, Durability(r, settings.durability, settings.durability_replicas,
+                                                         settings.durability_timeout_ms))
     s.aredis = async_client(settings.redis_url)
     s.batches = BatchStore(s.store)
     s.storage = open_storage(settings.storage_url, settings.s3_endpoint_url)

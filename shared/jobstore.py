@@ -16,6 +16,7 @@ from uuid import UUID
 
 import redis
 
+from shared.durability import Durability
 from shared.events import MAXLEN, stream_key
 from shared.metrics import DEAD_LETTERS
 from shared.schema import Job, JobStatus
@@ -75,8 +76,8 @@ def job_key(job_id: UUID | str) -> str:
 
 
 class JobStore:
-    def __init__(self, r: redis.Redis, ttl_s: int) -> None:
-        self.redis, self.ttl_s = r, ttl_s
+    def __init__(self, r: redis.Redis, ttl_s: int, durability: Durability | None = None) -> None:
+        self.redis, self.ttl_s, self.durability = r, ttl_s, durability
         self._update = r.register_script(_UPDATE)
 
     def create(self, job: Job, to_publish: bool = True) -> bool:
@@ -99,8 +100,16 @@ class JobStore:
         pipe.execute()
 
     def published(self, job_ids: list) -> None:
-        if job_ids:
-            self.redis.zrem(UNPUBLISHED, *(str(i) for i in job_ids))
+        """Marks jobs published; with a durability rule, returns once it holds (else raises NotDurable)."""
+        if not job_ids:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(UNPUBLISHED, *(str(i) for i in job_ids))
+        if self.durability is not None:
+            self.durability.wait_on(pipe)  # same connection, after the publish: covers the message too
+        replies = pipe.execute()
+        if self.durability is not None:
+            self.durability.check(replies)
 
     def unpublished(self, older_than_s: float, count: int = 1000) -> list[str]:
         """Ids recorded more than `older_than_s` ago whose publishing was never confirmed."""

