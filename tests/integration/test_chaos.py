@@ -1,0 +1,15 @@
+"""The chaos run, short: 30 jobs while workers are SIGKILLed whole every few seconds and Redis once."""
+
+import argparse
+
+from tests.chaos import run
+
+
+def test_chaos_loses_nothing_and_duplicates_nothing(capsys):
+    summary = run(argparse.Namespace(jobs=30, workers=2, kill_every=6.0, timeout=300, seed=1))
+    assert summary["accepted"] == 30 and summary["succeeded"] == 30, summary
+    assert summary["lost"] == 0 and summary["duplicated_effects"] == 0, summary
+    assert summary["extra_objects"] == 0 and summary["missing_objects"] == 0, summary
+    assert summary["worker_kills"] >= 2 and summary["redis_kills"] == 1, summary
+    if summary["recoveries"]:  # a kill that caught a job running: it ran again within the lease
+        assert summary["recovery_p50_s"] <= 30 and summary["recovery_p99_s"] <= 60, summary
