@@ -78,8 +78,8 @@ def embedded_redis(data_dir: Path, timeout_s: float = 20.0) -> Iterator[str]:
         return
     sock.unlink(missing_ok=True)
     args = [_executable(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-            "--dir", str(data_dir.resolve()), "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-            "--logfile", str(data_dir.resolve() / "redis.log")]
+            "--dir", str(data_dir.resolve()), "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+            "--daemonize", "no", "--logfile", str(data_dir.resolve() / "redis.log")]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + timeout_s

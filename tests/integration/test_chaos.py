@@ -11,5 +11,5 @@ def test_chaos_loses_nothing_and_duplicates_nothing(capsys):
     assert summary["lost"] == 0 and summary["duplicated_effects"] == 0, summary
     assert summary["extra_objects"] == 0 and summary["missing_objects"] == 0, summary
     assert summary["worker_kills"] >= 2 and summary["redis_kills"] == 1, summary
-    if summary["recoveries"]:  # a kill that caught a job running: it ran again within the lease
-        assert summary["recovery_p50_s"] <= 30 and summary["recovery_p99_s"] <= 60, summary
+    assert summary["recoveries"] >= 1, summary  # kills that caught jobs running: they ran again within the lease
+    assert summary["recovery_p50_s"] <= 30 and summary["recovery_p99_s"] <= 60, summary

@@ -30,10 +30,14 @@ def start_redis(tmp: Path, *args: str) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
+def port_of(url: str) -> str:
+    return url.rsplit(":", 1)[1].split("/")[0]
+
+
 @pytest.fixture
 def primary_and_replica(tmp_path):
     primary, url = start_redis(tmp_path / "primary")
-    replica, replica_url = start_redis(tmp_path / "replica", "--replicaof", "127.0.0.1", url.split(":")[2].split("/")[0])
+    replica, replica_url = start_redis(tmp_path / "replica", "--replicaof", "127.0.0.1", port_of(url))
     deadline = time.monotonic() + 20
     while client(url).info("replication").get("connected_slaves", 0) < 1 or \
             client(replica_url).info("replication").get("master_link_status") != "up":
