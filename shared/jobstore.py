@@ -27,6 +27,10 @@ DEAD_LETTER = "genfleet:dead-letter"  # newest first, capped: jobs that exhauste
 # Jobs recorded but not yet known to be published (a sorted set, by time of recording): the publisher removes
 # each once its message is out; the sweeper (shared/sweeper.py) publishes what a crash left in between.
 UNPUBLISHED = "genfleet:unpublished"
+# Jobs whose pool process died under them while their worker lived (a poison job, or its batch-mates): each
+# runs alone on redelivery. A key a job, expiring after a day.
+SUSPECT_PREFIX = "genfleet:suspect:"
+_SUSPECT_TTL_S = 24 * 3600
 _DEAD_LETTER_CAP = 10_000
 
 # KEYS: job, event stream, batch counts (a hash: total, running, succeeded, failed, cancelled).
@@ -136,6 +140,20 @@ class JobStore:
 
     def delete(self, job_id: UUID | str) -> None:
         self.redis.delete(job_key(job_id))
+
+    def mark_suspects(self, job_ids: list) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.set(f"{SUSPECT_PREFIX}{job_id}", 1, ex=_SUSPECT_TTL_S)
+        pipe.execute()
+
+    def suspects(self, job_ids: list) -> set[str]:
+        """Of `job_ids` (all still to run), those to run alone: marked by a pool death, or left `running` by
+        two dead runs or more (a job that takes its whole worker down with it)."""
+        marks = self.redis.mget([f"{SUSPECT_PREFIX}{i}" for i in job_ids])
+        records = self.get_many(job_ids)
+        return {str(i) for i, mark, job in zip(job_ids, marks, records)
+                if mark or (job is not None and job.status is JobStatus.running and job.attempts >= 2)}
 
     def dead_letter(self, job: Job, kind: str, reason: str) -> None:
         """Keeps a record of a job failed for good; `kind` is a short label (worker_lost, storage)."""

@@ -93,7 +93,9 @@ class HoldMessages(bootsteps.StartStopStep):
                 pipe.delete(key)
                 if job_ids:
                     pipe.sadd(key, *job_ids)
-                    pipe.expire(key, self.timeout_s)
+                    # gone a renewal before the messages' leases run out, so a message requeued from a dead
+                    # worker never finds its job still "held" by it
+                    pipe.expire(key, int(self.timeout_s * (RENEWALS_PER_TIMEOUT - 1) / RENEWALS_PER_TIMEOUT))
                 if held:
                     pipe.zadd(channel.unacked_index_key, dict.fromkeys(held, time.time()), xx=True)
                 pipe.execute()

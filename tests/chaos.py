@@ -90,8 +90,9 @@ def start_api(env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
 
 
-def recovery_times(r, running_at_kill: list[tuple[str, float]]) -> list[float]:
-    """Seconds from each kill to the next `running` event of each job the killed worker was running."""
+def recovery_times(r, running_at_kill: list[tuple[str, float]]) -> list[tuple[float, str, float]]:
+    """(seconds, job, kill time) from each kill to the next `running` event of each job the killed worker was
+    running."""
     times = []
     for job_id, killed_at in running_at_kill:
         for _, fields in r.xrange(stream_key(job_id)):
@@ -99,7 +100,7 @@ def recovery_times(r, running_at_kill: list[tuple[str, float]]) -> list[float]:
                 continue
             started = datetime.fromisoformat(json.loads(fields[b"data"])["started_at"]).timestamp()
             if started > killed_at:
-                times.append(started - killed_at)
+                times.append((started - killed_at, job_id, killed_at))
                 break
     return times
 
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> dict:
                 if resp.status_code == 202:
                     accepted.append(resp.json()["id"])
         emit(event="submitted", accepted=len(accepted), of=args.jobs)
-        started, redis_killed = time.monotonic(), False
+        started, redis_killed, redis_killed_at = time.monotonic(), False, None
         next_kill = started + args.kill_every * rng.uniform(0.5, 1.5)
         while time.monotonic() - started < args.timeout:
             statuses = [json.loads(raw)["status"] if raw else None
@@ -157,7 +158,8 @@ def run(args: argparse.Namespace) -> dict:
             if not redis_killed and ended >= len(accepted) / 3:
                 redis_proc.kill()
                 redis_proc.wait()
-                emit(event="redis_killed", ended=ended)
+                redis_killed_at = time.time()
+                emit(event="redis_killed", ended=ended, at=redis_killed_at)
                 time.sleep(1)
                 redis_proc = start_redis_on(tmp / "redis", url, redis_args)
                 redis_killed = True
@@ -170,18 +172,25 @@ def run(args: argparse.Namespace) -> dict:
                         and (rec.get("worker") or "").endswith(victim_id)]
                 running_at_kill += [(j, killed_at) for j in held]
                 kills += 1
-                emit(event="worker_killed", pid=victim.pid, running=len(held), ended=ended)
+                emit(event="worker_killed", pid=victim.pid, running=len(held), ended=ended, at=killed_at)
                 fleet.start_worker()
                 next_kill = time.monotonic() + args.kill_every * rng.uniform(0.5, 1.5)
             time.sleep(0.2)
         records = [json.loads(raw) if raw else None for raw in r.mget([f"genfleet:job:{j}" for j in accepted])]
-        recovery = sorted(recovery_times(r, running_at_kill))
+        for rec in records:
+            if rec and rec["status"] == "failed":
+                emit(event="failed", job=rec["id"], attempts=rec["attempts"], error=rec["error"])
+        recoveries = sorted(recovery_times(r, running_at_kill))
+        recovery = [round(t, 1) for t, _, _ in recoveries]
+        for t, job_id, killed_at in recoveries[-3:]:
+            emit(event="slowest_recovery", seconds=round(t, 1), job=job_id, killed_at=killed_at,
+                 redis_killed_at=redis_killed_at)
         counts = {s: sum(1 for rec in records if rec and rec["status"] == s) for s in ("succeeded", "failed")}
         lost = sum(1 for rec in records if rec is None or rec["status"] not in ("succeeded", "failed", "cancelled"))
         return emit(event="summary", accepted=len(accepted), **counts, lost=lost, worker_kills=kills,
                     redis_kills=int(redis_killed), seconds=round(time.monotonic() - started, 1),
                     attempts_max=max((rec["attempts"] for rec in records if rec), default=0),
-                    **audit(s3, prefix, accepted), recoveries=len(recovery),
+                    **audit(s3, prefix, accepted), recoveries=len(recovery), recoveries_s=recovery,
                     recovery_p50_s=round(statistics.median(recovery), 1) if recovery else None,
                     recovery_p99_s=round(recovery[min(len(recovery) - 1, int(0.99 * len(recovery)))], 1)
                     if recovery else None, logs=str(tmp))

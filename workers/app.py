@@ -106,12 +106,17 @@ class JobBatches(AcceleratorBatches):
     abstract = True
     _store: JobStore | None = None  # the main process's own: `context()` would load models before the fork
 
+    @classmethod
+    def _jobs(cls) -> JobStore:
+        if cls._store is None:
+            cls._store = JobStore(client(settings.redis_url), settings.job_ttl_s)
+        return cls._store
+
     def suspects(self, ids: list[str]) -> set[str]:
-        """Jobs whose record is still `running` as their message arrives: a run of theirs died (a poison job, or
-        its batch-mate). Read in the main process, where batches are made."""
-        if JobBatches._store is None:
-            JobBatches._store = JobStore(client(settings.redis_url), settings.job_ttl_s)
-        return {i for i, status in zip(ids, JobBatches._store.statuses(ids)) if status is JobStatus.running}
+        return self._jobs().suspects(ids)
+
+    def lost(self, ids: list[str]) -> None:
+        self._jobs().mark_suspects(ids)
 
 
 @app.task(name=GENERATE_TASK, base=JobBatches, flush_every=settings.max_batch,

@@ -11,10 +11,10 @@ rejects the batch's messages. `AcceleratorBatches` changes those three things an
   `reject_on_worker_lost` promise); the job store's terminal-status rule and create-if-absent writes make the
   rerun harmless. The batch function returns normally for jobs that merely failed: those are recorded and acked.
 
-Two more, for faults: a message whose job a dead run left behind (`suspects`, a hook the task's class fills
-in) runs in a pool call of its own, so a poison job that kills its process cannot take innocent batch-mates
-down a second time; and a delivery the batch function answers with None is released, not acked (its job is
-held by a live worker elsewhere; see shared/leases.py).
+Two more, for faults: the jobs of a batch whose process died are reported (`lost`), and when they come back
+(`suspects`; both hooks the task's class fills in) each runs in a pool call of its own, so a poison job that
+kills its process cannot take innocent batch-mates down a second time; and a delivery the batch function
+answers with None is released, not acked (its job is held by a live worker elsewhere; see shared/leases.py).
 """
 
 from __future__ import annotations
@@ -47,8 +47,11 @@ class AcceleratorBatches(Batches):
             self._do_flush()
 
     def suspects(self, ids: list[str]) -> set[str]:
-        """Task ids whose earlier run died; each of those runs alone."""
+        """Of these redelivered task ids, those to run alone."""
         return set()
+
+    def lost(self, ids: list[str]) -> None:
+        """Called with the task ids of a batch whose process died."""
 
     def flush(self, requests: Collection[Request]) -> Any:
         requests = list(requests)
@@ -77,6 +80,10 @@ class AcceleratorBatches(Batches):
 
         def on_error(exc: BaseException) -> None:
             log.error("batch of %d lost (%r); returning its messages to the queue", len(requests), exc)
+            try:
+                self.lost([r.id for r in requests])
+            except Exception:  # Redis away: they will be batched as usual, which is still correct
+                log.exception("could not mark the lost batch's jobs as suspects")
             for req in requests:
                 req.reject(requeue=True)
             self._finished()

@@ -18,7 +18,7 @@ from tests.conftest import BUCKET, pool_children, wait_status, wait_terminal
 # Short limits; no quality retries, so the work per job is fixed whatever the model's scores. (A worker killed as
 # a whole is in test_failover.py.)
 FAST_REDELIVERY = {"GENFLEET_SOFT_TIME_LIMIT_S": "40", "GENFLEET_HARD_TIME_LIMIT_S": "45",
-                   "GENFLEET_QUALITY_ATTEMPTS": "1"}
+                   "GENFLEET_STORAGE_OUTAGE_S": "20", "GENFLEET_QUALITY_ATTEMPTS": "1"}
 QUICK = {"steps": 3}
 SLOW = {"steps": 150, "num_images": 16, "width": 128, "height": 128}  # many seconds on these CPUs
 
