@@ -38,11 +38,12 @@ def webhook_queue(queue: str) -> str:
 
 def celery_config(settings: Settings, redis_url: str) -> dict:
     """Settings both ends of the queue must agree on."""
+    broker_url, broker_options = kombu_url(redis_url)
     return {
-        "broker_url": kombu_url(redis_url),
+        "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
         # A message's lease: a live worker renews it, a dead worker's messages are requeued once it runs out.
-        "broker_transport_options": {**transport_options(settings.visibility_timeout_s),
+        "broker_transport_options": {**transport_options(settings.visibility_timeout_s), **broker_options,
                                      "priority_steps": sorted(PRIORITY_STEPS.values()), "sep": _SEP,
                                      "queue_order_strategy": "priority"},
         "task_default_priority": PRIORITY_STEPS[Priority.normal],

