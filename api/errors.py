@@ -24,15 +24,15 @@ PREVIEW_CHARS = 200
 
 def _safe(value):
     """A JSON-safe, bounded stand-in for an input that was refused."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, (str, bytes)) and len(value) > PREVIEW_CHARS:
-        text = value if isinstance(value, str) else value.decode("utf-8", errors="replace")
-        return f"{text[:PREVIEW_CHARS]}... ({len(value)} characters in all)"
-    if isinstance(value, (dict, list)):
-        encoded = json.dumps(jsonable_encoder(value), default=str, allow_nan=True)
-        return _safe(encoded) if len(encoded) > PREVIEW_CHARS else json.loads(encoded, parse_constant=str)
-    return value
+    if isinstance(value, str):
+        return f"{value[:PREVIEW_CHARS]}... ({len(value)} characters in all)" if len(value) > PREVIEW_CHARS else value
+    # anything else (objects, lists, numbers, None): as JSON, with non-finite numbers as strings, cut if long
+    encoded = json.dumps(jsonable_encoder(value), default=str, allow_nan=True)
+    return _safe(encoded) if len(encoded) > PREVIEW_CHARS else json.loads(encoded, parse_constant=str)
 
 
 def _entry(err: dict) -> dict:
@@ -62,12 +62,13 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await self._refuse(scope, receive, send, int(length))
             return
-        if length is not None:
-            await self.app(scope, receive, send)  # the server holds the body to its declared length
+        if length is not None or b"chunked" not in headers.get(b"transfer-encoding", b"").lower():
+            await self.app(scope, receive, send)  # no body, or the server holds it to its declared length
             return
         # No length (chunked): read it here, up to the limit, then hand the app what was read.
         chunks, size, more = [], 0, True
@@ -81,12 +82,14 @@ class BodyLimit:
             if size > self.max_bytes:
                 await self._refuse(scope, receive, send, None)
                 return
-        body = b"".join(chunks)
+        replayed = False
 
         async def replay() -> Message:
-            nonlocal body
-            message, body = {"type": "http.request", "body": body, "more_body": False}, b""
-            return message
+            nonlocal replayed
+            if replayed:  # after the body, what the client does next (a disconnect): a stream listens for it
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
         await self.app(scope, replay, send)
 

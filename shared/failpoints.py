@@ -13,6 +13,10 @@ import signal
 _ARMED = frozenset(p.strip() for p in os.environ.get("GENFLEET_FAILPOINTS", "").split(",") if p.strip())
 
 
-def failpoint(name: str) -> None:
+def failpoint(name: str, whole_worker: bool = False) -> None:
+    """SIGKILLs this process at `name` if armed; `whole_worker` (in a worker's pool process) takes the worker's
+    main process first, as an OOM kill of the pod or a lost node would."""
     if name in _ARMED:
+        if whole_worker:
+            os.kill(os.getppid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)

@@ -37,6 +37,7 @@ import httpx
 
 from shared import processes
 from shared.events import stream_key
+from shared.jobstore import job_key
 from shared.redis_server import client
 from shared.settings import Settings
 from tests.conftest import free_port, pool_children
@@ -88,6 +89,10 @@ def start_api(env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen, str]:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit(f"API never came up:\n{processes.tail(tmp / 'api.log')}") from None
             time.sleep(0.2)
+
+
+def read(r, job_ids: list[str]) -> list[dict | None]:
+    return [json.loads(raw) if raw else None for raw in r.mget([job_key(j) for j in job_ids])]
 
 
 def recovery_times(r, running_at_kill: list[tuple[str, float]]) -> list[tuple[float, str, float]]:
@@ -148,11 +153,10 @@ def run(args: argparse.Namespace) -> dict:
                     accepted.append(resp.json()["id"])
         emit(event="submitted", accepted=len(accepted), of=args.jobs)
         started, redis_killed, redis_killed_at = time.monotonic(), False, None
-        next_kill = started + args.kill_every * rng.uniform(0.5, 1.5)
+        next_kill = started
         while time.monotonic() - started < args.timeout:
-            statuses = [json.loads(raw)["status"] if raw else None
-                        for raw in r.mget([f"genfleet:job:{j}" for j in accepted])]
-            ended = sum(s in ("succeeded", "failed", "cancelled") for s in statuses)
+            records = read(r, accepted)
+            ended = sum(1 for rec in records if rec and rec["status"] in ("succeeded", "failed", "cancelled"))
             if ended == len(accepted):
                 break
             if not redis_killed and ended >= len(accepted) / 3:
@@ -163,20 +167,23 @@ def run(args: argparse.Namespace) -> dict:
                 time.sleep(1)
                 redis_proc = start_redis_on(tmp / "redis", url, redis_args)
                 redis_killed = True
-            if time.monotonic() >= next_kill and fleet.workers:
-                victim = rng.choice(fleet.workers)
-                victim_id = f":{victim.pid}"
-                records = [json.loads(raw) if raw else None for raw in r.mget([f"genfleet:job:{j}" for j in accepted])]
+                continue
+            running = [rec for rec in records if rec and rec["status"] == "running"]
+            # the first kill as soon as a worker runs something (so even a short run strands running jobs),
+            # then a random worker every `--kill-every` seconds
+            first = kills == 0 and bool(running)
+            if fleet.workers and (first or (kills and time.monotonic() >= next_kill)):
+                busy = [w for w in fleet.workers if any(rec["worker"].endswith(f":{w.pid}") for rec in running)]
+                victim = rng.choice(busy if first and busy else fleet.workers)
                 killed_at = fleet.kill_worker(victim)
-                held = [rec["id"] for rec in records if rec and rec["status"] == "running"
-                        and (rec.get("worker") or "").endswith(victim_id)]
+                held = [rec["id"] for rec in running if rec["worker"].endswith(f":{victim.pid}")]
                 running_at_kill += [(j, killed_at) for j in held]
                 kills += 1
                 emit(event="worker_killed", pid=victim.pid, running=len(held), ended=ended, at=killed_at)
                 fleet.start_worker()
                 next_kill = time.monotonic() + args.kill_every * rng.uniform(0.5, 1.5)
             time.sleep(0.2)
-        records = [json.loads(raw) if raw else None for raw in r.mget([f"genfleet:job:{j}" for j in accepted])]
+        records = read(r, accepted)
         for rec in records:
             if rec and rec["status"] == "failed":
                 emit(event="failed", job=rec["id"], attempts=rec["attempts"], error=rec["error"])

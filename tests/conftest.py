@@ -56,14 +56,17 @@ def redis(redis_url):
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """moto's S3 server on loopback. Its data lives in this process, so stop() and start() are an outage
-    that loses nothing, like a real S3 endpoint going away for a while."""
+    """moto's S3 server on loopback, its bucket versioned. Its data lives in this process, so stop() and
+    start() are an outage that loses nothing, like a real S3 endpoint going away for a while."""
     from moto.server import ThreadedMotoServer
 
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
-    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{server._port}").create_bucket(Bucket=BUCKET)
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{server._port}")
+    s3.create_bucket(Bucket=BUCKET)
+    # every write kept as a version, so a test can see an object written twice (S3 itself is the judge)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     yield server
     server.stop()
 

@@ -21,6 +21,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from shared import leases
 from shared.events import publish_progress
+from shared.failpoints import failpoint
 from shared.jobstore import JobStore
 from shared.outcomes import Outcomes
 from shared.schema import ImageOutput, Job, JobStatus
@@ -133,8 +134,10 @@ def write_job(job: Job, slots: list[Candidate], timings: dict[str, float], ctx: 
             data = png_bytes(image, job, output, ctx.settings.png_compress_level)
             encode_s += time.perf_counter() - t_enc
             ctx.storage.put(key, data, "image/png", if_absent=True)
+            failpoint("write.after-image", whole_worker=True)
             outputs.append(output)
         ctx.storage.put(manifest_key(job), manifest_bytes(job, outputs), "application/json", if_absent=True)
+        failpoint("write.after-manifest", whole_worker=True)
     except Exception as e:  # storage still down after the outage window (RideOut): the job fails with the reason
         reason = f"storing images: {type(e).__name__}: {e}"
         log.exception("storing job %s failed", job.id)

@@ -14,7 +14,7 @@ import httpx
 
 from shared.jobstore import DEAD_LETTER
 from shared.queue import queue_depth
-from tests.conftest import pool_children, wait_status, wait_terminal
+from tests.conftest import pool_children, wait_for, wait_status, wait_terminal
 from tests.faults import FlakyEndpoint
 from tests.integration.test_reliability import objects, post
 
@@ -57,7 +57,7 @@ def test_a_live_workers_long_job_is_never_run_twice(stack, s3):
     lease = {"GENFLEET_VISIBILITY_TIMEOUT_S": "5", **ONE_TRY}
     api = stack.start_api()
     stack.start_worker(**lease)
-    job = post(api, steps=60, num_images=16, width=96, height=96)
+    job = post(api, steps=60, num_images=8, width=64, height=64)
     wait_status(api, job["id"], "running")
     stack.start_worker(**lease)  # idle, restoring any message whose lease ran out every 2 s
     done = wait_terminal(api, job["id"], timeout_s=300)
@@ -66,7 +66,43 @@ def test_a_live_workers_long_job_is_never_run_twice(stack, s3):
     assert done["status"] == "succeeded" and done["attempts"] == 1, done
     second = (stack.tmp / "worker-2.log").read_text()
     assert job["id"] not in second  # the idle worker never received it
-    assert len(objects(s3, stack, job["id"])) == 17
+    assert len(objects(s3, stack, job["id"])) == 9
+
+
+def versions(s3, stack, job_id: str) -> dict[str, int]:
+    """How many times each object of a job was written (the test bucket keeps every version)."""
+    from tests.conftest import BUCKET
+    prefix = stack.env["GENFLEET_STORAGE_URL"].removeprefix(f"s3://{BUCKET}/")
+    listed = s3.list_object_versions(Bucket=BUCKET, Prefix=f"{prefix}/{job_id}/").get("Versions", [])
+    counts: dict[str, int] = {}
+    for v in listed:
+        name = v["Key"].rsplit("/", 1)[1]
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def test_a_worker_killed_mid_upload_leaves_one_set_of_objects(stack, s3):
+    api = stack.start_api()
+    stack.start_worker(**ONE_TRY, GENFLEET_FAILPOINTS="write.after-image")
+    job = post(api, steps=3, num_images=3)
+    wait_for(lambda: stack.procs[-1].poll() is not None, 60, "the worker never reached its failpoint")
+    assert objects(s3, stack, job["id"]) == ["0.png"]  # killed whole, one PNG in
+    stack.start_worker(**ONE_TRY)
+    done = wait_terminal(api, job["id"], timeout_s=120)
+    assert done["status"] == "succeeded" and done["attempts"] == 2
+    assert versions(s3, stack, job["id"]) == {"0.png": 1, "1.png": 1, "2.png": 1, "manifest.json": 1}
+
+
+def test_a_worker_killed_between_manifest_and_record_is_finished_without_regenerating(stack, s3):
+    api = stack.start_api()
+    stack.start_worker(**ONE_TRY, GENFLEET_FAILPOINTS="write.after-manifest")
+    job = post(api, steps=3, num_images=2)
+    wait_for(lambda: stack.procs[-1].poll() is not None, 60, "the worker never reached its failpoint")
+    assert httpx.get(f"{api}/v1/jobs/{job['id']}").json()["status"] == "running"  # stored, not recorded
+    stack.start_worker(**ONE_TRY)
+    done = wait_terminal(api, job["id"], timeout_s=120)
+    assert done["status"] == "succeeded" and done["attempts"] == 1 and len(done["outputs"]) == 2
+    assert versions(s3, stack, job["id"]) == {"0.png": 1, "1.png": 1, "manifest.json": 1}
 
 
 def test_an_endpoint_dying_mid_write_is_waited_out(stack, s3, s3_server):
