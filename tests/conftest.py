@@ -81,6 +81,10 @@ def s3(s3_endpoint):
     return boto3.client("s3", endpoint_url=s3_endpoint)
 
 
+def settings_of(env: dict[str, str]) -> Settings:
+    return Settings(**{k.removeprefix("GENFLEET_").lower(): v for k, v in env.items() if k.startswith("GENFLEET_")})
+
+
 @dataclass
 class Stack:
     """Environment shared by the processes of one test: its own queue and storage prefix."""
@@ -91,14 +95,12 @@ class Stack:
 
     @property
     def settings(self) -> Settings:
-        return Settings(**{k.removeprefix("GENFLEET_").lower(): v for k, v in self.env.items()
-                           if k.startswith("GENFLEET_")})
+        return settings_of(self.env)
 
     def start_worker(self, **env: str) -> subprocess.Popen:
         log = self.tmp / f"worker-{len(self.procs)}.log"
-        settings = self.settings
         full = {**processes.worker_env(self.env["GENFLEET_REDIS_URL"], 0), **self.env, **env}
-        proc = processes.spawn(processes.worker_command(settings), full, log)
+        proc = processes.spawn(processes.worker_command(settings_of(full)), full, log)
         self.procs.append(proc)
         wait_for(lambda: "ready." in log.read_text(errors="replace"), 60,
                  lambda: f"worker never ready:\n{processes.tail(log)}", proc)
