@@ -40,7 +40,7 @@ from shared.events import stream_key
 from shared.jobstore import job_key
 from shared.redis_server import client
 from shared.settings import Settings
-from tests.conftest import free_port, pool_children
+from tests.conftest import free_port, pool_children, start_api
 from tests.integration.test_durability import port_of, start_redis
 
 BUCKET = "genfleet-chaos"
@@ -74,21 +74,6 @@ class Fleet:
         proc.wait()
         self.workers.remove(proc)
         return time.time()
-
-
-def start_api(env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = processes.spawn(processes.api_command("127.0.0.1", port), env, tmp / "api.log")
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{base}/healthz", timeout=1).raise_for_status()
-            return proc, base
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"API never came up:\n{processes.tail(tmp / 'api.log')}") from None
-            time.sleep(0.2)
 
 
 def read(r, job_ids: list[str]) -> list[dict | None]:
@@ -140,7 +125,7 @@ def run(args: argparse.Namespace) -> dict:
            "GENFLEET_STORAGE_URL": f"s3://{BUCKET}/{prefix}", "GENFLEET_S3_ENDPOINT_URL": endpoint,
            "GENFLEET_METRICS_PORT": "0", "GENFLEET_QUALITY_ATTEMPTS": "1", "GENFLEET_LOG_FORMAT": "text"}
     fleet = Fleet(tmp, env)
-    api, base = start_api(env, tmp)
+    api, base = start_api(tmp / "api.log", env)
     r = client(url)
     accepted, running_at_kill, kills = [], [], 0
     try:

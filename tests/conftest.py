@@ -107,13 +107,18 @@ class Stack:
         return proc
 
     def start_api(self, **env: str) -> str:
-        port = free_port()
-        log = self.tmp / f"api-{len(self.procs)}.log"
-        proc = processes.spawn(processes.api_command("127.0.0.1", port), {**self.env, **env}, log)
+        proc, base = start_api(self.tmp / f"api-{len(self.procs)}.log", {**self.env, **env})
         self.procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _healthy(base), 30, lambda: f"API never healthy:\n{processes.tail(log)}", proc)
         return base
+
+
+def start_api(log: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """An API process on a free loopback port, once it answers /healthz; (process, base URL)."""
+    port = free_port()
+    proc = processes.spawn(processes.api_command("127.0.0.1", port), env, log)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _healthy(base), 30, lambda: f"API never healthy:\n{processes.tail(log)}", proc)
+    return proc, base
 
 
 def _healthy(base: str) -> bool:

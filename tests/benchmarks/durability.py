@@ -23,27 +23,17 @@ from pathlib import Path
 import httpx
 
 from shared import processes
-from tests.benchmarks.enqueue import emit, free_port, percentile
+from tests.benchmarks.enqueue import emit, percentile
+from tests.conftest import start_api
 from tests.integration.test_durability import port_of, start_redis
 
 
 def api_on(redis_url: str, rule: str, tmp: Path) -> tuple:
-    port, log = free_port(), tmp / f"api-{rule}.log"
     env = processes.child_env(redis_url, GENFLEET_QUEUE=f"bench-{uuid.uuid4().hex[:6]}", GENFLEET_LOG_FORMAT="text",
                               GENFLEET_STORAGE_URL=f"file://{tmp}/out", GENFLEET_MAX_QUEUE_DEPTH="10000000",
                               GENFLEET_DURABILITY=rule)
     env.pop("GENFLEET_API_KEYS", None)
-    proc = processes.spawn(processes.api_command("127.0.0.1", port), env, log)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{base}/healthz", timeout=1).raise_for_status()
-            return proc, base
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"API never came up:\n{processes.tail(log)}") from None
-            time.sleep(0.2)
+    return start_api(tmp / f"api-{rule}.log", env)
 
 
 def one_round(http: httpx.Client, n: int) -> tuple[float, list[float]]:
