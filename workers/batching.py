@@ -56,7 +56,11 @@ class AcceleratorBatches(Batches):
     def flush(self, requests: Collection[Request]) -> Any:
         requests = list(requests)
         redelivered = [r.id for r in requests if (r.delivery_info or {}).get("redelivered")]
-        suspects = self.suspects(redelivered) if redelivered else set()
+        try:
+            suspects = self.suspects(redelivered) if redelivered else set()
+        except Exception:  # Redis away: batch them as usual, which is still correct (only slower to isolate)
+            log.warning("could not read which jobs died with an earlier run", exc_info=True)
+            suspects = set()
         if suspects:
             log.warning("%d job(s) of this batch died with an earlier run; each runs alone", len(suspects))
         fresh = [r for r in requests if r.id not in suspects]
