@@ -81,6 +81,7 @@ class Claim(Enum):
 def claim(message: Job, ctx: Context) -> tuple[Job, Claim]:
     """Marks the job running, or says why there is nothing to run here."""
     job = ctx.store.get(message.id)
+    ran_before = job is None or job.status is JobStatus.running  # only then can storage hold its manifest
     if job is None:  # the record expired or Redis lost it; the message carries the whole record
         ctx.store.create(message, to_publish=False)
         job = ctx.store.get(message.id) or message
@@ -91,7 +92,7 @@ def claim(message: Job, ctx: Context) -> tuple[Job, Claim]:
             and leases.holds(ctx.store.redis, job.worker, str(job.id)):
         log.warning("job %s is running on %s, which is alive; leaving this delivery", job.id, job.worker)
         return job, Claim.held
-    if ctx.storage.exists(manifest_key(job)):  # finished in storage before its record was written
+    if ran_before and ctx.storage.exists(manifest_key(job)):  # finished in storage before it was recorded
         body = json.loads(ctx.storage.get(manifest_key(job)))
         return finish(job, ctx, JobStatus.succeeded, outputs=[ImageOutput(**o) for o in body["images"]]), Claim.done
     if job.status is JobStatus.running and job.attempts >= ctx.settings.max_deliveries:

@@ -5,21 +5,29 @@ This checks the benchmark's shape, not its speed: performance figures come from 
 """
 
 import json
+import statistics
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import ROOT, run_cli
 
 
-def test_bench_prints_json_lines_ending_with_ratio(tmp_path, redis_url):
-    r = run_cli("bench", "--jobs", "4", "--batch", "2", "--steps", "2", "--repeats", "1", cwd=tmp_path,
-                env={"GENFLEET_REDIS_URL": redis_url})
+@pytest.mark.parametrize("through", ["queue", "api"])
+def test_bench_prints_interleaved_rounds_ending_with_the_median_ratio(tmp_path, redis_url, through):
+    r = run_cli("bench", "--jobs", "4", "--batch", "2", "--steps", "2", "--repeats", "1", "--rounds", "3",
+                "--through", through, cwd=tmp_path, env={"GENFLEET_REDIS_URL": redis_url})
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
-    assert [line.get("measure") for line in lines[:4]] == ["setup", "raw", "raw", "system"]
-    last = lines[-1]
-    assert last["ratio"] > 0 and last["system_images_per_s"] > 0
-    assert abs(last["ratio"] - last["system_images_per_s"] / last["raw_batched_images_per_s"]) < 1e-9
+    assert [line.get("measure") for line in lines[:-1]] == ["setup", "raw", "round", "round", "round"]
+    rounds, last = lines[2:5], lines[-1]
+    for line in rounds:
+        assert line["ratio"] == line["system_images_per_s"] / line["raw_batched_images_per_s"] > 0
+    ratios = sorted(line["ratio"] for line in rounds)
+    assert (last["ratio_min"], last["ratio"], last["ratio_max"]) == tuple(ratios)  # median of three, and spread
+    assert last["system_images_per_s"]["median"] == statistics.median(x["system_images_per_s"] for x in rounds)
+    assert last["through"] == through
 
 
 def test_enqueue_bench_prints_the_api_cost_ratio_and_cleans_up(redis, redis_url):

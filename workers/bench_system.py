@@ -1,0 +1,156 @@
+"""The system side of `genfleet bench`: a Redis, one worker process and, `--through api`, an API process and
+S3-compatible storage, kept up across rounds; each round times N single-image jobs from the first publish to
+the last recorded outcome."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+
+from shared import processes
+from shared.batches import Batch, BatchItem, BatchRequest, BatchStore, new_jobs
+from shared.jobstore import JobStore
+from shared.queue import publish_many, publisher
+from shared.redis_server import client
+from shared.schema import JobRequest
+from shared.settings import Settings
+
+POLL_S = 0.05  # how often a round looks for its end: at most this much added to a round of several seconds
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class System:
+    """Redis and one worker batching at `batch`; subclasses say how jobs go in and how their end is seen."""
+
+    def __init__(self, model: str, request: dict, batch: int, settings: Settings, workdir: Path,
+                 storage_url: str | None, s3_endpoint: str | None) -> None:
+        self.model, self.request, self.batch, self.workdir = model, request, batch, workdir
+        self.queue = f"genfleet-bench-{uuid.uuid4().hex[:6]}"
+        self.settings = settings.model_copy(update={"queue": self.queue, "data_dir": workdir / "redis"})
+        self.storage_url, self.s3_endpoint = storage_url, s3_endpoint
+        self._exit = ExitStack()
+        self.env: dict[str, str] = {}
+
+    def __enter__(self) -> System:
+        url = self._exit.enter_context(processes.redis_for(self.settings))
+        self.store = JobStore(client(url), 3600)
+        storage = self._storage_env()
+        # Scoring stays on (it is part of the system); quality retries are off: they are extra images that the
+        # raw pipeline never makes, so they would not compare like with like.
+        self.env = {**processes.worker_env(url, 0), "GENFLEET_MODEL": self.model, "GENFLEET_QUEUE": self.queue,
+                    "GENFLEET_MAX_BATCH": str(self.batch), "GENFLEET_QUALITY_ATTEMPTS": "1", **storage}
+        self.log = self.workdir / "worker.log"
+        self.worker = processes.spawn(processes.worker_command(self.settings, "WARNING"), self.env, self.log)
+        self._exit.callback(processes.stop, self.worker)
+        self.start()
+        self.images_per_s(self.batch)  # warm: the worker loads its model and runs one full batch
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._exit.close()
+
+    def _storage_env(self) -> dict[str, str]:
+        return {"GENFLEET_STORAGE_URL": self.storage_url or (self.workdir / "out").as_uri()}
+
+    def start(self) -> None:
+        """Whatever else the jobs go through."""
+
+    def images_per_s(self, jobs: int) -> float:
+        raise NotImplementedError
+
+    def _check_worker(self) -> None:
+        if self.worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {self.worker.returncode}:\n{processes.tail(self.log)}")
+
+    def _jobs(self, n: int) -> list[JobRequest]:
+        return [JobRequest(**{**self.request, "seed": i}) for i in range(n)]
+
+
+class InProcess(System):
+    """Jobs recorded and published from this process as one batch (what the API does, without HTTP); their end
+    seen from the batch's counts, one small read a poll, so the watching costs the worker next to no CPU."""
+
+    def images_per_s(self, jobs: int) -> float:
+        app = publisher(self.settings, self.env["GENFLEET_REDIS_URL"])
+        batches = BatchStore(self.store)
+        batch = Batch(model=self.model, total=jobs)
+        body = BatchRequest(prompts=[BatchItem(prompt=r.prompt, seed=r.seed) for r in self._jobs(jobs)],
+                            params={k: v for k, v in self.request.items() if k != "prompt"})
+        stream = new_jobs(batch, body, self.model)
+        start = time.perf_counter()
+        batches.create(batch, stream)
+        publish_many(stream, self.store, app, self.queue)
+        while (seen := batches.get(batch.id)) is None or seen.status != "finished":
+            self._check_worker()
+            time.sleep(POLL_S)
+        elapsed = time.perf_counter() - start
+        if seen.counts is None or seen.counts.succeeded != jobs:
+            raise RuntimeError(f"bench batch ended with {seen.counts}")
+        return jobs / elapsed
+
+
+class ThroughAPI(System):
+    """Jobs sent as one `POST /v1/batches`, their end seen through `GET /v1/batches/{id}`; images to S3."""
+
+    def _storage_env(self) -> dict[str, str]:
+        if self.storage_url and self.storage_url.startswith("s3://"):
+            return {"GENFLEET_STORAGE_URL": self.storage_url,
+                    **({"GENFLEET_S3_ENDPOINT_URL": self.s3_endpoint} if self.s3_endpoint else {})}
+        try:
+            import boto3
+            from moto.server import ThreadedMotoServer
+        except ImportError:
+            raise SystemExit("--through api needs --storage-url s3://... (or moto, from the test extra)") from None
+        for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                     "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            os.environ.setdefault(k, v)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+        server.start()
+        self._exit.callback(server.stop)
+        endpoint = f"http://127.0.0.1:{server._port}"
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="genfleet-bench")
+        return {"GENFLEET_STORAGE_URL": f"s3://genfleet-bench/{self.queue}", "GENFLEET_S3_ENDPOINT_URL": endpoint}
+
+    def start(self) -> None:
+        port, log = _free_port(), self.workdir / "api.log"
+        env = {**self.env, "GENFLEET_MAX_QUEUE_DEPTH": "10000000", "GENFLEET_LOG_FORMAT": "text"}
+        env.pop("GENFLEET_API_KEYS", None)
+        api = processes.spawn(processes.api_command("127.0.0.1", port), env, log)
+        self._exit.callback(processes.stop, api)
+        self.http = self._exit.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.http.get("/healthz").raise_for_status()
+                return
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or api.poll() is not None:
+                    raise RuntimeError(f"the API never came up:\n{processes.tail(log)}") from None
+                time.sleep(0.1)
+
+    def images_per_s(self, jobs: int) -> float:
+        params = {k: v for k, v in self.request.items() if k != "prompt"}
+        prompts = [{"prompt": r.prompt, "seed": r.seed} for r in self._jobs(jobs)]
+        start = time.perf_counter()
+        batch = self.http.post("/v1/batches", json={"prompts": prompts, "params": params}).raise_for_status().json()
+        while True:
+            self._check_worker()
+            batch = self.http.get(f"/v1/batches/{batch['id']}").raise_for_status().json()
+            if batch["status"] == "finished":
+                break
+            time.sleep(POLL_S)
+        elapsed = time.perf_counter() - start
+        if batch["counts"]["succeeded"] != jobs:
+            raise RuntimeError(f"bench batch ended with {batch['counts']}")
+        return jobs / elapsed
