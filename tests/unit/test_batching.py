@@ -175,3 +175,23 @@ def test_a_job_a_live_worker_holds_is_left_and_a_dead_workers_job_runs_again(red
     assert stored.status is JobStatus.running and stored.attempts == 1 and stored.worker == "gpu-7:41"
     assert not ctx.storage.exists(f"{held.id}/manifest.json")
     assert done[1].status is JobStatus.succeeded and done[1].attempts == 2 and done[1].worker == leases.WORKER_ID
+
+
+def test_a_rerun_whose_storage_stays_down_fails_once_with_a_dead_letter(redis, tmp_path, embedded, s3_server):
+    """A job that ran before is checked for a finished manifest before it runs again; storage down past the
+    outage window fails it there (it used to send its whole batch back to the queue, forever)."""
+    from shared.jobstore import DEAD_LETTER
+    from shared.storage import RideOut, S3Storage
+    from tests.conftest import BUCKET
+    from tests.faults import FlakyEndpoint
+
+    ctx = make_ctx(redis, tmp_path, embedded)
+    endpoint = FlakyEndpoint(s3_server._port)
+    ctx.storage = RideOut(S3Storage(BUCKET, "unit-rerun", endpoint.url), outage_s=2, max_wait_s=0.5)
+    job = queued(ctx.store)
+    ctx.store.update(job.model_copy(update={"status": JobStatus.running, "attempts": 1, "worker": "gone:1"}))
+    endpoint.kill()
+    done = run_batch([job], ctx)
+    assert done[0].status is JobStatus.failed and "storage unavailable" in done[0].error
+    assert done[0].attempts == 1  # failed where it stood: not run, not counted again
+    assert str(job.id) in redis.lindex(DEAD_LETTER, 0).decode()
