@@ -25,7 +25,7 @@ import httpx
 from shared import processes
 from tests.benchmarks.enqueue import emit, percentile
 from tests.conftest import start_api
-from tests.integration.test_durability import port_of, start_redis
+from tests.integration.test_durability import port_of, start_redis, wait_replicated
 
 
 def api_on(redis_url: str, rule: str, tmp: Path) -> tuple:
@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         plain, plain_url = start_redis(tmp / "none", "--appendonly", "no")
         fsync, fsync_url = start_redis(tmp / "fsync", "--appendonly", "yes", "--appendfsync", "always")
         primary, primary_url = start_redis(tmp / "primary", "--appendonly", "no")
-        replica, _ = start_redis(tmp / "replica", "--replicaof", "127.0.0.1", port_of(primary_url))
+        replica, replica_url = start_redis(tmp / "replica", "--replicaof", "127.0.0.1", port_of(primary_url))
         servers = [plain, fsync, primary, replica]
-        time.sleep(1)  # the replica's first sync
+        wait_replicated(primary_url, replica_url)
         for rule, url in (("none", plain_url), ("fsync", fsync_url), ("replicas", primary_url)):
             apis[rule] = api_on(url, rule, tmp)
         emit(measure="setup", cpus=os.cpu_count(), jobs=args.jobs, rounds=args.rounds, disk=str(tmp))

@@ -30,6 +30,15 @@ def start_redis(tmp: Path, *args: str) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
+def wait_replicated(primary_url: str, replica_url: str, timeout_s: float = 20) -> None:
+    """Until the replica has done its first sync and the primary counts it."""
+    deadline = time.monotonic() + timeout_s
+    while client(primary_url).info("replication").get("connected_slaves", 0) < 1 or \
+            client(replica_url).info("replication").get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "the replica never caught up"
+        time.sleep(0.1)
+
+
 def port_of(url: str) -> str:
     return url.rsplit(":", 1)[1].split("/")[0]
 
@@ -38,11 +47,7 @@ def port_of(url: str) -> str:
 def primary_and_replica(tmp_path):
     primary, url = start_redis(tmp_path / "primary")
     replica, replica_url = start_redis(tmp_path / "replica", "--replicaof", "127.0.0.1", port_of(url))
-    deadline = time.monotonic() + 20
-    while client(url).info("replication").get("connected_slaves", 0) < 1 or \
-            client(replica_url).info("replication").get("master_link_status") != "up":
-        assert time.monotonic() < deadline, "the replica never caught up"
-        time.sleep(0.1)
+    wait_replicated(url, replica_url)
     yield url, replica
     for proc in (primary, replica):
         proc.kill()
