@@ -57,16 +57,15 @@ class Durability:
 
     def _resolve(self, r: redis.Redis, rule: Rule) -> tuple[Rule, tuple | None]:
         """The rule in force, and the command that confirms it (None: nothing to wait for)."""
-        info = r.info()
+        info, fsync_always = r.info(), _appendfsync(r) == "always"
         if rule is Rule.auto:
             rule = Rule.replicas if int(info.get("connected_slaves", 0)) >= 1 else Rule.fsync
-            if rule is Rule.fsync and _appendfsync(r) != "always" and not (
-                    _version(info) >= (7, 2) and info.get("aof_enabled")):
+            if rule is Rule.fsync and not fsync_always and not (_version(info) >= (7, 2) and info.get("aof_enabled")):
                 rule = Rule.none
         if rule is Rule.replicas:
             return rule, ("WAIT", self.replicas, self.timeout_ms)
         if rule is Rule.fsync:
-            if _appendfsync(r) == "always":
+            if fsync_always:
                 return rule, None  # Redis fsyncs each write before it replies
             if _version(info) >= (7, 2):
                 return rule, ("WAITAOF", 1, 0, self.timeout_ms)

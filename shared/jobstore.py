@@ -150,8 +150,9 @@ class JobStore:
     def suspects(self, job_ids: list) -> set[str]:
         """Of `job_ids` (all still to run), those to run alone: marked by a pool death, or left `running` by
         two dead runs or more (a job that takes its whole worker down with it)."""
-        marks = self.redis.mget([f"{SUSPECT_PREFIX}{i}" for i in job_ids])
-        records = self.get_many(job_ids)
+        marks, raws = (self.redis.pipeline(transaction=False)
+                       .mget([f"{SUSPECT_PREFIX}{i}" for i in job_ids]).mget([job_key(i) for i in job_ids]).execute())
+        records = [Job.model_validate_json(raw) if raw else None for raw in raws]
         return {str(i) for i, mark, job in zip(job_ids, marks, records)
                 if mark or (job is not None and job.status is JobStatus.running and job.attempts >= 2)}
 

@@ -9,9 +9,10 @@ running and prefetched jobs for an hour.
 live worker moves the index entries of every message it holds, running or only reserved, to now (`ZADD XX`,
 so an acked or already restored message is never brought back). A worker that dies stops renewing, and within
 about one timeout the next restore sweep of any live consumer (kombu's, every `RESTORE_INTERVAL_S`) requeues
-its messages. The same tick rewrites the set of job ids the worker holds, under a key that expires with the
-lease; a running job's record names its worker, so a delivery that finds its job `running` can tell a run that
-is still held (a duplicate delivery: leave it) from one whose worker died or gave it back (run it again).
+its messages. The same tick rewrites the set of job ids the worker holds, under a key that expires a renewal
+before the leases do; a running job's record names its worker, so a delivery that finds its job `running`
+can tell a run that is still held (a duplicate delivery: leave it) from one whose worker died or gave it back
+(run it again).
 """
 
 from __future__ import annotations

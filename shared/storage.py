@@ -11,12 +11,12 @@ each try.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
-import logging
 
 import boto3
 import tenacity

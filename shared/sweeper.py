@@ -35,9 +35,10 @@ def sweep(store: JobStore, app: Celery, queue: str, grace_s: float) -> int:
         while ids := store.unpublished(grace_s):
             jobs = [j for j in store.get_many(ids) if j is not None and j.status is JobStatus.queued]
             if jobs:
-                publish_many(jobs, store, app, queue)
+                publish_many(jobs, store, app, queue)  # marks them published as it goes
                 log.warning("published %d job(s) a crash had left unsent", len(jobs))
-            store.published(ids)
+            sent = {str(j.id) for j in jobs}
+            store.published([i for i in ids if i not in sent])  # cancelled or gone: only dropped from the list
             published += len(jobs)
         SWEPT.inc(published)
         return published
