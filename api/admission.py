@@ -9,10 +9,10 @@ from typing import TypeVar
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
-from api.auth import Caller
-from api.idempotency import fingerprint
-from shared.settings import Settings
-from shared.webhooks import UnsafeTarget, check_target
+from genfleet.api.auth import Caller
+from genfleet.api.idempotency import fingerprint
+from genfleet.shared.settings import Settings
+from genfleet.shared.webhooks import UnsafeTarget, check_target
 
 T = TypeVar("T")  # a Job or a Batch: anything with an `id`
 

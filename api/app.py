@@ -1,5 +1,5 @@
 """The enqueue API: validate, authenticate, admit, record, publish. Serve with `genfleet api` (uvicorn
-`api.app:app`).
+`genfleet.api.app:app`).
 
 It never imports torch or the worker: jobs leave as Celery messages published by task name.
 """
@@ -8,29 +8,30 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import metadata
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import REGISTRY
 
-from api import batches, events, health, jobs
-from api.auth import KeyRing
-from api.errors import BodyLimit, validation_error
-from api.idempotency import Idempotency
-from api.limits import Limits
-from api.observe import ObserveRequests
-from api.queue_metrics import QueueCollector
-from shared import logs
-from shared.batches import BatchStore
-from shared.durability import Durability
-from shared.jobstore import JobStore
-from shared.outcomes import Outcomes
-from shared.queue import publisher
-from shared.redis_server import async_client, client
-from shared.settings import Settings, get_settings
-from shared.storage import open_storage
-from shared.sweeper import Sweeper
-from shared.webhooks import notify
+from genfleet.api import batches, events, health, jobs
+from genfleet.api.auth import KeyRing
+from genfleet.api.errors import BodyLimit, validation_error
+from genfleet.api.idempotency import Idempotency
+from genfleet.api.limits import Limits
+from genfleet.api.observe import ObserveRequests
+from genfleet.api.queue_metrics import QueueCollector
+from genfleet.shared import logs
+from genfleet.shared.batches import BatchStore
+from genfleet.shared.durability import Durability
+from genfleet.shared.jobstore import JobStore
+from genfleet.shared.outcomes import Outcomes
+from genfleet.shared.queue import publisher
+from genfleet.shared.redis_server import async_client, client
+from genfleet.shared.settings import Settings, get_settings
+from genfleet.shared.storage import open_storage
+from genfleet.shared.sweeper import Sweeper
+from genfleet.shared.webhooks import notify
 
 _collector: QueueCollector | None = None
 
@@ -55,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         sweeper.stop()
 
-    app = FastAPI(title="genfleet", version="0.2.0", lifespan=lifespan,
+    app = FastAPI(title="genfleet", version=metadata.version("genfleet"), lifespan=lifespan,
                   description="Queue text-to-image jobs; GPU workers generate, score and store the images.")
     s = app.state
     s.settings = settings

@@ -18,12 +18,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
-from api.admission import check_model, check_webhook, idempotent, invalid
-from api.auth import Caller, caller
-from api.jobs import _LIMITS, IdempotencyKey
-from shared import metrics
-from shared.batches import Batch, BatchItem, BatchRequest, manifest_key, new_jobs
-from shared.queue import publish_many
+from genfleet.api.admission import check_model, check_webhook, idempotent, invalid
+from genfleet.api.auth import Caller, caller
+from genfleet.api.jobs import _LIMITS, IdempotencyKey
+from genfleet.shared import metrics
+from genfleet.shared.batches import Batch, BatchItem, BatchRequest, manifest_key, new_jobs
+from genfleet.shared.queue import publish_many
 
 router = APIRouter(prefix="/v1", tags=["batches"])
 log = logging.getLogger(__name__)
@@ -32,7 +32,8 @@ _ITEM = TypeAdapter(str | BatchItem)
 
 _BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}},
-    "application/x-ndjson": {"schema": {"type": "string"}, "example": '"a green cat"\n{"prompt": "a red hat", "seed": 3}\n'},
+    "application/x-ndjson": {"schema": {"type": "string"},
+                             "example": '"a green cat"\n{"prompt": "a red hat", "seed": 3}\n'},
 }}}
 
 

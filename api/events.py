@@ -14,10 +14,10 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
 from sse_starlette import EventSourceResponse
 
-from api.auth import Caller, caller
-from shared.events import stream_key, wait_next
-from shared.jobstore import job_key
-from shared.schema import Job
+from genfleet.api.auth import Caller, caller
+from genfleet.shared.events import stream_key, wait_next
+from genfleet.shared.jobstore import job_key
+from genfleet.shared.schema import Job
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 _BLOCK_MS = 10_000

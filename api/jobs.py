@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
 import redis
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, status
 
-from api.admission import check_model, check_webhook, idempotent
-from api.auth import Caller, caller
-from shared import metrics
-from shared.queue import enqueue
-from shared.schema import Job, JobRequest, JobStatus
+from genfleet.api.admission import check_model, check_webhook, idempotent
+from genfleet.api.auth import Caller, caller
+from genfleet.shared import metrics
+from genfleet.shared.queue import enqueue
+from genfleet.shared.schema import Job, JobRequest, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def cancel_job(job_id: UUID, request: Request, who: Caller = Depends(caller)) ->
     """Cancels a job: a queued one never runs; a running one stops at its next step and writes nothing."""
     state = request.app.state
     job = own_job(job_id, request, who)
-    cancelled = job.model_copy(update={"status": JobStatus.cancelled, "finished_at": datetime.now(timezone.utc),
+    cancelled = job.model_copy(update={"status": JobStatus.cancelled, "finished_at": datetime.now(UTC),
                                        "error": "cancelled by the client"})
     written = state.store.update(cancelled) if not job.status.terminal else None
     if not written:

@@ -13,9 +13,9 @@ import time
 import redis
 from fastapi import HTTPException, status
 
-from shared import metrics
-from shared.queue import queue_depth
-from shared.settings import Settings
+from genfleet.shared import metrics
+from genfleet.shared.queue import queue_depth
+from genfleet.shared.settings import Settings
 
 # KEYS[1] counter; ARGV: amount, limit, expiry seconds. Returns 1 admitted, 0 refused.
 _TAKE = """

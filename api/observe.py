@@ -7,7 +7,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import metrics
+from genfleet.shared import metrics
 
 
 class ObserveRequests:

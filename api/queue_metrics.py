@@ -8,14 +8,14 @@ job id, whose record says when it was queued.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shared.jobstore import JobStore
-from shared.queue import PRIORITY_STEPS, priority_lists, webhook_queue
+from genfleet.shared.jobstore import JobStore
+from genfleet.shared.queue import PRIORITY_STEPS, priority_lists, webhook_queue
 
 
 class QueueCollector(Collector):
@@ -38,9 +38,9 @@ class QueueCollector(Collector):
                                   labels=["queue", "priority"])
         age = GaugeMetricFamily("genfleet_queue_oldest_age_seconds", "Age of the oldest waiting job",
                                 labels=["queue", "priority"])
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         try:
-            for priority, name in zip(PRIORITY_STEPS, priority_lists(self.queue)):
+            for priority, name in zip(PRIORITY_STEPS, priority_lists(self.queue), strict=True):
                 depth.add_metric([self.queue, priority.value], self.store.redis.llen(name))
                 age.add_metric([self.queue, priority.value], self._oldest_age(name, now))
             webhooks = webhook_queue(self.queue)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from uuid import UUID, uuid4, uuid5
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from shared.jobstore import BATCH_PREFIX, JobStore, batch_counts_key
-from shared.schema import MAX_SEED, Job, JobParams, JobRequest, JobStatus
-from shared.storage import Storage
+from genfleet.shared.jobstore import BATCH_PREFIX, JobStore, batch_counts_key
+from genfleet.shared.schema import MAX_SEED, Job, JobParams, JobRequest, JobStatus
+from genfleet.shared.storage import Storage
 
 MAX_PROMPTS = 10_000
 _CHUNK = 1000  # records per MGET or pipeline
@@ -67,7 +67,7 @@ class Batch(BaseModel):
     model: str
     total: int
     webhook_url: AnyHttpUrl | None = None
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     # Filled in when the batch is read: not stored with the record.
     status: str = "queued"  # queued | running | finished
     counts: BatchCounts | None = None
@@ -118,7 +118,8 @@ class BatchStore:
         c = {k.decode(): int(v) for k, v in self.redis.hgetall(batch_counts_key(batch_id)).items()}
         done = {s: max(0, c.get(s, 0)) for s in ("running", "succeeded", "failed", "cancelled")}
         counts = BatchCounts(total=batch.total, queued=batch.total - sum(done.values()), **done)
-        status = "finished" if counts.finished >= batch.total else "running" if counts.queued < batch.total else "queued"
+        status = ("finished" if counts.finished >= batch.total
+                  else "running" if counts.queued < batch.total else "queued")
         return batch.model_copy(update={"counts": counts, "status": status,
                                         "progress": round(counts.finished / batch.total, 4),
                                         "manifest_key": manifest_key(batch.id) if status == "finished" else None})
@@ -129,7 +130,7 @@ class BatchStore:
 
     def cancel_queued(self, batch: Batch) -> tuple[int, bool]:
         """Cancels every job of the batch still queued; (how many, whether that finished the batch)."""
-        now, cancelled, finished = datetime.now(timezone.utc), 0, False
+        now, cancelled, finished = datetime.now(UTC), 0, False
         for chunk in _chunks(list(self.records(batch))):
             queued = [j for j in chunk if j is not None and j.status is JobStatus.queued]
             pipe = self.redis.pipeline(transaction=False)

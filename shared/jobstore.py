@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import IntEnum
 from uuid import UUID
 
 import redis
 
-from shared.durability import Durability
-from shared.events import MAXLEN, stream_key
-from shared.metrics import DEAD_LETTERS
-from shared.schema import Job, JobStatus
+from genfleet.shared.durability import Durability
+from genfleet.shared.events import MAXLEN, stream_key
+from genfleet.shared.metrics import DEAD_LETTERS
+from genfleet.shared.schema import Job, JobStatus
 
 KEY_PREFIX = "genfleet:job:"
 BATCH_PREFIX = "genfleet:batch:"
@@ -153,13 +153,13 @@ class JobStore:
         marks, raws = (self.redis.pipeline(transaction=False)
                        .mget([f"{SUSPECT_PREFIX}{i}" for i in job_ids]).mget([job_key(i) for i in job_ids]).execute())
         records = [Job.model_validate_json(raw) if raw else None for raw in raws]
-        return {str(i) for i, mark, job in zip(job_ids, marks, records)
+        return {str(i) for i, mark, job in zip(job_ids, marks, records, strict=True)
                 if mark or (job is not None and job.status is JobStatus.running and job.attempts >= 2)}
 
     def dead_letter(self, job: Job, kind: str, reason: str) -> None:
         """Keeps a record of a job failed for good; `kind` is a short label (worker_lost, storage)."""
         entry = json.dumps({"job_id": str(job.id), "kind": kind, "reason": reason, "attempts": job.attempts,
-                            "at": datetime.now(timezone.utc).isoformat()})
+                            "at": datetime.now(UTC).isoformat()})
         self.redis.pipeline().lpush(DEAD_LETTER, entry).ltrim(DEAD_LETTER, 0, _DEAD_LETTER_CAP - 1).execute()
         DEAD_LETTERS.labels(kind).inc()
 

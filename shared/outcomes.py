@@ -7,11 +7,11 @@ import logging
 from collections.abc import Callable
 from uuid import UUID
 
-from shared.batches import BatchStore
-from shared.jobstore import Written
-from shared.schema import Job
-from shared.storage import Storage
-from shared.webhooks import batch_event, job_event
+from genfleet.shared.batches import BatchStore
+from genfleet.shared.jobstore import Written
+from genfleet.shared.schema import Job
+from genfleet.shared.storage import Storage
+from genfleet.shared.webhooks import batch_event, job_event
 
 log = logging.getLogger(__name__)
 

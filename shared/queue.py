@@ -10,12 +10,12 @@ from contextlib import suppress
 import redis
 from celery import Celery
 
-from shared.failpoints import failpoint
-from shared.jobstore import JobStore
-from shared.leases import HoldMessages, transport_options
-from shared.redis_server import kombu_url
-from shared.schema import Job, JobStatus, Priority
-from shared.settings import Settings
+from genfleet.shared.failpoints import failpoint
+from genfleet.shared.jobstore import JobStore
+from genfleet.shared.leases import HoldMessages, transport_options
+from genfleet.shared.redis_server import kombu_url
+from genfleet.shared.schema import Job, JobStatus, Priority
+from genfleet.shared.settings import Settings
 
 GENERATE_TASK = "genfleet.generate"
 WEBHOOK_TASK = "genfleet.webhook"
@@ -121,4 +121,4 @@ def queue_depth(r: redis.Redis, queue: str) -> dict[str, int]:
     pipe = r.pipeline(transaction=False)
     for name in priority_lists(queue):
         pipe.llen(name)
-    return dict(zip((p.value for p in PRIORITY_STEPS), pipe.execute()))
+    return dict(zip((p.value for p in PRIORITY_STEPS), pipe.execute(), strict=True))

@@ -7,7 +7,7 @@ bad request is refused before anything is queued or stored.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 from uuid import UUID, uuid4
@@ -62,7 +62,7 @@ class JobParams(BaseModel):
     priority: Priority = Field(Priority.normal, description="high runs before normal, normal before low")
 
     @model_validator(mode="after")
-    def _sides_fit_model(self) -> "JobParams":
+    def _sides_fit_model(self) -> JobParams:
         lo, hi = side_limits(self.model or EMBEDDED)
         for name in ("width", "height"):
             side = getattr(self, name)
@@ -106,7 +106,7 @@ class ImageOutput(BaseModel):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Job(BaseModel):
@@ -129,7 +129,7 @@ class Job(BaseModel):
     timings: dict[str, float] = {}
 
     @classmethod
-    def new(cls, request: JobRequest, default_model: str, tenant: str | None = None, **fields) -> "Job":
+    def new(cls, request: JobRequest, default_model: str, tenant: str | None = None, **fields) -> Job:
         """A queued job. The seed is fixed here, so a redelivered message regenerates the same images."""
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         return cls(request=request, model=request.model or default_model, seed=seed, tenant=tenant, **fields)

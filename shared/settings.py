@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     log_format: str = Field("json", pattern="^(json|text)$")
 
     @model_validator(mode="after")
-    def _limits_are_ordered(self) -> "Settings":
+    def _limits_are_ordered(self) -> Settings:
         if self.soft_time_limit_s >= self.hard_time_limit_s:
             raise ValueError("GENFLEET_SOFT_TIME_LIMIT_S must be shorter than GENFLEET_HARD_TIME_LIMIT_S")
         if self.storage_outage_s >= self.soft_time_limit_s:

@@ -15,10 +15,10 @@ import threading
 
 from celery import Celery
 
-from shared.jobstore import JobStore
-from shared.metrics import SWEPT
-from shared.queue import publish_many
-from shared.schema import JobStatus
+from genfleet.shared.jobstore import JobStore
+from genfleet.shared.metrics import SWEPT
+from genfleet.shared.queue import publish_many
+from genfleet.shared.schema import JobStatus
 
 log = logging.getLogger(__name__)
 

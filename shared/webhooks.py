@@ -11,14 +11,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 import httpx
 from celery import Celery
 from standardwebhooks.webhooks import Webhook
 
-from shared.queue import WEBHOOK_TASK, webhook_queue
+from genfleet.shared.queue import WEBHOOK_TASK, webhook_queue
 
 
 class UnsafeTarget(ValueError):
@@ -61,7 +61,7 @@ def check_target(url: str, allow_private: bool, resolve: bool = True) -> None:
 
 def headers(secret: str, msg_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
     """The Standard Webhooks headers for `body`: receivers verify them with any of its libraries."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return {"content-type": "application/json", "webhook-id": msg_id,
             "webhook-timestamp": str(int(now.timestamp())),
             "webhook-signature": Webhook(secret).sign(msg_id, now, body)}
@@ -81,13 +81,13 @@ def deliver(url: str, event: dict, secret: str, allow_private: bool, timeout_s: 
 def job_event(job) -> dict:
     """`job.succeeded`, `job.failed` or `job.cancelled`; the id is stable, so a receiver can drop repeats."""
     kind = f"job.{job.status.value}"
-    return {"id": f"{job.id}.{kind}", "type": kind, "timestamp": datetime.now(timezone.utc).isoformat(),
+    return {"id": f"{job.id}.{kind}", "type": kind, "timestamp": datetime.now(UTC).isoformat(),
             "data": json.loads(job.model_dump_json(exclude={"request"}))}
 
 
 def batch_event(batch) -> dict:
     return {"id": f"{batch.id}.batch.finished", "type": "batch.finished",
-            "timestamp": datetime.now(timezone.utc).isoformat(), "data": json.loads(batch.model_dump_json())}
+            "timestamp": datetime.now(UTC).isoformat(), "data": json.loads(batch.model_dump_json())}
 
 
 def notify(app: Celery, queue: str, url: str | None, event: dict) -> None:

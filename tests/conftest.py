@@ -22,9 +22,10 @@ import boto3
 import httpx
 import pytest
 
-from shared import processes
-from shared.redis_server import answers, client, embedded_redis
-from shared.settings import Settings
+from genfleet import supervisor
+from genfleet.embedded_redis import embedded_redis
+from genfleet.shared.redis_server import answers, client
+from genfleet.shared.settings import Settings
 
 BUCKET = "genfleet-test"
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,11 +100,11 @@ class Stack:
 
     def start_worker(self, **env: str) -> subprocess.Popen:
         log = self.tmp / f"worker-{len(self.procs)}.log"
-        full = {**processes.worker_env(self.env["GENFLEET_REDIS_URL"], 0), **self.env, **env}
-        proc = processes.spawn(processes.worker_command(settings_of(full)), full, log)
+        full = {**supervisor.worker_env(self.env["GENFLEET_REDIS_URL"], 0), **self.env, **env}
+        proc = supervisor.spawn(supervisor.worker_command(settings_of(full)), full, log)
         self.procs.append(proc)
         wait_for(lambda: "ready." in log.read_text(errors="replace"), 60,
-                 lambda: f"worker never ready:\n{processes.tail(log)}", proc)
+                 lambda: f"worker never ready:\n{supervisor.tail(log)}", proc)
         return proc
 
     def start_api(self, **env: str) -> str:
@@ -115,9 +116,9 @@ class Stack:
 def start_api(log: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     """An API process on a free loopback port, once it answers /healthz; (process, base URL)."""
     port = free_port()
-    proc = processes.spawn(processes.api_command("127.0.0.1", port), env, log)
+    proc = supervisor.spawn(supervisor.api_command("127.0.0.1", port), env, log)
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _healthy(base), 30, lambda: f"API never healthy:\n{processes.tail(log)}", proc)
+    wait_for(lambda: _healthy(base), 30, lambda: f"API never healthy:\n{supervisor.tail(log)}", proc)
     return proc, base
 
 
@@ -148,7 +149,7 @@ def stack(redis, redis_url, s3_endpoint, tmp_path) -> Iterator[Stack]:
     s = Stack(env=env, tmp=tmp_path)
     yield s
     for proc in s.procs:
-        processes.stop(proc, grace_s=10)
+        supervisor.stop(proc, grace_s=10)
 
 
 def wait_terminal(api: str, job_id: str, timeout_s: float = 120) -> dict:
@@ -179,6 +180,7 @@ def pool_children(proc: subprocess.Popen) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=cwd, capture_output=True, text=True,
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "genfleet.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})

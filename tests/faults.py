@@ -8,6 +8,7 @@ comes back on the same port when `revive()` is called or after `down_s`.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -42,10 +43,8 @@ class FlakyEndpoint:
             conns, self._conns = self._conns, []
         if listener is not None:
             self.deaths += 1
-            try:
-                listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close() alone does not
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):  # wakes the thread blocked in accept(); close() alone does not
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for c in conns:
             try:  # RST rather than FIN: the peer sees "connection reset", as when a host dies
@@ -96,10 +95,8 @@ class FlakyEndpoint:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.close()
-                except OSError:
-                    pass
 
     def _should_die(self, data: bytes) -> bool:
         """Counts request starts (a method at the start of a chunk: botocore sends headers in one write)."""

@@ -1,4 +1,4 @@
-"""The Celery app and its one task. Start it with `genfleet worker` (or `celery -A workers.app worker`).
+"""The Celery app and its one task. Start it with `genfleet worker` (or `celery -A genfleet.workers.app worker`).
 
 Reliability settings come from Celery's own docs and bug tracker: JSON only, late acks, a message whose worker
 died goes back to the queue, one job at a time per process with a prefetch deep enough to batch from.
@@ -12,23 +12,23 @@ import os
 from celery import signals
 from prometheus_client import multiprocess, start_http_server
 
-from shared import metrics
-from shared.batches import BatchStore
-from shared.jobstore import JobStore
-from shared.logs import configure_celery_logging
-from shared.outcomes import Outcomes
-from shared.queue import GENERATE_TASK, consumer
-from shared.redis_server import client
-from shared.schema import Job, JobStatus
-from shared.settings import get_settings
-from shared.storage import RideOut, open_storage
-from shared.webhooks import notify
-from workers.batching import AcceleratorBatches
-from workers.models import PipelineCache, resolve_device
-from workers.runner import Context, run_batch
-from workers.sampling import Sampler
-from workers.scoring import ScorerSet
-from workers.writer import BoundedWriter
+from genfleet.shared import metrics
+from genfleet.shared.batches import BatchStore
+from genfleet.shared.jobstore import JobStore
+from genfleet.shared.logs import configure_celery_logging
+from genfleet.shared.outcomes import Outcomes
+from genfleet.shared.queue import GENERATE_TASK, consumer
+from genfleet.shared.redis_server import client
+from genfleet.shared.schema import Job, JobStatus
+from genfleet.shared.settings import get_settings
+from genfleet.shared.storage import RideOut, open_storage
+from genfleet.shared.webhooks import notify
+from genfleet.workers.batching import AcceleratorBatches
+from genfleet.workers.models import PipelineCache, resolve_device
+from genfleet.workers.runner import Context, run_batch
+from genfleet.workers.sampling import Sampler
+from genfleet.workers.scoring import ScorerSet
+from genfleet.workers.writer import BoundedWriter
 
 log = logging.getLogger(__name__)
 settings = get_settings()

@@ -6,7 +6,7 @@ The folder is an ordinary diffusers model folder, so `GENFLEET_MODEL=/that/folde
 as any hub model. The tokenizer is CLIP's byte-level BPE with no merges, written here: prompts tokenize to
 bytes, which is enough for random weights.
 
-    python -m workers.architectures sd15 /tmp/sd15-random
+    python -m genfleet.workers.architectures sd15 /tmp/sd15-random
 """
 
 from __future__ import annotations
@@ -16,8 +16,13 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       StableDiffusionPipeline, UNet2DConditionModel)
+from diffusers import (
+    AutoencoderKL,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 _SD_BETAS = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
@@ -62,7 +67,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + extra)
             extra += 1
-    return dict(zip(bs, map(chr, cs)))
+    return dict(zip(bs, map(chr, cs), strict=True))
 
 
 def byte_tokenizer(folder: Path) -> CLIPTokenizer:

@@ -27,7 +27,7 @@ from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
-from shared.leases import release
+from genfleet.shared.leases import release
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class AcceleratorBatches(Batches):
             if result is None:  # the batch function raised (celery-batches logs it): nothing was recorded
                 on_error(RuntimeError("batch function raised"))
                 return
-            for req, outcome in zip(requests, result):
+            for req, outcome in zip(requests, result, strict=True):
                 if outcome is None:
                     release(req.message)
                 else:

@@ -8,7 +8,7 @@ import json
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from shared.schema import ImageOutput, Job
+from genfleet.shared.schema import ImageOutput, Job
 
 
 def png_bytes(image: Image.Image, job: Job, out: ImageOutput, compress_level: int) -> bytes:

@@ -12,7 +12,7 @@ import time
 import torch
 from diffusers import DiffusionPipeline
 
-from shared.schema import EMBEDDED
+from genfleet.shared.schema import EMBEDDED
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def load_pipeline(name: str, device: torch.device) -> DiffusionPipeline:
     """Loads `name` onto `device`: half precision on a GPU (SDPA attention is diffusers' default there)."""
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     if name == EMBEDDED:
-        from workers.embedded.pipeline import load_embedded
+        from genfleet.workers.embedded.pipeline import load_embedded
 
         pipe = load_embedded(dtype=dtype)
     else:

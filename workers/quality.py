@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
-from shared.schema import MAX_SEED, Attempt, Job
-from workers.sampling import GroupKey, ImageSpec, Sampler, StopCheck, image_specs, sample_group
-from workers.scoring import Scores, ScorerSet, overall
+from genfleet.shared.schema import MAX_SEED, Attempt, Job
+from genfleet.workers.sampling import GroupKey, ImageSpec, Sampler, StopCheck, image_specs, sample_group
+from genfleet.workers.scoring import ScorerSet, Scores, overall
 
 _RETRY_STRIDE = 1_000_003  # a prime: retry seeds never collide with the seeds of a job's other images
 
@@ -62,12 +62,13 @@ def sample_with_retries(sampler: Sampler, pipe, key: GroupKey, jobs: list[Job], 
                         ) -> list[list[Candidate] | Exception]:
     """Per job: its candidates (best image per slot, with attempts), or the exception its sampling raised."""
     results: list[list[Candidate] | Exception] = []
-    for job, images in zip(jobs, sample_group(sampler, pipe, key, jobs, should_stop)):
+    for job, images in zip(jobs, sample_group(sampler, pipe, key, jobs, should_stop), strict=True):
         if isinstance(images, Exception):
             results.append(images)
             continue
         slots = [Candidate(spec) for spec in image_specs(job)]
-        for slot, image, scores in zip(slots, images, scorers.score(key.model, images, [job.request.prompt] * len(images))):
+        scores_of = scorers.score(key.model, images, [job.request.prompt] * len(images))
+        for slot, image, scores in zip(slots, images, scores_of, strict=True):
             slot.offer(image, slot.spec.seed, scores, threshold)
         results.append(slots)
     for attempt in range(1, max_attempts):
@@ -82,6 +83,6 @@ def sample_with_retries(sampler: Sampler, pipe, key: GroupKey, jobs: list[Job], 
         except Exception:  # a failed retry keeps what the job already has
             break
         scores = scorers.score(key.model, images, [s.prompt for s in specs])
-        for slot, spec, image, image_scores in zip(retry, specs, images, scores):
+        for slot, spec, image, image_scores in zip(retry, specs, images, scores, strict=True):
             slot.offer(image, spec.seed, image_scores, threshold)
     return results

@@ -14,25 +14,25 @@ import logging
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared import leases
-from shared.events import publish_progress
-from shared.failpoints import failpoint
-from shared.jobstore import JobStore
-from shared.outcomes import Outcomes
-from shared.schema import ImageOutput, Job, JobStatus
-from shared.settings import Settings
-from shared.storage import Storage, StorageUnavailable
-from workers.encode import manifest_bytes, png_bytes
-from workers.models import PipelineCache
-from workers.quality import Candidate, sample_with_retries
-from workers.sampling import Sampler, group_jobs
-from workers.scoring import ScorerSet
-from workers.writer import BoundedWriter
+from genfleet.shared import leases
+from genfleet.shared.events import publish_progress
+from genfleet.shared.failpoints import failpoint
+from genfleet.shared.jobstore import JobStore
+from genfleet.shared.outcomes import Outcomes
+from genfleet.shared.schema import ImageOutput, Job, JobStatus
+from genfleet.shared.settings import Settings
+from genfleet.shared.storage import Storage, StorageUnavailable
+from genfleet.workers.encode import manifest_bytes, png_bytes
+from genfleet.workers.models import PipelineCache
+from genfleet.workers.quality import Candidate, sample_with_retries
+from genfleet.workers.sampling import Sampler, group_jobs
+from genfleet.workers.scoring import ScorerSet
+from genfleet.workers.writer import BoundedWriter
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def manifest_key(job: Job) -> str:
 
 
 def finish(job: Job, ctx: Context, status: JobStatus, **changes) -> Job:
-    done = job.model_copy(update={"status": status, "finished_at": datetime.now(timezone.utc), **changes})
+    done = job.model_copy(update={"status": status, "finished_at": datetime.now(UTC), **changes})
     written = ctx.store.update(done)
     if not written:
         return ctx.store.get(job.id) or done  # someone recorded an outcome first; theirs stands
@@ -100,7 +100,7 @@ def claim(message: Job, ctx: Context) -> tuple[Job, Claim]:
         reason = f"the worker died {job.attempts} times while running this job; not trying again"
         ctx.store.dead_letter(job, "worker_lost", reason)
         return finish(job, ctx, JobStatus.failed, error=reason), Claim.done
-    job = job.model_copy(update={"status": JobStatus.running, "started_at": datetime.now(timezone.utc),
+    job = job.model_copy(update={"status": JobStatus.running, "started_at": datetime.now(UTC),
                                  "attempts": job.attempts + 1, "worker": leases.WORKER_ID})
     if not ctx.store.update(job):
         return ctx.store.get(job.id) or job, Claim.done  # cancelled or finished while it waited
@@ -190,7 +190,7 @@ def run_batch(messages: list[Job], ctx: Context) -> list[Job | None]:
         except Exception as e:  # the model itself would not load: every job of the group fails with it
             results = [e] * len(jobs)
         sample_s = time.perf_counter() - t0  # sampling, scoring and quality retries of the whole group
-        for job, result in zip(jobs, results):
+        for job, result in zip(jobs, results, strict=True):
             timings = {"queued_s": (job.started_at - job.created_at).total_seconds(), "sample_s": sample_s,
                        "batch_images": float(sum(j.request.num_images for j in jobs))}
             if isinstance(result, Exception):

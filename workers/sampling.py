@@ -17,7 +17,7 @@ import torch
 from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
-from shared.schema import MAX_SEED, Job
+from genfleet.shared.schema import MAX_SEED, Job
 
 log = logging.getLogger(__name__)
 

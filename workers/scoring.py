@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from shared.schema import EMBEDDED
+from genfleet.shared.schema import EMBEDDED
 
 log = logging.getLogger(__name__)
 Scores = dict[str, float | None]
@@ -48,7 +48,7 @@ class AdherenceScorer:
     name = "adherence"
 
     def __init__(self) -> None:
-        from workers.embedded.scorer import load_scorer
+        from genfleet.workers.embedded.scorer import load_scorer
 
         self._model = load_scorer()
 

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 from celery import signals
 from celery.utils.time import get_exponential_backoff_interval
-
-from shared.jobstore import DEAD_LETTER
-from shared.logs import configure_celery_logging
 from prometheus_client import start_http_server
 
-from shared.metrics import DEAD_LETTERS, WEBHOOKS
-from shared.queue import WEBHOOK_TASK, consumer, webhook_queue
-from shared.redis_server import client
-from shared.settings import get_settings
-from shared.webhooks import DeliveryFailed, UnsafeTarget, deliver
+from genfleet.shared.jobstore import DEAD_LETTER
+from genfleet.shared.logs import configure_celery_logging
+from genfleet.shared.metrics import DEAD_LETTERS, WEBHOOKS
+from genfleet.shared.queue import WEBHOOK_TASK, consumer, webhook_queue
+from genfleet.shared.redis_server import client
+from genfleet.shared.settings import get_settings
+from genfleet.shared.webhooks import DeliveryFailed, UnsafeTarget, deliver
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -40,7 +39,7 @@ def _serve_metrics(**_) -> None:
 
 def give_up(url: str, event: dict, reason: str) -> None:
     entry = json.dumps({"webhook": url, "event_id": event.get("id"), "kind": "webhook", "reason": reason,
-                        "at": datetime.now(timezone.utc).isoformat()})
+                        "at": datetime.now(UTC).isoformat()})
     client(settings.redis_url).lpush(DEAD_LETTER, entry)
     DEAD_LETTERS.labels("webhook").inc()
 

@@ -1,10 +1,12 @@
 # The enqueue API (and the webhook deliverer, which needs nothing more): slim, no torch, non-root.
 #   docker build -f deploy/docker/api.Dockerfile -t genfleet-api .
 FROM python:3.11-slim
+# genfleet/ links to api/, shared/ and workers/ (one import namespace); the copies below fill in what it links to.
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY genfleet genfleet
 COPY shared shared
 COPY api api
 COPY workers/__init__.py workers/webhooks.py workers/

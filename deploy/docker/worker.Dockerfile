@@ -15,6 +15,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY genfleet genfleet
 COPY shared shared
 COPY api api
 COPY workers workers

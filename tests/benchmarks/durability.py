@@ -22,14 +22,14 @@ from pathlib import Path
 
 import httpx
 
-from shared import processes
+from genfleet import supervisor
 from tests.benchmarks.enqueue import emit, percentile
 from tests.conftest import start_api
 from tests.integration.test_durability import port_of, start_redis, wait_replicated
 
 
 def api_on(redis_url: str, rule: str, tmp: Path) -> tuple:
-    env = processes.child_env(redis_url, GENFLEET_QUEUE=f"bench-{uuid.uuid4().hex[:6]}", GENFLEET_LOG_FORMAT="text",
+    env = supervisor.child_env(redis_url, GENFLEET_QUEUE=f"bench-{uuid.uuid4().hex[:6]}", GENFLEET_LOG_FORMAT="text",
                               GENFLEET_STORAGE_URL=f"file://{tmp}/out", GENFLEET_MAX_QUEUE_DEPTH="10000000",
                               GENFLEET_DURABILITY=rule)
     env.pop("GENFLEET_API_KEYS", None)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             for rule, v in rates.items()})
     finally:
         for proc, _ in apis.values():
-            processes.stop(proc, grace_s=5)
+            supervisor.stop(proc, grace_s=5)
         for proc in servers:
             proc.kill()
             proc.wait()

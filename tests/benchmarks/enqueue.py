@@ -25,14 +25,14 @@ from pathlib import Path
 
 import httpx
 
-from shared import processes
-from shared.batches import Batch, batch_key
-from shared.events import stream_key
-from shared.jobstore import batch_counts_key, job_key
-from shared.queue import GENERATE_TASK, priority_lists, publisher
-from shared.redis_server import client
-from shared.schema import Job, JobRequest
-from shared.settings import Settings
+from genfleet import supervisor
+from genfleet.shared.batches import Batch, batch_key
+from genfleet.shared.events import stream_key
+from genfleet.shared.jobstore import batch_counts_key, job_key
+from genfleet.shared.queue import GENERATE_TASK, priority_lists, publisher
+from genfleet.shared.redis_server import client
+from genfleet.shared.schema import Job, JobRequest
+from genfleet.shared.settings import Settings
 
 
 def emit(**fields) -> dict:
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     queue = f"genfleet-bench-{uuid.uuid4().hex[:8]}"
     settings = Settings(redis_url=args.redis_url, queue=queue, log_format="text")
     port, log = free_port(), Path(tempfile.mkdtemp()) / "api.log"
-    env = processes.child_env(args.redis_url, GENFLEET_QUEUE=queue, GENFLEET_LOG_FORMAT="text",
+    env = supervisor.child_env(args.redis_url, GENFLEET_QUEUE=queue, GENFLEET_LOG_FORMAT="text",
                               GENFLEET_STORAGE_URL=f"file://{log.parent}/out", GENFLEET_MAX_QUEUE_DEPTH="10000000")
     env.pop("GENFLEET_API_KEYS", None)
-    api = processes.spawn(processes.api_command("127.0.0.1", port), env, log)
+    api = supervisor.spawn(supervisor.api_command("127.0.0.1", port), env, log)
     base = f"http://127.0.0.1:{port}"
     made: list[str] = []  # what this run wrote to Redis, removed at the end (the queues are this run's own)
     try:
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline or api.poll() is not None:
-                    raise SystemExit(f"API never came up:\n{processes.tail(log)}") from None
+                    raise SystemExit(f"API never came up:\n{supervisor.tail(log)}") from None
                 time.sleep(0.2)
         emit(measure="setup", cpus=os.cpu_count(), jobs=args.jobs, batch=args.batch)
         api_run = bench_api(base, args.jobs, made)
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
              p99_ms=api_run["p99_ms"], batch_seconds=batch and batch["seconds_to_accept"],
              api_cost_ratio=bare["jobs_per_s"] / api_run["jobs_per_s"])
     finally:
-        processes.stop(api, grace_s=5)
+        supervisor.stop(api, grace_s=5)
         r = client(args.redis_url)
         keys = [*priority_lists(queue), f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}",
                 *(k if k.startswith("genfleet:") else job_key(k) for k in made),

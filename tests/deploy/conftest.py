@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
-from api.queue_metrics import QueueCollector
-from shared import metrics
-from shared.jobstore import JobStore
+from genfleet.api.queue_metrics import QueueCollector
+from genfleet.shared import metrics
+from genfleet.shared.jobstore import JobStore
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}

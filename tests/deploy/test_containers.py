@@ -4,7 +4,7 @@ import re
 
 import yaml
 
-from shared.settings import Settings
+from genfleet.shared.settings import Settings
 from tests.deploy.conftest import DEPLOY
 
 

@@ -9,8 +9,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shared.queue import priority_lists
-from shared.settings import Settings
+from genfleet.shared.queue import priority_lists
+from genfleet.shared.settings import Settings
 from tests.deploy.conftest import DEPLOY
 
 KUBECTL = shutil.which("kubectl")
@@ -51,7 +51,8 @@ def test_worker_asks_for_a_gpu_and_outlasts_its_batch():
     assert {e.get("configMapRef", e.get("secretRef"))["name"] for e in container["envFrom"]} == {
         "genfleet-config", "genfleet-secrets"}
     api = by_kind(docs, "Deployment", "genfleet-api")["spec"]["template"]["spec"]["containers"][0]
-    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz" and api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert by_kind(docs, "PodDisruptionBudget", "genfleet-worker")["spec"]["maxUnavailable"] == 1
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from workers.embedded.data import COLOUR_NAMES, HELD_OUT, Scene, all_scenes, make_dataset, sample_scenes
-from workers.embedded.evaluate import scorer_accuracy
-from workers.embedded.pipeline import PIPELINE_DIR, load_embedded
-from workers.embedded.scorer import Ask, load_scorer, parse_prompt
+from genfleet.workers.embedded.data import COLOUR_NAMES, HELD_OUT, Scene, all_scenes, make_dataset, sample_scenes
+from genfleet.workers.embedded.evaluate import scorer_accuracy
+from genfleet.workers.embedded.pipeline import PIPELINE_DIR, load_embedded
+from genfleet.workers.embedded.scorer import Ask, load_scorer, parse_prompt
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +90,10 @@ def test_scorer_reads_unseen_rendered_images():
 
 
 def test_scorer_scores_against_the_prompt():
-    from workers.embedded.data import render
+    from genfleet.workers.embedded.data import render
     scorer = load_scorer()
     images = [render(Scene("purple", "red"), seed=s) for s in range(8)]
     right = scorer.score(images, ["a purple cat with a red hat"] * 8)
     wrong = scorer.score(images, ["a purple cat with a blue hat"] * 8)
-    assert np.mean(right) > 0.5 and max(wrong) < 0.05 and min(r / w for r, w in zip(right, wrong)) > 10
+    assert np.mean(right) > 0.5 and max(wrong) < 0.05 and min(r / w for r, w in zip(right, wrong, strict=True)) > 10
     assert scorer.score(images[:1], ["a dog"]) == [None]

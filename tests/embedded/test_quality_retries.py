@@ -6,11 +6,11 @@ import io
 import torch
 from PIL import Image
 
-from shared.schema import JobStatus
-from workers.embedded.data import all_scenes
-from workers.embedded.scorer import load_scorer, scene_labels, to_tensor
-from workers.models import load_pipeline
-from workers.runner import run_batch
+from genfleet.shared.schema import JobStatus
+from genfleet.workers.embedded.data import all_scenes
+from genfleet.workers.embedded.scorer import load_scorer, scene_labels, to_tensor
+from genfleet.workers.models import load_pipeline
+from genfleet.workers.runner import run_batch
 from tests.unit.test_batching import make_ctx, queued
 
 # The 8 held-out pairs, where first attempts miss most, and 24 training prompts: cats with and without hats,

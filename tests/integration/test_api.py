@@ -5,7 +5,7 @@ import uuid
 import httpx
 import pytest
 
-from shared.queue import queue_depth
+from genfleet.shared.queue import queue_depth
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_probes_docs_and_metrics(api, stack):
     text = httpx.get(f"{api}/metrics").text
     assert 'genfleet_http_requests_total{method="POST",route="/v1/jobs",status="202"} 1.0' in text
     assert 'genfleet_jobs_enqueued_total{model="embedded",priority="normal"} 1.0' in text
-    assert 'genfleet_queue_depth{priority="normal",queue="%s"} 1.0' % stack.env["GENFLEET_QUEUE"] in text
+    assert f'genfleet_queue_depth{{priority="normal",queue="{stack.env["GENFLEET_QUEUE"]}"}} 1.0' in text
 
 
 def test_readyz_fails_when_storage_is_unreachable(stack):

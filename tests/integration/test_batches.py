@@ -5,7 +5,7 @@ import time
 
 import httpx
 
-from shared.queue import queue_depth
+from genfleet.shared.queue import queue_depth
 from tests.conftest import BUCKET
 
 

@@ -45,9 +45,10 @@ def test_up_serves_api_and_worker_until_terminated(tmp_path, monkeypatch):
         monkeypatch.delenv(k)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GENFLEET_METRICS_PORT": str(free_port())}
-    log = open(tmp_path / "up.log", "w")  # a file, not a pipe nobody reads until the end: a full pipe blocks
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "up", "--port", str(port)], cwd=tmp_path, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    # a file, not a pipe nobody reads until the end: a full pipe blocks; the child keeps its own descriptor
+    with open(tmp_path / "up.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "genfleet", "up", "--port", str(port)], cwd=tmp_path,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
 
@@ -66,7 +67,6 @@ def test_up_serves_api_and_worker_until_terminated(tmp_path, monkeypatch):
         # background jobs with SIGINT ignored, and Python then leaves it so)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-        log.close()
     out = (tmp_path / "up.log").read_text()
     assert proc.returncode == 0, out
     assert '"GET /v1/jobs/' not in out  # the API runs with --no-access-log, and JSON logging keeps it off

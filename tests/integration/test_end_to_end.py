@@ -5,7 +5,6 @@ import json
 
 import httpx
 from PIL import Image
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import BUCKET, free_port, wait_for, wait_terminal

@@ -12,8 +12,8 @@ from datetime import datetime
 
 import httpx
 
-from shared.jobstore import DEAD_LETTER
-from shared.queue import queue_depth
+from genfleet.shared.jobstore import DEAD_LETTER
+from genfleet.shared.queue import queue_depth
 from tests.conftest import pool_children, wait_for, wait_status, wait_terminal
 from tests.faults import FlakyEndpoint
 from tests.integration.test_reliability import objects, post
@@ -56,8 +56,8 @@ def test_a_live_workers_long_job_is_never_run_twice(stack, s3, redis):
     """A 5 s lease, a job of many times that, a second worker sweeping for expired leases, and a duplicate
     message of the job (as a lease lost to a Redis outage would produce): the second worker leaves it unacked
     while the first holds the job, and it is dropped once the job has ended."""
-    from shared.queue import _send, publisher
-    from shared.schema import Job
+    from genfleet.shared.queue import _send, publisher
+    from genfleet.shared.schema import Job
 
     lease = {"GENFLEET_VISIBILITY_TIMEOUT_S": "5", **ONE_TRY}
     api = stack.start_api()
@@ -188,7 +188,7 @@ def test_a_poison_job_is_isolated_and_its_batch_mates_succeed_on_their_first_red
 
 
 def test_a_job_recorded_by_an_api_that_died_before_publishing_is_published_once(stack, s3, redis):
-    from shared.jobstore import UNPUBLISHED
+    from genfleet.shared.jobstore import UNPUBLISHED
 
     dying = stack.start_api(GENFLEET_FAILPOINTS="enqueue.after-record")
     try:
@@ -207,7 +207,7 @@ def test_a_job_recorded_by_an_api_that_died_before_publishing_is_published_once(
 
 
 def test_the_rest_of_a_half_published_batch_is_published_exactly_once(stack, redis):
-    from shared.jobstore import UNPUBLISHED
+    from genfleet.shared.jobstore import UNPUBLISHED
 
     dying = stack.start_api(GENFLEET_FAILPOINTS="publish.after-chunk")
     prompts = [f"a cat number {i}" for i in range(1500)]

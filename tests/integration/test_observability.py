@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,9 +23,9 @@ def start_prometheus(tmp_path, targets: dict[str, str]) -> tuple[subprocess.Pope
                      for job, target in targets.items())
     config = tmp_path / "prometheus.yml"
     config.write_text(f"global:\n  scrape_interval: 1s\nscrape_configs:\n{jobs}\n")
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"))
+    with open(tmp_path / "prometheus.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=log)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -45,6 +46,10 @@ def _answers(prometheus: str) -> bool:
 
 
 @pytest.mark.skipif(PROMETHEUS is None, reason="no Prometheus server (apt-get install prometheus)")
+
+def json_lines(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
 def test_prometheus_counts_every_image_in_storage(stack, s3, tmp_path):
     api = stack.start_api()
     worker_port = free_port()
@@ -74,7 +79,8 @@ def test_prometheus_counts_every_image_in_storage(stack, s3, tmp_path):
     finished = query(prometheus, 'sum(genfleet_jobs_finished_total{status="succeeded"})')
     assert float(finished[0]["value"][1]) == 8
     assert query(prometheus, "genfleet_queue_depth")  # read from Redis at scrape time
-    assert float(query(prometheus, 'sum(genfleet_http_requests_total{route="/v1/jobs",status="202"})')[0]["value"][1]) == 6
+    accepted = query(prometheus, 'sum(genfleet_http_requests_total{route="/v1/jobs",status="202"})')
+    assert float(accepted[0]["value"][1]) == 6
 
 
 def test_worker_metrics_cover_the_data_path(stack):
@@ -108,10 +114,9 @@ def test_logs_are_json_lines_with_ids(stack):
         lines = [line for line in (stack.tmp / log).read_text().splitlines() if line.startswith("{")]
         records = [json.loads(line) for line in lines]
         assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
-    api_records = [json.loads(l) for l in (stack.tmp / "api-0.log").read_text().splitlines() if l.startswith("{")]
+    api_records = json_lines(stack.tmp / "api-0.log")
     queued = next(r for r in api_records if r["message"] == "batch queued")
     assert queued["batch_id"] == batch["id"] and queued["tenant"] == "team-a"
-    worker_records = [json.loads(l) for l in (stack.tmp / "worker-1.log").read_text().splitlines()
-                      if l.startswith("{")]
+    worker_records = json_lines(stack.tmp / "worker-1.log")
     done = next(r for r in worker_records if r["message"] == "job succeeded")
     assert done["batch_id"] == batch["id"] and done["tenant"] == "team-a" and done["job_id"]

@@ -1,6 +1,7 @@
 """What a client sees while its jobs run: SSE events, signed webhooks with retries, priority order, and
 presigned links. Real API, worker and webhook-worker processes; a real HTTP receiver for webhooks."""
 
+import itertools
 import json
 import threading
 import time
@@ -8,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from shared import processes
-from shared.webhooks import UnsafeTarget, deliver
+from genfleet import supervisor
+from genfleet.shared.webhooks import UnsafeTarget, deliver
 from tests.conftest import wait_for, wait_terminal
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -51,9 +52,9 @@ def receiver():
 
 def start_webhooks(stack, **env) -> None:
     log = stack.tmp / "webhooks.log"
-    proc = processes.spawn(processes.webhooks_command(stack.settings), {**stack.env, **env}, log)
+    proc = supervisor.spawn(supervisor.webhooks_command(stack.settings), {**stack.env, **env}, log)
     stack.procs.append(proc)
-    wait_for(lambda: "ready." in log.read_text(errors="replace"), 60, lambda: processes.tail(log), proc)
+    wait_for(lambda: "ready." in log.read_text(errors="replace"), 60, lambda: supervisor.tail(log), proc)
 
 
 def sse_events(api: str, job_id: str, headers: dict | None = None) -> list[tuple[str, str, dict]]:
@@ -102,12 +103,12 @@ def test_signed_webhook_retried_with_backoff_until_delivered(stack):
     wait_for(lambda: len(receiver.calls) == 3, 60, lambda: f"calls: {len(receiver.calls)}")
     ids = {headers["webhook-id"] for headers, _, _ in receiver.calls}
     assert ids == {f"{job['id']}.job.succeeded"}  # one event, three attempts, one id to dedupe on
-    gaps = [b[2] - a[2] for a, b in zip(receiver.calls, receiver.calls[1:])]
+    gaps = [b[2] - a[2] for a, b in itertools.pairwise(receiver.calls)]
     assert all(g > 0 for g in gaps)
     headers, body, _ = receiver.calls[-1]
     event = Webhook(SECRET).verify(body, headers)  # the Standard Webhooks library checks the signature
     assert event["type"] == "job.succeeded" and event["data"]["id"] == job["id"]
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         Webhook(SECRET).verify(body.replace("succeeded", "failed"), headers)
     receiver.close()
 

@@ -10,9 +10,9 @@ import time
 import httpx
 import pytest
 
-from shared.jobstore import DEAD_LETTER
-from shared.queue import GENERATE_TASK, publisher, queue_depth
-from shared.schema import Job, JobRequest
+from genfleet.shared.jobstore import DEAD_LETTER
+from genfleet.shared.queue import GENERATE_TASK, publisher, queue_depth
+from genfleet.shared.schema import Job, JobRequest
 from tests.conftest import BUCKET, pool_children, wait_status, wait_terminal
 
 # Short limits; no quality retries, so the work per job is fixed whatever the model's scores. (A worker killed as
@@ -136,9 +136,9 @@ def test_storage_outage_is_ridden_out_by_retries(stack, s3, s3_server):
 @pytest.mark.parametrize("limits", [{"GENFLEET_STORAGE_OUTAGE_S": "60", "GENFLEET_HARD_TIME_LIMIT_S": "60",
                                      "GENFLEET_SOFT_TIME_LIMIT_S": "50"}])
 def test_worker_refuses_a_storage_outage_window_past_its_soft_limit(stack, limits):
-    from shared import processes
-    env = {**processes.worker_env(stack.env["GENFLEET_REDIS_URL"], 0), **stack.env, **limits}
-    proc = processes.spawn(processes.worker_command(stack.settings), env, stack.tmp / "refused.log")
+    from genfleet import supervisor
+    env = {**supervisor.worker_env(stack.env["GENFLEET_REDIS_URL"], 0), **stack.env, **limits}
+    proc = supervisor.spawn(supervisor.worker_command(stack.settings), env, stack.tmp / "refused.log")
     assert proc.wait(timeout=60) != 0
     assert "STORAGE_OUTAGE_S" in (stack.tmp / "refused.log").read_text()
 
@@ -157,7 +157,7 @@ def test_redis_restart_mid_run_loses_no_accepted_job(stack, tmp_path, s3):
 
     def start_redis() -> subprocess.Popen:
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-        from shared.redis_server import answers
+        from genfleet.shared.redis_server import answers
         deadline = time.monotonic() + 10
         while not answers(f"redis://127.0.0.1:{port}/0"):
             assert time.monotonic() < deadline, "redis did not start"

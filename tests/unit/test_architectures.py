@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from workers.architectures import build, save
-from workers.models import load_pipeline
+from genfleet.workers.architectures import build, save
+from genfleet.workers.models import load_pipeline
+from genfleet.workers.runner import run_batch
 from tests.unit.test_batching import DEVICE, Recorder, make_ctx, queued
-from workers.runner import run_batch
 
 
 def test_a_stable_diffusion_folder_loads_on_the_generic_path_and_batches(redis, tmp_path):
@@ -42,7 +42,8 @@ def test_sd15_is_built_at_full_size_and_runs_one_small_step():
 
 @pytest.mark.parametrize("arch, cross", [("sd-turbo", 1024)])
 def test_sd_turbo_shape(arch, cross):
-    from workers.architectures import ARCHITECTURES
     from diffusers import UNet2DConditionModel
+
+    from genfleet.workers.architectures import ARCHITECTURES
     unet = UNet2DConditionModel(**ARCHITECTURES[arch]["unet"])
     assert unet.config.cross_attention_dim == cross and 860e6 < sum(p.numel() for p in unet.parameters()) < 870e6

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from shared.batches import BatchStore
-from shared.jobstore import JobStore
-from shared.outcomes import Outcomes
-from shared.schema import Job, JobRequest, JobStatus
-from shared.settings import Settings
-from shared.storage import LocalStorage
-from workers.models import PipelineCache, load_pipeline
-from workers.runner import Context, run_batch
-from workers.sampling import Sampler, group_key
-from workers.scoring import ScorerSet
-from workers.writer import BoundedWriter
+from genfleet.shared.batches import BatchStore
+from genfleet.shared.jobstore import JobStore
+from genfleet.shared.outcomes import Outcomes
+from genfleet.shared.schema import Job, JobRequest, JobStatus
+from genfleet.shared.settings import Settings
+from genfleet.shared.storage import LocalStorage
+from genfleet.workers.models import PipelineCache, load_pipeline
+from genfleet.workers.runner import Context, run_batch
+from genfleet.workers.sampling import Sampler, group_key
+from genfleet.workers.scoring import ScorerSet
+from genfleet.workers.writer import BoundedWriter
 
 DEVICE = torch.device("cpu")
 FAST = {"steps": 4}  # few steps: these tests are about batching, not pictures
@@ -98,7 +98,7 @@ def test_outputs_and_seeds_land_on_the_right_job(redis, tmp_path, embedded):
     prompts = ["a red cat with a blue hat", "a yellow hat", "a green cat", "a white cat with a pink hat"]
     batched = run_batch([queued(ctx.store, prompt=p, seed=10 * i) for i, p in enumerate(prompts)], ctx)
     alone = [run_batch([queued(ctx.store, prompt=p, seed=10 * i)], ctx)[0] for i, p in enumerate(prompts)]
-    for b, a in zip(batched, alone):
+    for b, a in zip(batched, alone, strict=True):
         assert b.outputs[0].seed == a.outputs[0].seed == b.seed
         # the same job run alone gives the same picture (up to float noise from a different batch size)
         assert np.abs(pixels(ctx, b) - pixels(ctx, a)).max() <= 3
@@ -162,7 +162,7 @@ def test_a_message_whose_record_is_gone_still_runs_and_is_recorded(redis, tmp_pa
 
 
 def test_a_job_a_live_worker_holds_is_left_and_a_dead_workers_job_runs_again(redis, tmp_path, embedded):
-    from shared import leases
+    from genfleet.shared import leases
 
     ctx = make_ctx(redis, tmp_path, embedded)
     held, orphan = queued(ctx.store, seed=1), queued(ctx.store, seed=2)
@@ -180,8 +180,8 @@ def test_a_job_a_live_worker_holds_is_left_and_a_dead_workers_job_runs_again(red
 def test_a_rerun_whose_storage_stays_down_fails_once_with_a_dead_letter(redis, tmp_path, embedded, s3_server):
     """A job that ran before is checked for a finished manifest before it runs again; storage down past the
     outage window fails it there (it used to send its whole batch back to the queue, forever)."""
-    from shared.jobstore import DEAD_LETTER
-    from shared.storage import RideOut, S3Storage
+    from genfleet.shared.jobstore import DEAD_LETTER
+    from genfleet.shared.storage import RideOut, S3Storage
     from tests.conftest import BUCKET
     from tests.faults import FlakyEndpoint
 

@@ -1,5 +1,5 @@
-from shared.jobstore import JobStore
-from shared.schema import Job, JobRequest, JobStatus
+from genfleet.shared.jobstore import JobStore
+from genfleet.shared.schema import Job, JobRequest, JobStatus
 
 
 def test_create_get_update(redis):

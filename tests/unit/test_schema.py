@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from shared.schema import Job, JobRequest, JobStatus
+from genfleet.shared.schema import Job, JobRequest, JobStatus
 
 
 def fields_at_fault(**body) -> set[str]:

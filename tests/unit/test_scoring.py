@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.settings import Settings
-from workers.quality import Candidate
-from workers.sampling import ImageSpec
-from workers.scoring import ClipScorer, ScorerSet, TechnicalScorer, overall
+from genfleet.shared.settings import Settings
+from genfleet.workers.quality import Candidate
+from genfleet.workers.sampling import ImageSpec
+from genfleet.workers.scoring import ClipScorer, ScorerSet, TechnicalScorer, overall
 
 
 def noise(seed: int = 0, size: int = 32) -> Image.Image:
@@ -48,7 +48,8 @@ def test_clip_without_weights_abstains_with_one_clear_message(caplog, tmp_path, 
 def test_clip_scores_with_a_local_model(tmp_path):
     # CLIP's classes built from config with random weights (none can be downloaded here), saved as a folder
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-    from workers.architectures import byte_tokenizer
+
+    from genfleet.workers.architectures import byte_tokenizer
     folder = tmp_path / "clip"
     tiny = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
     CLIPModel(CLIPConfig(text_config={**tiny, "vocab_size": 514}, vision_config={**tiny, "image_size": 32,

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from shared.settings import Settings
+from genfleet.shared.settings import Settings
 
 
 def test_defaults_are_the_embedded_setup(monkeypatch):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.storage import LocalStorage, S3Storage, open_storage
+from genfleet.shared.storage import LocalStorage, S3Storage, open_storage
 from tests.conftest import BUCKET
 
 
@@ -55,7 +55,7 @@ def test_urls_and_schemes(tmp_path):
 
 
 def test_ride_out_waits_for_an_endpoint_that_died_mid_write(s3_server):
-    from shared.storage import RideOut
+    from genfleet.shared.storage import RideOut
     from tests.faults import FlakyEndpoint
 
     endpoint = FlakyEndpoint(s3_server._port)
@@ -70,7 +70,7 @@ def test_ride_out_waits_for_an_endpoint_that_died_mid_write(s3_server):
 
 
 def test_ride_out_gives_up_after_the_outage_window(s3_server):
-    from shared.storage import RideOut, StorageUnavailable
+    from genfleet.shared.storage import RideOut, StorageUnavailable
     from tests.faults import FlakyEndpoint
 
     endpoint = FlakyEndpoint(s3_server._port)

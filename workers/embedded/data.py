@@ -96,14 +96,16 @@ def _draw_cat(d: ImageDraw.ImageDraw, rng: random.Random, rgb, s: int) -> tuple[
     dark = (20, 20, 20)
     # tail first, behind the body
     tx = bx - facing * bw / 2
-    d.line([(tx, by + bh * 0.3), (tx - facing * 0.12 * scale, by - bh * 0.4)], fill=rgb, width=max(2, int(0.06 * scale)))
+    d.line([(tx, by + bh * 0.3), (tx - facing * 0.12 * scale, by - bh * 0.4)], fill=rgb,
+           width=max(2, int(0.06 * scale)))
     d.ellipse([bx - bw / 2, by - bh / 2, bx + bw / 2, by + bh / 2], fill=rgb)
     r = 0.16 * scale
     hx = bx + facing * bw * (0.38 if lying else 0.12)
     hy = by - bh / 2 - r * (0.2 if lying else 0.55)
     for side in (-1, 1):  # ears
         ex = hx + side * r * 0.6
-        d.polygon([(ex - r * 0.38, hy - r * 0.6), (ex + r * 0.38, hy - r * 0.6), (ex + side * r * 0.1, hy - r * 1.45)], fill=rgb)
+        ear = [(ex - r * 0.38, hy - r * 0.6), (ex + r * 0.38, hy - r * 0.6), (ex + side * r * 0.1, hy - r * 1.45)]
+        d.polygon(ear, fill=rgb)
     d.ellipse([hx - r, hy - r, hx + r, hy + r], fill=rgb)
     for side in (-1, 1):  # eyes
         ex, ey = hx + side * r * 0.4 + facing * r * 0.15, hy - r * 0.1
@@ -144,7 +146,8 @@ def sample_scenes(n: int, seed: int, held_out: bool | None = False) -> list[Scen
     return [rng.choice(pairs if (rng.random() < 0.7 or not singles) else singles) for _ in range(n)]
 
 
-def make_dataset(n: int, seed: int, held_out: bool | None = False, vivid: float = 0.0) -> tuple[np.ndarray, list[Scene]]:
+def make_dataset(n: int, seed: int, held_out: bool | None = False,
+                 vivid: float = 0.0) -> tuple[np.ndarray, list[Scene]]:
     """`n` rendered images as uint8 (n, 3, H, W) and their scenes; deterministic in `seed`. A share `vivid`
     of them get backgrounds of any colour."""
     scenes = sample_scenes(n, seed, held_out)

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from workers.embedded.data import Scene, all_scenes, make_dataset, render
-from workers.embedded.pipeline import load_embedded
-from workers.embedded.scorer import AdherenceScorer, load_scorer, scene_labels, to_tensor
+from genfleet.workers.embedded.data import Scene, all_scenes, make_dataset, render
+from genfleet.workers.embedded.pipeline import load_embedded
+from genfleet.workers.embedded.scorer import AdherenceScorer, load_scorer, scene_labels, to_tensor
 
 # The first and the last three are held-out pairs, never seen in training
 GRID_PROMPTS = ["a purple cat with a red hat", "a red cat with a blue hat", "a yellow cat with a green hat",
@@ -52,7 +52,8 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
     w, v = np.linalg.eigh(cov_a)
     root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)  # same trace-sqrt as sqrtm(cov_a @ cov_b)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
+    spread = np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(np.clip(cross, 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + spread)
 
 
 def features(scorer: AdherenceScorer, images) -> np.ndarray:

@@ -12,8 +12,8 @@ import torch
 from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, ImagePipelineOutput, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from workers.embedded.data import COLOUR_NAMES, RESOLUTION
-from workers.embedded.text_encoder import Encoded, WordEncoder
+from genfleet.workers.embedded.data import COLOUR_NAMES, RESOLUTION
+from genfleet.workers.embedded.text_encoder import Encoded, WordEncoder
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 PIPELINE_DIR = WEIGHTS_DIR / "pipeline"
@@ -54,7 +54,7 @@ def build_scheduler() -> DPMSolverMultistepScheduler:
                                        sample_max_value=1.0)
 
 
-def build_pipeline() -> "CatHatPipeline":
+def build_pipeline() -> CatHatPipeline:
     """A fresh, untrained pipeline (training starts here)."""
     return CatHatPipeline(unet=build_unet(), text_encoder=WordEncoder(WORDS, dim=TEXT_DIM, out_dim=128),
                           scheduler=build_scheduler())

@@ -17,7 +17,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from PIL import Image
 from torch import nn
 
-from workers.embedded.data import COLOUR_NAMES, RESOLUTION, Scene
+from genfleet.workers.embedded.data import COLOUR_NAMES, RESOLUTION, Scene
 
 SCORER_DIR = Path(__file__).parent / "weights" / "scorer"
 ABSENT = 0  # class 0 of each head means "not in the picture"; colour i is class i + 1
@@ -95,7 +95,7 @@ class AdherenceScorer(ModelMixin, ConfigMixin):
     def score(self, images: list[Image.Image], prompts: list[str]) -> list[float | None]:
         """For each image, the probability that it shows what its prompt asks (None where nothing is asked)."""
         cat, hat = self.predict(to_tensor(images))
-        return [_probability(c, h, parse_prompt(p)) for c, h, p in zip(cat, hat, prompts)]
+        return [_probability(c, h, parse_prompt(p)) for c, h, p in zip(cat, hat, prompts, strict=True)]
 
 
 def _probability(cat: torch.Tensor, hat: torch.Tensor, ask: Ask | None) -> float | None:

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from tqdm import tqdm
 
-from workers.embedded.data import make_dataset
-from workers.embedded.pipeline import PIPELINE_DIR, build_pipeline
-from workers.embedded.scorer import SCORER_DIR, AdherenceScorer, scene_labels
+from genfleet.workers.embedded.data import make_dataset
+from genfleet.workers.embedded.pipeline import PIPELINE_DIR, build_pipeline
+from genfleet.workers.embedded.scorer import SCORER_DIR, AdherenceScorer, scene_labels
 
 CFG_DROPOUT = 0.1  # share of captions replaced by "" so the model also learns the unconditional score
 MIN_SNR_GAMMA = 5.0
@@ -116,7 +116,7 @@ def train_diffusion(steps: int, batch: int, seed: int, device: torch.device, out
         sched.step()
         decay = min(0.999, (1 + step) / (10 + step))
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), params):
+            for e, p in zip(ema.parameters(), params, strict=True):
                 e.lerp_(p, 1 - decay)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:

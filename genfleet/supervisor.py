@@ -13,11 +13,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
-from shared.queue import webhook_queue
-from shared.redis_server import embedded_redis
-from shared.settings import Settings
+from genfleet.embedded_redis import embedded_redis
+from genfleet.shared.queue import webhook_queue
+from genfleet.shared.settings import Settings
 
 
 @contextmanager
@@ -43,16 +42,16 @@ def _celery_worker(module: str, name: str, pool: str, concurrency: int, queue: s
 
 
 def worker_command(settings: Settings, loglevel: str = "INFO") -> list[str]:
-    return _celery_worker("workers.app", "genfleet", "prefork", 1, settings.queue, loglevel)
+    return _celery_worker("genfleet.workers.app", "genfleet", "prefork", 1, settings.queue, loglevel)
 
 
 def webhooks_command(settings: Settings, loglevel: str = "INFO") -> list[str]:
-    return _celery_worker("workers.webhooks", "genfleet-webhooks", "threads", 8, webhook_queue(settings.queue),
+    return _celery_worker("genfleet.workers.webhooks", "genfleet-webhooks", "threads", 8, webhook_queue(settings.queue),
                           loglevel)
 
 
 def api_command(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", host, "--port", str(port),
+    return [sys.executable, "-m", "uvicorn", "genfleet.api.app:app", "--host", host, "--port", str(port),
             "--no-access-log"]
 
 
@@ -63,11 +62,11 @@ def worker_env(redis_url: str, metrics_port: int) -> dict[str, str]:
 
 
 def spawn(cmd: list[str], env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
-    out: IO | None = None
-    if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log, "ab")  # noqa: SIM115 - the child holds it for its whole life
-    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None)
+    if log is None:
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
 
 def stop(proc: subprocess.Popen, grace_s: float = 30.0) -> int:

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import httpx
 
-from shared import processes
-from shared.batches import Batch, BatchItem, BatchRequest, BatchStore, new_jobs
-from shared.jobstore import JobStore
-from shared.queue import publish_many, publisher
-from shared.redis_server import client
-from shared.schema import JobRequest
-from shared.settings import Settings
+from genfleet import supervisor
+from genfleet.shared.batches import Batch, BatchItem, BatchRequest, BatchStore, new_jobs
+from genfleet.shared.jobstore import JobStore
+from genfleet.shared.queue import publish_many, publisher
+from genfleet.shared.redis_server import client
+from genfleet.shared.schema import JobRequest
+from genfleet.shared.settings import Settings
 
 POLL_S = 0.05  # how often a round looks for its end: at most this much added to a round of several seconds
 
@@ -43,16 +43,16 @@ class System:
         self.env: dict[str, str] = {}
 
     def __enter__(self) -> System:
-        url = self._exit.enter_context(processes.redis_for(self.settings))
+        url = self._exit.enter_context(supervisor.redis_for(self.settings))
         self.store = JobStore(client(url), 3600)
         storage = self._storage_env()
         # Scoring stays on (it is part of the system); quality retries are off: they are extra images that the
         # raw pipeline never makes, so they would not compare like with like.
-        self.env = {**processes.worker_env(url, 0), "GENFLEET_MODEL": self.model, "GENFLEET_QUEUE": self.queue,
+        self.env = {**supervisor.worker_env(url, 0), "GENFLEET_MODEL": self.model, "GENFLEET_QUEUE": self.queue,
                     "GENFLEET_MAX_BATCH": str(self.batch), "GENFLEET_QUALITY_ATTEMPTS": "1", **storage}
         self.log = self.workdir / "worker.log"
-        self.worker = processes.spawn(processes.worker_command(self.settings, "WARNING"), self.env, self.log)
-        self._exit.callback(processes.stop, self.worker)
+        self.worker = supervisor.spawn(supervisor.worker_command(self.settings, "WARNING"), self.env, self.log)
+        self._exit.callback(supervisor.stop, self.worker)
         self.start()
         self.images_per_s(self.batch)  # warm: the worker loads its model and runs one full batch
         return self
@@ -71,7 +71,7 @@ class System:
 
     def _check_worker(self) -> None:
         if self.worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {self.worker.returncode}:\n{processes.tail(self.log)}")
+            raise RuntimeError(f"the worker exited with code {self.worker.returncode}:\n{supervisor.tail(self.log)}")
 
     def _jobs(self, n: int) -> list[JobRequest]:
         return [JobRequest(**{**self.request, "seed": i}) for i in range(n)]
@@ -126,8 +126,8 @@ class ThroughAPI(System):
         port, log = _free_port(), self.workdir / "api.log"
         env = {**self.env, "GENFLEET_MAX_QUEUE_DEPTH": "10000000", "GENFLEET_LOG_FORMAT": "text"}
         env.pop("GENFLEET_API_KEYS", None)
-        api = processes.spawn(processes.api_command("127.0.0.1", port), env, log)
-        self._exit.callback(processes.stop, api)
+        api = supervisor.spawn(supervisor.api_command("127.0.0.1", port), env, log)
+        self._exit.callback(supervisor.stop, api)
         self.http = self._exit.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60))
         deadline = time.monotonic() + 60
         while True:
@@ -136,7 +136,7 @@ class ThroughAPI(System):
                 return
             except httpx.HTTPError:
                 if time.monotonic() > deadline or api.poll() is not None:
-                    raise RuntimeError(f"the API never came up:\n{processes.tail(log)}") from None
+                    raise RuntimeError(f"the API never came up:\n{supervisor.tail(log)}") from None
                 time.sleep(0.1)
 
     def images_per_s(self, jobs: int) -> float:

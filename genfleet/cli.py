@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from pydantic import ValidationError
 
-import httpx
-
-from shared import processes
-from shared.batches import BatchStore
-from shared.jobstore import JobStore
-from shared.queue import enqueue, publisher
-from shared.redis_server import client
-from shared.schema import Job, JobRequest, Priority
-from shared.settings import Settings, get_settings
-from shared.storage import LocalStorage, open_storage
-from shared.submit import Client, SubmitError, download, submit, wait
+from genfleet import supervisor
+from genfleet.client import Client, SubmitError, download, submit, wait
+from genfleet.shared.batches import BatchStore
+from genfleet.shared.jobstore import JobStore
+from genfleet.shared.queue import enqueue, publisher
+from genfleet.shared.redis_server import client
+from genfleet.shared.schema import Job, JobRequest, Priority
+from genfleet.shared.settings import Settings, get_settings
+from genfleet.shared.storage import LocalStorage, open_storage
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -71,7 +72,7 @@ def _wait(store: JobStore, ids: list, worker: subprocess.Popen | None, log: Path
         if all(j is not None and j.status.terminal for j in jobs):
             return jobs  # type: ignore[return-value]
         if worker is not None and worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {worker.returncode}; its log:\n{processes.tail(log)}")
+            raise RuntimeError(f"the worker exited with code {worker.returncode}; its log:\n{supervisor.tail(log)}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"jobs not finished after {timeout_s:.0f}s")
         time.sleep(0.1)
@@ -84,10 +85,10 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         err = e.errors()[0]
         return _fail(f"{'.'.join(map(str, err['loc'])) or 'request'}: {err['msg']}")
     log = settings.data_dir / "worker.log"
-    with processes.redis_for(settings) as url:
+    with supervisor.redis_for(settings) as url:
         store = JobStore(client(url), settings.job_ttl_s)
-        worker = None if args.no_worker else processes.spawn(
-            processes.worker_command(settings), processes.worker_env(url, 0), log)
+        worker = None if args.no_worker else supervisor.spawn(
+            supervisor.worker_command(settings), supervisor.worker_env(url, 0), log)
         try:
             app = publisher(settings, url)
             jobs = [Job.new(r, settings.model) for r in requests]
@@ -99,7 +100,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
             return _fail(str(e), 1)
         finally:
             if worker is not None:
-                processes.stop(worker)
+                supervisor.stop(worker)
     for job in done:
         _report(job, settings)
     return 0 if all(j.status.value == "succeeded" for j in done) else 1
@@ -115,32 +116,34 @@ def _run_children(children: list[subprocess.Popen], grace_s: float = 30.0) -> in
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
-    codes = [processes.stop(c, grace_s) for c in children]
+    codes = [supervisor.stop(c, grace_s) for c in children]
     return next((c for c in codes if c not in (0, -15)), 0)
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    with processes.redis_for(settings) as url:
-        api = processes.spawn(processes.api_command(args.host, args.port), processes.child_env(url))
-        worker = processes.spawn(processes.worker_command(settings), processes.worker_env(url, settings.metrics_port))
+    with supervisor.redis_for(settings) as url:
+        api = supervisor.spawn(supervisor.api_command(args.host, args.port), supervisor.child_env(url))
+        worker = supervisor.spawn(supervisor.worker_command(settings),
+                                  supervisor.worker_env(url, settings.metrics_port))
         children = [api, worker]
         if settings.webhook_secret:
-            children.append(processes.spawn(processes.webhooks_command(settings), processes.child_env(url)))
+            children.append(supervisor.spawn(supervisor.webhooks_command(settings), supervisor.child_env(url)))
         print(f"genfleet up: API on http://{args.host}:{args.port} (docs at /docs), one worker"
               f"{', webhooks' if len(children) == 3 else ''}; Ctrl-C stops")
         return _run_children(children)
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
-    with processes.redis_for(settings) as url:
-        return _run_children([processes.spawn(processes.api_command(args.host, args.port), processes.child_env(url))])
+    with supervisor.redis_for(settings) as url:
+        api = supervisor.spawn(supervisor.api_command(args.host, args.port), supervisor.child_env(url))
+        return _run_children([api])
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port
-    with processes.redis_for(settings) as url:
-        return _run_children([processes.spawn(processes.worker_command(settings, args.loglevel),
-                                              processes.worker_env(url, port))],
+    with supervisor.redis_for(settings) as url:
+        return _run_children([supervisor.spawn(supervisor.worker_command(settings, args.loglevel),
+                                              supervisor.worker_env(url, port))],
                              grace_s=settings.hard_time_limit_s + 30)
 
 
@@ -156,7 +159,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             if r.status_code not in (404, 422):
                 return _fail(f"{args.api}: {r.status_code} {r.text}", 1)
         return _fail(f"no job or batch {args.id}", 1)
-    with processes.redis_for(settings) as url:
+    with supervisor.redis_for(settings) as url:
         store = JobStore(client(url), settings.job_ttl_s)
         job = store.get(args.id)
         record = job or BatchStore(store).get(args.id)
@@ -187,14 +190,14 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
-    with processes.redis_for(settings) as url:
-        return _run_children([processes.spawn(processes.webhooks_command(settings), processes.child_env(url))])
+    with supervisor.redis_for(settings) as url:
+        return _run_children([supervisor.spawn(supervisor.webhooks_command(settings), supervisor.child_env(url))])
 
 
-# Commands that are whole programs of their own (in workers/, which shared/ must not import): their options
-# pass through untouched.
-PASS_THROUGH = {"train-embedded": "workers.embedded.train", "eval-embedded": "workers.embedded.evaluate",
-                "bench": "workers.bench"}
+# Commands that are programs of their own, with their own options; imported only when asked for, since they
+# need the worker's dependencies (torch, diffusers) that the API and the client do without.
+PROGRAMS = {"train-embedded": "genfleet.workers.embedded.train", "eval-embedded": "genfleet.workers.embedded.evaluate",
+            "bench": "genfleet.bench"}
 
 
 def _add_job_options(p: argparse.ArgumentParser) -> None:
@@ -245,15 +248,17 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_submit)
     h = sub.add_parser("webhooks", help="deliver webhooks (a small Celery worker; no GPU)")
     h.set_defaults(func=cmd_webhooks)
-    for name, module in PASS_THROUGH.items():
+    for name, module in PROGRAMS.items():
         sub.add_parser(name, help=f"python -m {module} (--help for its options)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in PASS_THROUGH:
-        return subprocess.call([sys.executable, "-m", PASS_THROUGH[argv[0]], *argv[1:]])
+    if argv and argv[0] in PROGRAMS:
+        program: Callable[[list[str]], object] = importlib.import_module(PROGRAMS[argv[0]]).main
+        program(argv[1:])
+        return 0
     args = parser().parse_args(argv)
     try:
         settings = get_settings()

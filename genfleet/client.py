@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from shared.batches import MAX_PROMPTS
+from genfleet.shared.batches import MAX_PROMPTS
 
 
 class SubmitError(Exception):

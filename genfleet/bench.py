@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from shared.settings import Settings
-from workers.architectures import ARCHITECTURES, save
-from workers.bench_system import InProcess, System, ThroughAPI
-from workers.models import load_pipeline, resolve_device
-from workers.sampling import GroupKey, ImageSpec, call_kwargs
+from genfleet.bench_system import InProcess, System, ThroughAPI
+from genfleet.shared.settings import Settings
+from genfleet.workers.architectures import ARCHITECTURES, save
+from genfleet.workers.models import load_pipeline, resolve_device
+from genfleet.workers.sampling import GroupKey, ImageSpec, call_kwargs
 
 
 def emit(**fields) -> dict:
