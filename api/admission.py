@@ -1,34 +1,47 @@
-"""What every POST goes through before anything is recorded: the model is served, the webhook target is
-safe, and the Idempotency-Key flow (see api/idempotency.py) around the work that queues."""
+"""What every POST goes through: the model is served, the webhook target is safe; then one admission path
+(queue depth, rate and quota, then record and publish; on a Redis failure the units are refunded, what was
+recorded is undone and the client gets a 503), wrapped in the Idempotency-Key flow (api/idempotency.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
+from uuid import UUID
 
-from fastapi import Request
+import redis
+from fastapi import HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
+from pydantic import AnyUrl
 
 from genfleet.api.auth import Caller
 from genfleet.api.idempotency import fingerprint
+from genfleet.api.state import State
 from genfleet.shared.settings import Settings
 from genfleet.shared.webhooks import UnsafeTarget, check_target
 
-T = TypeVar("T")  # a Job or a Batch: anything with an `id`
+Loc = tuple[str | int, ...]
 
 
-def invalid(loc: tuple, value, msg: str) -> RequestValidationError:
+class HasId(Protocol):
+    @property
+    def id(self) -> UUID: ...
+
+
+Made = TypeVar("Made", bound=HasId)  # a Job or a Batch
+
+
+def invalid(loc: Loc, value: Any, msg: str) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": loc, "input": value, "msg": msg}])
 
 
-def check_model(model: str | None, settings: Settings, loc: tuple = ("body", "model")) -> str:
+def check_model(model: str | None, settings: Settings, loc: Loc = ("body", "model")) -> str:
     chosen = model or settings.model
     if chosen not in settings.models:
         raise invalid(loc, model, f"model {chosen!r} is not served here; choose one of {settings.models}")
     return chosen
 
 
-def check_webhook(url, settings: Settings, loc: tuple = ("body", "webhook_url")) -> None:
+def check_webhook(url: AnyUrl | str | None, settings: Settings, loc: Loc = ("body", "webhook_url")) -> None:
     if url is None:
         return
     if not settings.webhook_secret:
@@ -40,14 +53,31 @@ def check_webhook(url, settings: Settings, loc: tuple = ("body", "webhook_url"))
         raise invalid(loc, str(url), str(e)) from None
 
 
-def idempotent(request: Request, who: Caller, key: str | None, body: str,
-               make: Callable[[], T]) -> tuple[str, T | None]:
+def admit(state: State, who: Caller, jobs: int, images: int, queue: Callable[[], None],
+          undo: Callable[[], None] | None = None) -> None:
+    """Admits `jobs` jobs of `images` images in all, then runs `queue` (record and publish). If Redis fails on
+    the way, the rate units are refunded, `undo` cancels what was recorded, and the client gets a 503: nothing
+    that answer refused is left queued."""
+    state.limits.check_depth(jobs)
+    state.limits.admit(who.key_id, images)
+    try:
+        queue()
+    except (redis.RedisError, OSError) as e:
+        state.limits.refund(who.key_id, images)
+        if undo is not None:
+            undo()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"queue unavailable: {e}",
+                            headers={"Retry-After": "5"}) from e
+
+
+def idempotent(state: State, request: Request, who: Caller, key: str | None, body: str,
+               make: Callable[[], Made]) -> tuple[str, Made | None]:
     """Runs `make` once per (tenant, key, body): (its resource's id, what it made), or, for a repeat,
     (the first request's resource id, None)."""
     if key is None:
         made = make()
         return str(made.id), made
-    ledger = request.app.state.idempotency
+    ledger = state.idempotency
     fp = fingerprint(request.url.path, body)
     earlier = ledger.begin(who.tenant, key, fp)
     if earlier is not None:

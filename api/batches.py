@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import redis
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
-from genfleet.api.admission import check_model, check_webhook, idempotent, invalid
-from genfleet.api.auth import Caller, caller
-from genfleet.api.jobs import _LIMITS, IdempotencyKey
+from genfleet.api.admission import Loc, admit, check_model, check_webhook, idempotent, invalid
+from genfleet.api.auth import Caller, Who, owned
+from genfleet.api.jobs import LIMITS, IdempotencyKey
+from genfleet.api.state import AppState, State
 from genfleet.shared import metrics
 from genfleet.shared.batches import Batch, BatchItem, BatchRequest, manifest_key, new_jobs
 from genfleet.shared.queue import publish_many
@@ -37,13 +38,13 @@ _BODY = {"requestBody": {"required": True, "content": {
 }}}
 
 
-def schemas() -> dict:
+def schemas() -> dict[str, Any]:
     """Component schemas the JSON body refers to (the route reads its body itself, so FastAPI adds none)."""
     schema = BatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     return {**schema.pop("$defs", {}), "BatchRequest": schema}
 
 
-def _errors(e: ValidationError, prefix: tuple) -> RequestValidationError:
+def _errors(e: ValidationError, prefix: Loc) -> RequestValidationError:
     return RequestValidationError([{**err, "loc": (*prefix, *err["loc"])} for err in e.errors(include_url=False)])
 
 
@@ -74,38 +75,35 @@ async def _read(request: Request, params: str | None, webhook_url: str | None) -
         raise _errors(e, ("body",)) from None
 
 
-def _queue_batch(body: BatchRequest, request: Request, who: Caller) -> Batch:
-    state = request.app.state
+def _queue_batch(body: BatchRequest, state: State, who: Caller) -> Batch:
     model = check_model(body.params.model, state.settings, ("body", "params", "model"))
     check_webhook(body.webhook_url, state.settings)
-    state.limits.check_depth(len(body.prompts))
     batch = Batch(tenant=who.tenant, model=model, total=len(body.prompts), webhook_url=body.webhook_url)
     try:
         jobs = new_jobs(batch, body, state.settings.model)
     except ValidationError as e:
         raise _errors(e, ("body", "params")) from None
-    images = sum(j.request.num_images for j in jobs)
-    state.limits.admit(who.key_id, images)
-    try:
+
+    def queue() -> None:
         state.batches.create(batch, jobs)
         publish_many(jobs, state.store, state.publisher, state.settings.queue)
-    except (redis.RedisError, OSError) as e:
-        state.limits.refund(who.key_id, images)
+
+    def undo() -> None:
         try:
             state.batches.cancel_queued(batch)
         except redis.RedisError:
             log.exception("batch %s: publishing failed and so did cancelling its jobs", batch.id)
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"queue unavailable: {e}",
-                            headers={"Retry-After": "5"}) from e
+
+    admit(state, who, len(jobs), sum(j.request.num_images for j in jobs), queue, undo)
     metrics.BATCHES_ENQUEUED.inc()
     metrics.JOBS_ENQUEUED.labels(model, body.params.priority.value).inc(len(jobs))
     log.info("batch queued", extra={"batch_id": str(batch.id), "tenant": who.tenant, "jobs": len(jobs)})
     return batch
 
 
-@router.post("/batches", status_code=status.HTTP_202_ACCEPTED, response_model=Batch, responses=_LIMITS,
+@router.post("/batches", status_code=status.HTTP_202_ACCEPTED, response_model=Batch, responses=LIMITS,
              openapi_extra=_BODY)
-async def create_batch(request: Request, response: Response, who: Caller = Depends(caller),
+async def create_batch(request: Request, response: Response, state: AppState, who: Who,
                        idempotency_key: IdempotencyKey = None,
                        params: Annotated[str | None, Query(description="JSON Lines only: the shared parameters, "
                                                                        "as a JSON object")] = None,
@@ -115,24 +113,16 @@ async def create_batch(request: Request, response: Response, who: Caller = Depen
     body = await _read(request, params, webhook_url)
     fp_body = body.model_dump_json()
     batch_id, made = await run_in_threadpool(
-        idempotent, request, who, idempotency_key, fp_body, lambda: _queue_batch(body, request, who))
+        idempotent, state, request, who, idempotency_key, fp_body, lambda: _queue_batch(body, state, who))
     response.headers["Location"] = f"/v1/batches/{batch_id}"
     if made is None:
         response.headers["Idempotent-Replayed"] = "true"
-    return await run_in_threadpool(_view, UUID(batch_id), request, who)
+    return await run_in_threadpool(_view, UUID(batch_id), state, who)
 
 
-def _own_batch(batch_id: UUID, request: Request, who: Caller) -> Batch:
-    batch = request.app.state.batches.get(batch_id)
-    if batch is None or batch.tenant != who.tenant:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"batch {batch_id} not found")
-    return batch
-
-
-def _view(batch_id: UUID, request: Request, who: Caller) -> Batch:
+def _view(batch_id: UUID, state: State, who: Caller) -> Batch:
     """The batch with its counts; once finished, a link to its manifest (written here if its writer died)."""
-    state = request.app.state
-    batch = _own_batch(batch_id, request, who)
+    batch = owned(state.batches.get(batch_id), who, "batch", batch_id)
     if batch.status != "finished":
         return batch
     key = manifest_key(batch.id)
@@ -142,16 +132,15 @@ def _view(batch_id: UUID, request: Request, who: Caller) -> Batch:
 
 
 @router.get("/batches/{batch_id}", response_model=Batch, responses={404: {"description": "no such batch"}})
-def get_batch(batch_id: UUID, request: Request, who: Caller = Depends(caller)) -> Batch:
-    return _view(batch_id, request, who)
+def get_batch(batch_id: UUID, state: AppState, who: Who) -> Batch:
+    return _view(batch_id, state, who)
 
 
 @router.delete("/batches/{batch_id}", response_model=Batch, responses={404: {"description": "no such batch"}})
-def cancel_batch(batch_id: UUID, request: Request, who: Caller = Depends(caller)) -> Batch:
+def cancel_batch(batch_id: UUID, state: AppState, who: Who) -> Batch:
     """Cancels every job of the batch that has not started; running ones finish."""
-    state = request.app.state
-    batch = _own_batch(batch_id, request, who)
+    batch = owned(state.batches.get(batch_id), who, "batch", batch_id)
     _, finished = state.batches.cancel_queued(batch)
     if finished:
         state.outcomes.batch_finished(batch.id)
-    return _view(batch_id, request, who)
+    return _view(batch_id, state, who)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
@@ -22,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 PREVIEW_CHARS = 200
 
 
-def _safe(value):
+def _safe(value: Any) -> Any:
     """A JSON-safe, bounded stand-in for an input that was refused."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
@@ -35,7 +36,7 @@ def _safe(value):
     return _safe(encoded) if len(encoded) > PREVIEW_CHARS else json.loads(encoded, parse_constant=str)
 
 
-def _entry(err: dict) -> dict:
+def _entry(err: dict[str, Any]) -> dict[str, Any]:
     entry = {k: v for k, v in err.items() if k not in ("input", "ctx", "url")}
     if "input" in err:
         entry["input"] = _safe(err["input"])
@@ -44,11 +45,12 @@ def _entry(err: dict) -> dict:
     return entry
 
 
-async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # registered for this class only
     return JSONResponse({"detail": [_entry(e) for e in exc.errors()]}, status_code=422)
 
 
-def too_large(limit: int, size: int | None) -> dict:
+def too_large(limit: int, size: int | None) -> dict[str, Any]:
     got = f"{size} bytes" if size is not None else "more"
     return {"detail": [{"type": "too_large", "loc": ["body"], "input": None,
                         "msg": f"the request body is {got}; the limit is {limit} bytes (GENFLEET_MAX_BODY_BYTES)"}]}

@@ -11,21 +11,23 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
+import redis.asyncio
+from fastapi import APIRouter, Header
 from sse_starlette import EventSourceResponse
 
-from genfleet.api.auth import Caller, caller
-from genfleet.shared.events import stream_key, wait_next
-from genfleet.shared.jobstore import job_key
+from genfleet.api.auth import Who, owned
+from genfleet.api.state import AppState
+from genfleet.shared import keys
+from genfleet.shared.events import wait_next
 from genfleet.shared.schema import Job
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 _BLOCK_MS = 10_000
 
 
-async def _events(r, job: Job, last_event_id: str | None) -> AsyncIterator[dict]:
+async def _events(r: redis.asyncio.Redis, job: Job, last_event_id: str | None) -> AsyncIterator[dict[str, str]]:
     after = last_event_id or "0-0"
-    if last_event_id is None and not await r.exists(stream_key(job.id)):
+    if last_event_id is None and not await r.exists(keys.events(job.id)):
         # nothing has happened yet (or the history expired): the record says where the job stands
         yield {"id": "0-0", "event": job.status.value, "data": job.model_dump_json()}
         if job.status.terminal:
@@ -41,11 +43,8 @@ async def _events(r, job: Job, last_event_id: str | None) -> AsyncIterator[dict]
 @router.get("/jobs/{job_id}/events", response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "the job's events"},
                        404: {"description": "no such job"}})
-async def job_events(job_id: UUID, request: Request, who: Caller = Depends(caller),
+async def job_events(job_id: UUID, state: AppState, who: Who,
                      last_event_id: Annotated[str | None, Header(pattern=r"^\d+-\d+$")] = None) -> EventSourceResponse:
-    r = request.app.state.aredis
-    raw = await r.get(job_key(job_id))
-    job = Job.model_validate_json(raw) if raw else None
-    if job is None or job.tenant != who.tenant:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
-    return EventSourceResponse(_events(r, job, last_event_id), ping=15)
+    raw = await state.aredis.get(keys.job(job_id))
+    job = owned(Job.model_validate_json(raw) if raw else None, who, "job", job_id)
+    return EventSourceResponse(_events(state.aredis, job, last_event_id), ping=15)

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from collections.abc import Callable
+
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from genfleet.api.state import AppState
 
 router = APIRouter()
 
 
 @router.get("/healthz")
-def healthz() -> dict:
+def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/readyz")
-def readyz(request: Request) -> JSONResponse:
+def readyz(state: AppState) -> JSONResponse:
     checks: dict[str, str] = {}
-    for name, probe in (("redis", request.app.state.store.redis.ping), ("storage", request.app.state.storage.check)):
+    probes: tuple[tuple[str, Callable[[], object]], ...] = (("redis", state.store.redis.ping),
+                                                           ("storage", state.storage.check))
+    for name, probe in probes:
         try:
             probe()
             checks[name] = "ok"

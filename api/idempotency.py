@@ -16,6 +16,8 @@ import redis
 from fastapi import HTTPException, status
 from fastapi.exceptions import RequestValidationError
 
+from genfleet.shared import keys
+
 _PENDING_TTL_S = 60
 
 
@@ -29,7 +31,7 @@ class Idempotency:
 
     @staticmethod
     def _key(tenant: str, key: str) -> str:
-        return f"genfleet:idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+        return keys.idempotency(tenant, hashlib.sha256(key.encode()).hexdigest())
 
     def begin(self, tenant: str, key: str, fp: str) -> str | None:
         """Claims `key`; returns None to go ahead, or the id of what an earlier identical request made."""
@@ -46,7 +48,7 @@ class Idempotency:
                                                                 "request body; use a new key"}])
         if held["state"] == "pending":
             raise HTTPException(status.HTTP_409_CONFLICT, "a request with this Idempotency-Key is in progress")
-        return held["id"]
+        return str(held["id"])
 
     def complete(self, tenant: str, key: str, fp: str, resource_id: str) -> None:
         self.redis.set(self._key(tenant, key), json.dumps({"fp": fp, "state": "done", "id": resource_id}),

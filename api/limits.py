@@ -13,7 +13,7 @@ import time
 import redis
 from fastapi import HTTPException, status
 
-from genfleet.shared import metrics
+from genfleet.shared import keys, metrics
 from genfleet.shared.queue import queue_depth
 from genfleet.shared.settings import Settings
 
@@ -29,7 +29,8 @@ return 1
 """
 
 
-def _refuse(reason: str, detail: str, retry_after_s: float, code: int = status.HTTP_429_TOO_MANY_REQUESTS):
+def _refuse(reason: str, detail: str, retry_after_s: float,
+            code: int = status.HTTP_429_TOO_MANY_REQUESTS) -> HTTPException:
     metrics.REJECTED.labels(reason).inc()
     return HTTPException(code, detail, headers={"Retry-After": str(max(1, int(retry_after_s + 0.999)))})
 
@@ -43,11 +44,11 @@ class Limits:
     def _counter(name: str, key_id: str, window_s: int, now: float) -> tuple[str, float]:
         """The counter of the window `now` falls in, and the seconds left in that window."""
         start = int(now // window_s) * window_s
-        return f"genfleet:{name}:{key_id}:{start}", start + window_s - now
+        return keys.rate_window(name, key_id, start), start + window_s - now
 
     def _take_from(self, counter: str, amount: int, limit: int, window_s: int) -> bool:
         """Takes `amount` from the window's allowance; False (and nothing taken) if that would pass `limit`."""
-        return self._take(keys=[counter], args=[amount, limit, window_s + 60]) == 1
+        return bool(self._take(keys=[counter], args=[amount, limit, window_s + 60]) == 1)
 
     def admit(self, key_id: str, images: int) -> None:
         """Raises 429 (rate or quota) before anything is recorded; call `refund` if the enqueue then fails."""

@@ -8,6 +8,7 @@ job id, whose record says when it was queued.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import redis
@@ -33,7 +34,7 @@ class QueueCollector(Collector):
         job = self.store.get(job_id)
         return max(0.0, (now - job.created_at).total_seconds()) if job else 0.0
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("genfleet_queue_depth", "Messages waiting in the queue (not yet reserved)",
                                   labels=["queue", "priority"])
         age = GaugeMetricFamily("genfleet_queue_oldest_age_seconds", "Age of the oldest waiting job",

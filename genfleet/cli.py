@@ -22,7 +22,7 @@ from genfleet.shared.batches import BatchStore
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.queue import enqueue, publisher
 from genfleet.shared.redis_server import client
-from genfleet.shared.schema import Job, JobRequest, Priority
+from genfleet.shared.schema import TERMINAL, Job, JobRequest, Priority
 from genfleet.shared.settings import Settings, get_settings
 from genfleet.shared.storage import LocalStorage, open_storage
 
@@ -177,7 +177,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             print(f"batch {b['id']}: {b['total']} job(s) queued")
         if args.wait or args.download:
             batches = wait(api, batches, args.timeout)
-            counts = {k: sum(b["counts"][k] for b in batches) for k in ("succeeded", "failed", "cancelled")}
+            counts = {k.value: sum(b["counts"][k] for b in batches) for k in TERMINAL}
             print("finished: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
             if args.download:
                 print(f"downloaded {download(api, batches, Path(args.download))} image(s) to {args.download}")

@@ -16,6 +16,7 @@ import httpx
 from tqdm import tqdm
 
 from genfleet.shared.batches import MAX_PROMPTS
+from genfleet.shared.schema import TERMINAL
 
 
 class SubmitError(Exception):
@@ -79,7 +80,7 @@ def wait(client: Client, batches: list[dict], timeout_s: float) -> list[dict]:
     with tqdm(total=total, desc="generating", unit="job") as bar:
         while True:
             batches = [client.get(f"/v1/batches/{b['id']}") for b in batches]
-            finished = sum(b["counts"]["succeeded"] + b["counts"]["failed"] + b["counts"]["cancelled"]
+            finished = sum(sum(b["counts"][s] for s in TERMINAL)
                            for b in batches)
             bar.update(finished - bar.n)
             if all(b["status"] == "finished" for b in batches):

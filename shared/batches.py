@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import TypeVar, cast
 from uuid import UUID, uuid4, uuid5
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from genfleet.shared.jobstore import BATCH_PREFIX, JobStore, batch_counts_key
+from genfleet.shared import keys
+from genfleet.shared.jobstore import JobStore, Written
 from genfleet.shared.schema import MAX_SEED, Job, JobParams, JobRequest, JobStatus
 from genfleet.shared.storage import Storage
 
@@ -82,15 +84,14 @@ class Batch(BaseModel):
         return [self.job_id(i) for i in range(self.total)]
 
 
-def batch_key(batch_id: UUID | str) -> str:
-    return f"{BATCH_PREFIX}{batch_id}"
-
-
 def manifest_key(batch_id: UUID | str) -> str:
     return f"batches/{batch_id}/manifest.json"
 
 
-def _chunks(items: list, size: int = _CHUNK) -> Iterator[list]:
+T = TypeVar("T")
+
+
+def _chunks(items: list[T], size: int = _CHUNK) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
@@ -103,19 +104,20 @@ class BatchStore:
         """Records the batch, its counts and every job record, in pipelines of a thousand."""
         ttl = self.jobs.ttl_s
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(batch_key(batch.id), batch.model_dump_json(include=set(Batch.model_fields) - {"counts"}), ex=ttl)
-        pipe.hset(batch_counts_key(batch.id), mapping={"total": batch.total})
-        pipe.expire(batch_counts_key(batch.id), ttl)
+        pipe.set(keys.batch(batch.id), batch.model_dump_json(include=set(Batch.model_fields) - {"counts"}), ex=ttl)
+        pipe.hset(keys.batch_counts(batch.id), mapping={"total": batch.total})
+        pipe.expire(keys.batch_counts(batch.id), ttl)
         pipe.execute()
         for chunk in _chunks(jobs):
             self.jobs.create_many(chunk)
 
     def get(self, batch_id: UUID | str) -> Batch | None:
-        raw = self.redis.get(batch_key(batch_id))
+        raw = self.redis.get(keys.batch(batch_id))
         if raw is None:
             return None
         batch = Batch.model_validate_json(raw)
-        c = {k.decode(): int(v) for k, v in self.redis.hgetall(batch_counts_key(batch_id)).items()}
+        counted = cast(dict[bytes, bytes], self.redis.hgetall(keys.batch_counts(batch_id)))
+        c = {k.decode(): int(v) for k, v in counted.items()}
         done = {s: max(0, c.get(s, 0)) for s in ("running", "succeeded", "failed", "cancelled")}
         counts = BatchCounts(total=batch.total, queued=batch.total - sum(done.values()), **done)
         status = ("finished" if counts.finished >= batch.total
@@ -133,13 +135,11 @@ class BatchStore:
         now, cancelled, finished = datetime.now(UTC), 0, False
         for chunk in _chunks(list(self.records(batch))):
             queued = [j for j in chunk if j is not None and j.status is JobStatus.queued]
-            pipe = self.redis.pipeline(transaction=False)
-            for job in queued:
-                self.jobs.update(job.model_copy(update={"status": JobStatus.cancelled, "finished_at": now,
-                                                        "error": "cancelled with its batch"}), client=pipe)
-            results = pipe.execute() if queued else []
-            cancelled += sum(1 for r in results if r > 0)
-            finished = finished or 2 in results
+            results = self.jobs.update_many([
+                job.model_copy(update={"status": JobStatus.cancelled, "finished_at": now,
+                                       "error": "cancelled with its batch"}) for job in queued])
+            cancelled += sum(1 for r in results if r)
+            finished = finished or Written.batch_done in results
         return cancelled, finished
 
     def write_manifest(self, batch_id: UUID | str, storage: Storage) -> bool:
@@ -150,7 +150,8 @@ class BatchStore:
         jobs = [{"id": str(j.id), "index": i, "prompt": j.request.prompt, "status": j.status.value,
                  "error": j.error, "images": [o.key for o in j.outputs]}
                 for i, j in enumerate(self.records(batch)) if j is not None]
-        body = {"batch_id": str(batch.id), "tenant": batch.tenant, "counts": batch.counts.model_dump(),
+        counts = batch.counts.model_dump() if batch.counts else None
+        body = {"batch_id": str(batch.id), "tenant": batch.tenant, "counts": counts,
                 "created_at": batch.created_at.isoformat(), "jobs": jobs}
         storage.put(manifest_key(batch.id), json.dumps(body, indent=1).encode(), "application/json", if_absent=True)
         return True

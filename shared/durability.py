@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
+from typing import Any
 
 import redis
 
@@ -36,7 +37,7 @@ class NotDurable(redis.RedisError):
     """The rule could not be confirmed in time (a ConnectionError's sibling: the caller answers 503)."""
 
 
-def _version(info: dict) -> tuple[int, ...]:
+def _version(info: dict[str, Any]) -> tuple[int, ...]:
     return tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
 
 
@@ -55,7 +56,7 @@ class Durability:
                 "durability of accepted jobs: %s%s", self.rule.value,
                 " (a Redis crash can lose the last second of accepted jobs)" if self.rule is Rule.none else "")
 
-    def _resolve(self, r: redis.Redis, rule: Rule) -> tuple[Rule, tuple | None]:
+    def _resolve(self, r: redis.Redis, rule: Rule) -> tuple[Rule, tuple[str | int, ...] | None]:
         """The rule in force, and the command that confirms it (None: nothing to wait for)."""
         info, fsync_always = r.info(), _appendfsync(r) == "always"
         if rule is Rule.auto:
@@ -72,12 +73,12 @@ class Durability:
             raise ValueError("GENFLEET_DURABILITY=fsync needs `appendfsync always` or Redis 7.2+ (WAITAOF)")
         return rule, None
 
-    def wait_on(self, pipe) -> None:
+    def wait_on(self, pipe: redis.client.Pipeline) -> None:
         """Adds the confirming command to `pipe`, after the write it must cover (see `check`)."""
         if self._wait is not None:
             pipe.execute_command(*self._wait)
 
-    def check(self, replies: list) -> None:
+    def check(self, replies: list[Any]) -> None:
         """Raises NotDurable unless the last reply of a pipeline given to `wait_on` confirms the rule."""
         if self._wait is None:
             return

@@ -12,17 +12,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import redis
+import redis.asyncio
 
-STREAM_PREFIX = "genfleet:events:"
+from genfleet.shared import keys
+from genfleet.shared.schema import TERMINAL
+
 MAXLEN = 64  # approximate (XADD MAXLEN ~): enough for every status change and the latest progress
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-
-
-def stream_key(job_id: UUID | str) -> str:
-    return f"{STREAM_PREFIX}{job_id}"
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class Event:
         return self.type in TERMINAL
 
 
-def _decode(entries: Iterable) -> list[Event]:
+def _decode(entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> list[Event]:
     return [Event(eid.decode(), fields[b"event"].decode(), fields[b"data"].decode()) for eid, fields in entries]
 
 
@@ -44,12 +43,12 @@ def publish_progress(r: redis.Redis, job_ids: Iterable[UUID | str], step: int, s
     data = json.dumps({"step": step, "steps": steps})
     pipe = r.pipeline(transaction=False)
     for job_id in job_ids:
-        pipe.xadd(stream_key(job_id), {"event": "progress", "data": data}, maxlen=MAXLEN, approximate=True)
-        pipe.expire(stream_key(job_id), ttl_s)
+        pipe.xadd(keys.events(job_id), {"event": "progress", "data": data}, maxlen=MAXLEN, approximate=True)
+        pipe.expire(keys.events(job_id), ttl_s)
     pipe.execute()
 
 
-async def wait_next(r, job_id: UUID | str, after: str, block_ms: int) -> list[Event]:
+async def wait_next(r: redis.asyncio.Redis, job_id: UUID | str, after: str, block_ms: int) -> list[Event]:
     """New events after `after`, waiting up to `block_ms` for one (redis.asyncio client)."""
-    reply = await r.xread({stream_key(job_id): after}, block=block_ms)
+    reply: Any = await r.xread({keys.events(job_id): after}, block=block_ms)  # RESP2: [[stream, entries]]
     return _decode(reply[0][1]) if reply else []

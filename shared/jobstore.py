@@ -10,34 +10,30 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import IntEnum
+from typing import Any, cast
 from uuid import UUID
 
 import redis
 
+from genfleet.shared import keys
 from genfleet.shared.durability import Durability
-from genfleet.shared.events import MAXLEN, stream_key
+from genfleet.shared.events import MAXLEN
 from genfleet.shared.metrics import DEAD_LETTERS
-from genfleet.shared.schema import Job, JobStatus
+from genfleet.shared.schema import TERMINAL, Job, JobStatus
 
-KEY_PREFIX = "genfleet:job:"
-BATCH_PREFIX = "genfleet:batch:"
-DEAD_LETTER = "genfleet:dead-letter"  # newest first, capped: jobs that exhausted their retries, with the reason
-# Jobs recorded but not yet known to be published (a sorted set, by time of recording): the publisher removes
-# each once its message is out; the sweeper (shared/sweeper.py) publishes what a crash left in between.
-UNPUBLISHED = "genfleet:unpublished"
-# Jobs whose pool process died under them while their worker lived (a poison job, or its batch-mates): each
-# runs alone on redelivery. A key a job, expiring after a day.
-SUSPECT_PREFIX = "genfleet:suspect:"
 _SUSPECT_TTL_S = 24 * 3600
 _DEAD_LETTER_CAP = 10_000
 
 # KEYS: job, event stream, batch counts (a hash: total, running, succeeded, failed, cancelled).
 # ARGV: new JSON, ttl seconds, new status, stream maxlen, "1" if the job belongs to a batch.
 # Returns -1 no record, 0 refused (already terminal), 1 written, 2 written and it was the batch's last job.
+_TERMINAL_LUA = ", ".join(f"{s.value} = true" for s in sorted(TERMINAL))
 _UPDATE = """
-local function terminal(s) return s == 'succeeded' or s == 'failed' or s == 'cancelled' end
+local TERMINAL = {""" + _TERMINAL_LUA + """}
+local function terminal(s) return TERMINAL[s] == true end
 local cur = redis.call('GET', KEYS[1])
 if not cur then return -1 end
 local old = cjson.decode(cur)['status']
@@ -52,8 +48,9 @@ if ARGV[5] ~= '1' or old == new then return 1 end
 if old == 'running' then redis.call('HINCRBY', KEYS[3], 'running', -1) end
 redis.call('HINCRBY', KEYS[3], new, 1)
 if not terminal(new) then return 1 end
-local c = redis.call('HMGET', KEYS[3], 'total', 'succeeded', 'failed', 'cancelled')
-local finished = (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0)
+local c = redis.call('HMGET', KEYS[3], 'total', """ + ", ".join(f"'{s.value}'" for s in sorted(TERMINAL)) + """)
+local finished = 0
+for i = 2, #c do finished = finished + (tonumber(c[i]) or 0) end
 if finished >= (tonumber(c[1]) or 0) then return 2 end
 return 1
 """
@@ -71,14 +68,6 @@ class Written(IntEnum):
         return self > 0
 
 
-def batch_counts_key(batch_id: UUID | str) -> str:
-    return f"{BATCH_PREFIX}{batch_id}:counts"
-
-
-def job_key(job_id: UUID | str) -> str:
-    return f"{KEY_PREFIX}{job_id}"
-
-
 class JobStore:
     def __init__(self, r: redis.Redis, ttl_s: int, durability: Durability | None = None) -> None:
         self.redis, self.ttl_s, self.durability = r, ttl_s, durability
@@ -88,10 +77,11 @@ class JobStore:
         """Stores a new record, listed as unpublished until `published` (unless `to_publish` is False: its
         message is already out); False (and nothing written) if the id exists."""
         if not to_publish:
-            return bool(self.redis.set(job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s))
-        created, _ = (self.redis.pipeline(transaction=True)
-                      .set(job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s)
-                      .zadd(UNPUBLISHED, {str(job.id): time.time()}, nx=True).execute())
+            return bool(self.redis.set(keys.job(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.job(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s)
+        pipe.zadd(keys.UNPUBLISHED, {str(job.id): time.time()}, nx=True)
+        created, _ = pipe.execute()
         return bool(created)
 
     def create_many(self, jobs: list[Job]) -> None:
@@ -99,16 +89,16 @@ class JobStore:
         from a new batch id)."""
         pipe = self.redis.pipeline(transaction=True)
         for job in jobs:
-            pipe.set(job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s)
-        pipe.zadd(UNPUBLISHED, dict.fromkeys((str(j.id) for j in jobs), time.time()), nx=True)
+            pipe.set(keys.job(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s)
+        pipe.zadd(keys.UNPUBLISHED, dict.fromkeys((str(j.id) for j in jobs), time.time()), nx=True)
         pipe.execute()
 
-    def published(self, job_ids: list) -> None:
+    def published(self, job_ids: Sequence[UUID | str]) -> None:
         """Marks jobs published; with a durability rule, returns once it holds (else raises NotDurable)."""
         if not job_ids:
             return
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(UNPUBLISHED, *(str(i) for i in job_ids))
+        pipe.zrem(keys.UNPUBLISHED, *(str(i) for i in job_ids))
         if self.durability is not None:
             self.durability.wait_on(pipe)  # same connection, after the publish: covers the message too
         replies = pipe.execute()
@@ -117,41 +107,56 @@ class JobStore:
 
     def unpublished(self, older_than_s: float, count: int = 1000) -> list[str]:
         """Ids recorded more than `older_than_s` ago whose publishing was never confirmed."""
-        ids = self.redis.zrange(UNPUBLISHED, 0, time.time() - older_than_s, byscore=True, offset=0, num=count)
-        return [i.decode() for i in ids]
+        ids = self.redis.zrange(keys.UNPUBLISHED, 0, time.time() - older_than_s, byscore=True, offset=0, num=count)
+        return [i.decode() for i in cast(list[bytes], ids)]
 
     def get(self, job_id: UUID | str) -> Job | None:
-        raw = self.redis.get(job_key(job_id))
+        raw = self.redis.get(keys.job(job_id))
         return Job.model_validate_json(raw) if raw else None
 
-    def get_many(self, job_ids: list) -> list[Job | None]:
+    def get_many(self, job_ids: Sequence[UUID | str]) -> list[Job | None]:
         """Records for many ids in one round trip (MGET), None where there is none."""
-        raws = self.redis.mget([job_key(i) for i in job_ids]) if job_ids else []
+        raws = self.redis.mget([keys.job(i) for i in job_ids]) if job_ids else []
         return [Job.model_validate_json(r) if r else None for r in raws]
 
-    def update(self, job: Job, client=None) -> Written:
-        """Writes `job` unless the stored record is already terminal (falsy then); `client` may be a pipeline."""
-        counts = batch_counts_key(job.batch_id) if job.batch_id else job_key(job.id)
+    def _update_call(self, job: Job) -> tuple[list[str], list[str | int]]:
+        """The update script's KEYS and ARGV for `job`."""
+        counts = keys.batch_counts(job.batch_id) if job.batch_id else keys.job(job.id)
         in_batch = "1" if job.batch_id else "0"
-        result = self._update(keys=[job_key(job.id), stream_key(job.id), counts],
-                              args=[job.model_dump_json(), self.ttl_s, job.status.value, MAXLEN, in_batch],
-                              client=client)
-        return result if client is not None else Written(result)
+        return ([keys.job(job.id), keys.events(job.id), counts],
+                [job.model_dump_json(), self.ttl_s, job.status.value, MAXLEN, in_batch])
+
+    def update(self, job: Job) -> Written:
+        """Writes `job` unless the stored record is already terminal (falsy then)."""
+        script_keys, args = self._update_call(job)
+        return Written(self._update(keys=script_keys, args=args))
+
+    def update_many(self, jobs: Sequence[Job]) -> list[Written]:
+        """`update` for many jobs, in one round trip."""
+        if not jobs:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job in jobs:
+            script_keys, args = self._update_call(job)
+            self._update(keys=script_keys, args=args, client=pipe)
+        return [Written(r) for r in pipe.execute()]
 
     def delete(self, job_id: UUID | str) -> None:
-        self.redis.delete(job_key(job_id))
+        self.redis.delete(keys.job(job_id))
 
-    def mark_suspects(self, job_ids: list) -> None:
+    def mark_suspects(self, job_ids: Sequence[UUID | str]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.set(f"{SUSPECT_PREFIX}{job_id}", 1, ex=_SUSPECT_TTL_S)
+            pipe.set(keys.suspect(job_id), 1, ex=_SUSPECT_TTL_S)
         pipe.execute()
 
-    def suspects(self, job_ids: list) -> set[str]:
+    def suspects(self, job_ids: Sequence[UUID | str]) -> set[str]:
         """Of `job_ids` (all still to run), those to run alone: marked by a pool death, or left `running` by
         two dead runs or more (a job that takes its whole worker down with it)."""
-        marks, raws = (self.redis.pipeline(transaction=False)
-                       .mget([f"{SUSPECT_PREFIX}{i}" for i in job_ids]).mget([job_key(i) for i in job_ids]).execute())
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.mget([keys.suspect(i) for i in job_ids])
+        pipe.mget([keys.job(i) for i in job_ids])
+        marks, raws = pipe.execute()
         records = [Job.model_validate_json(raw) if raw else None for raw in raws]
         return {str(i) for i, mark, job in zip(job_ids, marks, records, strict=True)
                 if mark or (job is not None and job.status is JobStatus.running and job.attempts >= 2)}
@@ -160,13 +165,16 @@ class JobStore:
         """Keeps a record of a job failed for good; `kind` is a short label (worker_lost, storage)."""
         entry = json.dumps({"job_id": str(job.id), "kind": kind, "reason": reason, "attempts": job.attempts,
                             "at": datetime.now(UTC).isoformat()})
-        self.redis.pipeline().lpush(DEAD_LETTER, entry).ltrim(DEAD_LETTER, 0, _DEAD_LETTER_CAP - 1).execute()
+        pipe = self.redis.pipeline()
+        pipe.lpush(keys.DEAD_LETTER, entry)
+        pipe.ltrim(keys.DEAD_LETTER, 0, _DEAD_LETTER_CAP - 1)
+        pipe.execute()
         DEAD_LETTERS.labels(kind).inc()
 
-    def dead_letters(self, count: int = 100) -> list[dict]:
-        return [json.loads(e) for e in self.redis.lrange(DEAD_LETTER, 0, count - 1)]
+    def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
+        return [json.loads(e) for e in self.redis.lrange(keys.DEAD_LETTER, 0, count - 1)]
 
-    def statuses(self, job_ids: list) -> list[JobStatus | None]:
+    def statuses(self, job_ids: Sequence[UUID | str]) -> list[JobStatus | None]:
         return [j.status if j else None for j in self.get_many(job_ids)]
 
     def status(self, job_id: UUID | str) -> JobStatus | None:

@@ -21,14 +21,18 @@ import logging
 import os
 import socket
 import time
+from typing import Any
 
 import redis
 from celery import bootsteps
 from kombu.transport import virtual
 
+from genfleet.shared import keys
+
+Consumer = Any  # celery.worker.consumer.Consumer (Celery ships no types)
+Message = Any  # kombu.transport.virtual.Message
 log = logging.getLogger(__name__)
 
-WORKER_PREFIX = "genfleet:worker:"
 RESTORE_INTERVAL_S = 2  # how often a consumer looks for messages whose lease ran out
 RENEWALS_PER_TIMEOUT = 5  # a lease survives four missed renewals (a busy event loop, a Redis blip)
 
@@ -37,11 +41,7 @@ RENEWALS_PER_TIMEOUT = 5  # a lease survives four missed renewals (a busy event 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def worker_key(worker_id: str) -> str:
-    return f"{WORKER_PREFIX}{worker_id}"
-
-
-def transport_options(visibility_timeout_s: int) -> dict:
+def transport_options(visibility_timeout_s: int) -> dict[str, Any]:
     """kombu options for short leases: sweep often, and scan on every sweep (kombu's default scans every 10th)."""
     return {"visibility_timeout": visibility_timeout_s, "unacked_restore_interval": RESTORE_INTERVAL_S,
             "unacked_restore_throttle": 1}
@@ -49,45 +49,45 @@ def transport_options(visibility_timeout_s: int) -> dict:
 
 def holds(r: redis.Redis, worker_id: str | None, job_id: str) -> bool:
     """Whether `worker_id` is alive and still holds a message of `job_id`."""
-    return bool(worker_id) and bool(r.sismember(worker_key(worker_id), job_id))
+    return worker_id is not None and bool(r.sismember(keys.worker(worker_id), job_id))
 
 
-def release(message) -> None:
+def release(message: Message) -> None:
     """Forgets a delivered message locally, without acking it in Redis: it stays in the unacked index, no longer
     renewed, and comes back to the queue once its lease runs out."""
-    virtual.QoS.ack(message.channel.qos, message.delivery_tag)
+    virtual.QoS.ack(message.channel.qos, message.delivery_tag)  # type: ignore[no-untyped-call]  # kombu ships no types
 
 
-class HoldMessages(bootsteps.StartStopStep):
+class HoldMessages(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery ships no types
     """Renews the lease of every message this consumer holds, and the set of job ids it holds."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
-    def __init__(self, c, **kwargs) -> None:
+    def __init__(self, c: Consumer, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
         self.timeout_s = c.app.conf.broker_transport_options["visibility_timeout"]
         self.tref = None
 
-    def start(self, c) -> None:
+    def start(self, c: Consumer) -> None:
         self.renew(c)
         self.tref = c.timer.call_repeatedly(self.timeout_s / RENEWALS_PER_TIMEOUT, self.renew, (c,), priority=10)
 
-    def stop(self, c) -> None:
+    def stop(self, c: Consumer) -> None:
         if self.tref is not None:
             self.tref.cancel()
             self.tref = None
 
-    def shutdown(self, c) -> None:
+    def shutdown(self, c: Consumer) -> None:
         self.stop(c)
 
-    def renew(self, c) -> None:
+    def renew(self, c: Consumer) -> None:
         channel = c.task_consumer.channel if c.task_consumer else None
         if channel is None:
             return
         qos = channel.qos
         held = {tag: qos._delivered.get(tag) for tag in list(qos._delivered) if tag not in qos._dirty}
         job_ids = [m.headers.get("id") for m in held.values() if m is not None and m.headers.get("id")]
-        key = worker_key(WORKER_ID)
+        key = keys.worker(WORKER_ID)
         try:
             with channel.conn_or_acquire() as r:
                 pipe = r.pipeline(transaction=True)

@@ -7,6 +7,7 @@ as keys of their own, so a log pipeline can filter on them without parsing messa
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import signals
 from pythonjsonlogger.json import JsonFormatter
@@ -38,7 +39,7 @@ def configure(fmt: str = "json", level: str | int = "INFO") -> None:
 def configure_celery_logging(fmt: str) -> None:
     """Celery configures no logging of its own once a `setup_logging` receiver exists; this is it."""
 
-    def setup(loglevel=None, **_) -> None:
+    def setup(loglevel: str | None = None, **_: Any) -> None:
         configure(fmt, loglevel or "INFO")
 
     signals.setup_logging.connect(setup, weak=False)

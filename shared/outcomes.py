@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 from genfleet.shared.batches import BatchStore
@@ -15,7 +16,7 @@ from genfleet.shared.webhooks import batch_event, job_event
 
 log = logging.getLogger(__name__)
 
-Notify = Callable[[str | None, dict], None]  # (url, event): queue one webhook delivery
+Notify = Callable[[str | None, dict[str, Any]], None]  # (url, event): queue one webhook delivery
 
 
 class Outcomes:

@@ -6,9 +6,11 @@ The API publishes by task name, so it never imports the worker (nor torch).
 from __future__ import annotations
 
 from contextlib import suppress
+from typing import Any
 
 import redis
 from celery import Celery
+from kombu import Producer
 
 from genfleet.shared.failpoints import failpoint
 from genfleet.shared.jobstore import JobStore
@@ -36,7 +38,7 @@ def webhook_queue(queue: str) -> str:
     return f"{queue}.webhooks"
 
 
-def celery_config(settings: Settings, redis_url: str) -> dict:
+def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     """Settings both ends of the queue must agree on."""
     broker_url, broker_options = kombu_url(redis_url)
     return {
@@ -56,13 +58,18 @@ def celery_config(settings: Settings, redis_url: str) -> dict:
     }
 
 
-def consumer(name: str, settings: Settings, command: str, **conf) -> Celery:
-    """A Celery app that consumes (a worker's): the shared config plus `conf`. Its process must have been given
-    a Redis by `genfleet COMMAND`, which starts the embedded one when none is configured."""
+def given_redis(settings: Settings, command: str) -> str:
+    """The Redis URL a consuming process was given by `genfleet COMMAND`, which starts the embedded Redis when
+    none is configured."""
     if not settings.redis_url:
         raise SystemExit(f"GENFLEET_REDIS_URL is not set: run `genfleet {command}`, which starts the embedded Redis")
+    return settings.redis_url
+
+
+def consumer(name: str, settings: Settings, command: str, **conf: Any) -> Celery:
+    """A Celery app that consumes (a worker's): the shared config plus `conf`."""
     app = Celery(name)
-    app.conf.update(celery_config(settings, settings.redis_url))
+    app.conf.update(celery_config(settings, given_redis(settings, command)))
     app.conf.update(task_acks_late=True, task_reject_on_worker_lost=True, **conf)
     app.steps["consumer"].add(HoldMessages)
     return app
@@ -74,7 +81,8 @@ def publisher(settings: Settings, redis_url: str) -> Celery:
     return app
 
 
-def _send(app: Celery, job: Job, queue: str, producer=None, declare: list | None = None) -> None:
+def _send(app: Celery, job: Job, queue: str, producer: Producer | None = None,
+          declare: list[Any] | None = None) -> None:
     # argsrepr: Celery would otherwise saferepr() the whole record into a header, most of a publish's cost
     app.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=queue, task_id=str(job.id),
                   priority=PRIORITY_STEPS[job.request.priority], producer=producer, argsrepr=f"[job {job.id}]",

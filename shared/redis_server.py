@@ -3,7 +3,10 @@ genfleet/embedded_redis.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
+import redis.asyncio
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
@@ -17,25 +20,23 @@ def client(url: str) -> redis.Redis:
         url = "unix://" + url.removeprefix("redis+socket://")
     # redis-py's own retry: a restart or failover of Redis costs a pause, not an error (up to ~10 s in all)
     retry = Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.1), retries=8)
-    options = {"socket_timeout": 10, "socket_connect_timeout": 5, "health_check_interval": 30, "retry": retry,
-               "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
+    options: dict[str, Any] = {"socket_timeout": 10, "socket_connect_timeout": 5, "health_check_interval": 30,
+                               "retry": retry, "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
     sentinel = SentinelURL.parse(url)
     return sentinel.client(**options) if sentinel else redis.Redis.from_url(url, **options)
 
 
-def async_client(url: str):
+def async_client(url: str) -> redis.asyncio.Redis:
     """A redis.asyncio client for the same URLs (the API's Server-Sent Events wait on it)."""
-    import redis.asyncio
-
     if url.startswith("redis+socket://"):
         url = "unix://" + url.removeprefix("redis+socket://")
     # socket_timeout outlasts the longest XREAD BLOCK (10 s) the events endpoint waits for
-    options = {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 30}
+    options: dict[str, Any] = {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 30}
     sentinel = SentinelURL.parse(url)
-    return sentinel.client(asyncio=True, **options) if sentinel else redis.asyncio.Redis.from_url(url, **options)
+    return sentinel.async_client(**options) if sentinel else redis.asyncio.Redis.from_url(url, **options)
 
 
-def kombu_url(url: str) -> tuple[str, dict]:
+def kombu_url(url: str) -> tuple[str, dict[str, Any]]:
     """The broker URL kombu understands for `url`, and the transport options it needs (kombu spells unix
     sockets `redis+socket://`, and takes a Sentinel's master name as an option)."""
     sentinel = SentinelURL.parse(url)

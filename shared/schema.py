@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
@@ -42,7 +42,11 @@ class JobStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+        return self in TERMINAL
+
+
+# The statuses a job never leaves: the job store's update script (shared/jobstore.py) is built from this set.
+TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
 
 class JobParams(BaseModel):
@@ -129,7 +133,7 @@ class Job(BaseModel):
     timings: dict[str, float] = {}
 
     @classmethod
-    def new(cls, request: JobRequest, default_model: str, tenant: str | None = None, **fields) -> Job:
+    def new(cls, request: JobRequest, default_model: str, tenant: str | None = None, **fields: Any) -> Job:
         """A queued job. The seed is fixed here, so a redelivered message regenerates the same images."""
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         return cls(request=request, model=request.model or default_model, seed=seed, tenant=tenant, **fields)

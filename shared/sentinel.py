@@ -10,7 +10,13 @@ without one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlparse
+
+import redis
+import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 
 SCHEME = "sentinel://"
 
@@ -37,18 +43,25 @@ class SentinelURL:
             raise ValueError(f"{url!r}: expected sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]")
         return cls(hosts, parts[0], int(parts[1]) if len(parts) > 1 else 0, password or None)
 
-    def kombu(self) -> tuple[str, dict]:
+    def kombu(self) -> tuple[str, dict[str, Any]]:
         """kombu's spelling: one `sentinel://` URL a sentinel, `;`-separated, plus its transport options."""
         auth = f":{self.password}@" if self.password else ""
         url = ";".join(f"sentinel://{auth}{host}:{port}/{self.db}" for host, port in self.hosts)
         return url, {"master_name": self.master}
 
-    def client(self, asyncio: bool = False, **kwargs):
-        """A client of the current primary (redis-py's `Sentinel.master_for`), sync or asyncio."""
-        if asyncio:
-            from redis.asyncio.sentinel import Sentinel
-        else:
-            from redis.sentinel import Sentinel
-        timeouts = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout") if k in kwargs}
-        sentinel = Sentinel(list(self.hosts), sentinel_kwargs=timeouts, **timeouts)
-        return sentinel.master_for(self.master, db=self.db, password=self.password, **kwargs)
+    def _timeouts(self, options: dict[str, Any]) -> dict[str, Any]:
+        return {k: options[k] for k in ("socket_timeout", "socket_connect_timeout") if k in options}
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A client of the current primary (redis-py's `Sentinel.master_for`)."""
+        timeouts = self._timeouts(options)
+        sentinel = redis.sentinel.Sentinel(list(self.hosts), sentinel_kwargs=timeouts, **timeouts)
+        client: redis.Redis = sentinel.master_for(self.master, db=self.db, password=self.password, **options)
+        return client
+
+    def async_client(self, **options: Any) -> redis.asyncio.Redis:
+        """The same, for asyncio."""
+        timeouts = self._timeouts(options)
+        sentinel = redis.asyncio.sentinel.Sentinel(list(self.hosts), sentinel_kwargs=timeouts, **timeouts)
+        client: redis.asyncio.Redis = sentinel.master_for(self.master, db=self.db, password=self.password, **options)
+        return client

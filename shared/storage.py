@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import boto3
@@ -114,7 +114,8 @@ class S3Storage:
             raise
 
     def get(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=_join(self.prefix, key))["Body"].read()
+        body: bytes = self.client.get_object(Bucket=self.bucket, Key=_join(self.prefix, key))["Body"].read()
+        return body
 
     def exists(self, key: str) -> bool:
         try:
@@ -129,8 +130,8 @@ class S3Storage:
         return f"s3://{self.bucket}/{_join(self.prefix, key)}"
 
     def link(self, key: str, expires_s: int) -> str:
-        return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": _join(self.prefix, key)}, ExpiresIn=expires_s)
+        return str(self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": _join(self.prefix, key)}, ExpiresIn=expires_s))
 
     def check(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)
@@ -156,22 +157,23 @@ class RideOut:
         self._retry = tenacity.Retrying(
             retry=tenacity.retry_if_exception(transient), stop=tenacity.stop_after_delay(outage_s),
             wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=max_wait_s), reraise=False,
-            before_sleep=lambda state: log.warning("storage unreachable (%s); retrying", state.outcome.exception()))
+            before_sleep=lambda state: log.warning("storage unreachable (%s); retrying",
+                                                   state.outcome.exception() if state.outcome else None))
 
-    def _call(self, name: str, *args, **kwargs):
+    def _call(self, name: str, *args: Any) -> Any:
         try:
-            return self._retry(getattr(self.inner, name), *args, **kwargs)
+            return self._retry(getattr(self.inner, name), *args)
         except tenacity.RetryError as e:
             raise StorageUnavailable(f"still failing after the outage window: {e.last_attempt.exception()}") from e
 
     def put(self, key: str, data: bytes, content_type: str, if_absent: bool = False) -> bool:
-        return self._call("put", key, data, content_type, if_absent)
+        return bool(self._call("put", key, data, content_type, if_absent))
 
     def get(self, key: str) -> bytes:
-        return self._call("get", key)
+        return bytes(self._call("get", key))
 
     def exists(self, key: str) -> bool:
-        return self._call("exists", key)
+        return bool(self._call("exists", key))
 
     def url(self, key: str) -> str:
         return self.inner.url(key)

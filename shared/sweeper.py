@@ -15,6 +15,7 @@ import threading
 
 from celery import Celery
 
+from genfleet.shared import keys
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.metrics import SWEPT
 from genfleet.shared.queue import publish_many
@@ -22,13 +23,12 @@ from genfleet.shared.schema import JobStatus
 
 log = logging.getLogger(__name__)
 
-LOCK = "genfleet:sweeper:lock"
 INTERVAL_S = 5.0
 
 
 def sweep(store: JobStore, app: Celery, queue: str, grace_s: float) -> int:
     """One sweep; returns how many jobs it published."""
-    if not store.redis.set(LOCK, "1", nx=True, ex=120):
+    if not store.redis.set(keys.SWEEPER_LOCK, "1", nx=True, ex=120):
         return 0  # another process is sweeping
     try:
         published = 0
@@ -43,7 +43,7 @@ def sweep(store: JobStore, app: Celery, queue: str, grace_s: float) -> int:
         SWEPT.inc(published)
         return published
     finally:
-        store.redis.delete(LOCK)
+        store.redis.delete(keys.SWEEPER_LOCK)
 
 
 class Sweeper(threading.Thread):

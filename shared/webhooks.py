@@ -12,6 +12,7 @@ import ipaddress
 import json
 import socket
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import httpx
@@ -19,6 +20,10 @@ from celery import Celery
 from standardwebhooks.webhooks import Webhook
 
 from genfleet.shared.queue import WEBHOOK_TASK, webhook_queue
+
+if TYPE_CHECKING:  # imported for annotations only: the batch and job stores import this module
+    from genfleet.shared.batches import Batch
+    from genfleet.shared.schema import Job
 
 
 class UnsafeTarget(ValueError):
@@ -50,7 +55,7 @@ def check_target(url: str, allow_private: bool, resolve: bool = True) -> None:
         if not resolve:
             return
         try:
-            addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, parsed.port or 443)})
+            addresses = sorted({str(info[4][0]) for info in socket.getaddrinfo(host, parsed.port or 443)})
         except socket.gaierror as e:
             raise UnsafeTarget(f"{host} does not resolve: {e}") from None
     bad = [a for a in addresses if _internal(a)]
@@ -67,7 +72,7 @@ def headers(secret: str, msg_id: str, body: str, now: datetime | None = None) ->
             "webhook-signature": Webhook(secret).sign(msg_id, now, body)}
 
 
-def deliver(url: str, event: dict, secret: str, allow_private: bool, timeout_s: float = 10.0) -> int:
+def deliver(url: str, event: dict[str, Any], secret: str, allow_private: bool, timeout_s: float = 10.0) -> int:
     """One attempt: checks the target, signs and POSTs. Returns the status; raises to be retried."""
     check_target(url, allow_private)
     body = json.dumps(event, separators=(",", ":"))
@@ -78,19 +83,19 @@ def deliver(url: str, event: dict, secret: str, allow_private: bool, timeout_s: 
     return response.status_code
 
 
-def job_event(job) -> dict:
+def job_event(job: Job) -> dict[str, Any]:
     """`job.succeeded`, `job.failed` or `job.cancelled`; the id is stable, so a receiver can drop repeats."""
     kind = f"job.{job.status.value}"
     return {"id": f"{job.id}.{kind}", "type": kind, "timestamp": datetime.now(UTC).isoformat(),
             "data": json.loads(job.model_dump_json(exclude={"request"}))}
 
 
-def batch_event(batch) -> dict:
+def batch_event(batch: Batch) -> dict[str, Any]:
     return {"id": f"{batch.id}.batch.finished", "type": "batch.finished",
             "timestamp": datetime.now(UTC).isoformat(), "data": json.loads(batch.model_dump_json())}
 
 
-def notify(app: Celery, queue: str, url: str | None, event: dict) -> None:
+def notify(app: Celery, queue: str, url: str | None, event: dict[str, Any]) -> None:
     """Queues one delivery (no-op without a URL); the webhook worker retries it with backoff."""
     if url:
         app.send_task(WEBHOOK_TASK, args=[str(url), event], queue=webhook_queue(queue))

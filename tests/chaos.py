@@ -37,9 +37,9 @@ import boto3
 import httpx
 
 from genfleet import supervisor
-from genfleet.shared.events import stream_key
-from genfleet.shared.jobstore import job_key
+from genfleet.shared import keys
 from genfleet.shared.redis_server import client
+from genfleet.shared.schema import TERMINAL
 from genfleet.shared.settings import Settings
 from tests.conftest import free_port, pool_children, start_api
 from tests.integration.test_durability import port_of, start_redis
@@ -76,7 +76,7 @@ class Fleet:
 
 
 def read(r, job_ids: list[str]) -> list[dict | None]:
-    return [json.loads(raw) if raw else None for raw in r.mget([job_key(j) for j in job_ids])]
+    return [json.loads(raw) if raw else None for raw in r.mget([keys.job(j) for j in job_ids])]
 
 
 def recovery_times(r, running_at_kill: list[tuple[str, float]]) -> list[tuple[float, str, float]]:
@@ -84,7 +84,7 @@ def recovery_times(r, running_at_kill: list[tuple[str, float]]) -> list[tuple[fl
     running."""
     times = []
     for job_id, killed_at in running_at_kill:
-        for _, fields in r.xrange(stream_key(job_id)):
+        for _, fields in r.xrange(keys.events(job_id)):
             if fields[b"event"] != b"running":
                 continue
             started = datetime.fromisoformat(json.loads(fields[b"data"])["started_at"]).timestamp()
@@ -122,7 +122,8 @@ def run(args: argparse.Namespace) -> dict:
     prefix = uuid.uuid4().hex[:8]
     env = {**os.environ, "GENFLEET_REDIS_URL": url, "GENFLEET_QUEUE": f"chaos-{prefix}", "PYTHONUNBUFFERED": "1",
            "GENFLEET_STORAGE_URL": f"s3://{BUCKET}/{prefix}", "GENFLEET_S3_ENDPOINT_URL": endpoint,
-           "GENFLEET_METRICS_PORT": "0", "GENFLEET_QUALITY_ATTEMPTS": "1", "GENFLEET_LOG_FORMAT": "text"}
+           "GENFLEET_METRICS_PORT": "0", "GENFLEET_QUALITY_ATTEMPTS": "1", "GENFLEET_LOG_FORMAT": "text",
+           "GENFLEET_MAX_DELIVERIES": str(args.max_deliveries)}
     fleet = Fleet(tmp, env)
     api, base = start_api(tmp / "api.log", env)
     r = client(url)
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> dict:
         next_kill = started
         while time.monotonic() - started < args.timeout:
             records = read(r, accepted)
-            ended = sum(1 for rec in records if rec and rec["status"] in ("succeeded", "failed", "cancelled"))
+            ended = sum(1 for rec in records if rec and rec["status"] in TERMINAL)
             if ended == len(accepted):
                 break
             if not redis_killed and ended >= len(accepted) / 3:
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> dict:
             emit(event="slowest_recovery", seconds=round(t, 1), job=job_id, killed_at=killed_at,
                  redis_killed_at=redis_killed_at)
         counts = {s: sum(1 for rec in records if rec and rec["status"] == s) for s in ("succeeded", "failed")}
-        lost = sum(1 for rec in records if rec is None or rec["status"] not in ("succeeded", "failed", "cancelled"))
+        lost = sum(1 for rec in records if rec is None or rec["status"] not in TERMINAL)
         return emit(event="summary", accepted=len(accepted), **counts, lost=lost, worker_kills=kills,
                     redis_kills=int(redis_killed), seconds=round(time.monotonic() - started, 1),
                     attempts_max=max((rec["attempts"] for rec in records if rec), default=0),
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kill-every", type=float, default=8.0, help="seconds between worker kills (jittered)")
     p.add_argument("--timeout", type=float, default=1200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-deliveries", type=int, default=Settings().max_deliveries,
+                   help="deaths under a job before it fails as a poison job (GENFLEET_MAX_DELIVERIES)")
     summary = run(p.parse_args(argv))
     return 0 if summary["lost"] == summary["duplicated_effects"] == summary["extra_objects"] == 0 else 1
 

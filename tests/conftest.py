@@ -25,6 +25,7 @@ import pytest
 from genfleet import supervisor
 from genfleet.embedded_redis import embedded_redis
 from genfleet.shared.redis_server import answers, client
+from genfleet.shared.schema import TERMINAL
 from genfleet.shared.settings import Settings
 
 BUCKET = "genfleet-test"
@@ -157,7 +158,7 @@ def wait_terminal(api: str, job_id: str, timeout_s: float = 120) -> dict:
     job: dict = {}
     while time.monotonic() < deadline:
         job = httpx.get(f"{api}/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
+        if job["status"] in TERMINAL:
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} not finished after {timeout_s}s: {job}")

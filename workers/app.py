@@ -17,7 +17,7 @@ from genfleet.shared.batches import BatchStore
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.logs import configure_celery_logging
 from genfleet.shared.outcomes import Outcomes
-from genfleet.shared.queue import GENERATE_TASK, consumer
+from genfleet.shared.queue import GENERATE_TASK, consumer, given_redis
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import Job, JobStatus
 from genfleet.shared.settings import get_settings
@@ -50,7 +50,7 @@ def context() -> Context:
     global _context
     if _context is None:
         device = resolve_device(settings.device)
-        store = JobStore(client(settings.redis_url), settings.job_ttl_s)
+        store = JobStore(client(given_redis(settings, "worker")), settings.job_ttl_s)
         storage = RideOut(open_storage(settings.storage_url, settings.s3_endpoint_url), settings.storage_outage_s)
         _context = Context(
             settings=settings,
@@ -109,7 +109,7 @@ class JobBatches(AcceleratorBatches):
     @classmethod
     def _jobs(cls) -> JobStore:
         if cls._store is None:
-            cls._store = JobStore(client(settings.redis_url), settings.job_ttl_s)
+            cls._store = JobStore(client(given_redis(settings, "worker")), settings.job_ttl_s)
         return cls._store
 
     def suspects(self, ids: list[str]) -> set[str]:

@@ -82,7 +82,7 @@ def sample_with_retries(sampler: Sampler, pipe, key: GroupKey, jobs: list[Job], 
             raise
         except Exception:  # a failed retry keeps what the job already has
             break
-        scores = scorers.score(key.model, images, [s.prompt for s in specs])
-        for slot, spec, image, image_scores in zip(retry, specs, images, scores, strict=True):
+        retry_scores = scorers.score(key.model, images, [s.prompt for s in specs])
+        for slot, spec, image, image_scores in zip(retry, specs, images, retry_scores, strict=True):
             slot.offer(image, spec.seed, image_scores, threshold)
     return results

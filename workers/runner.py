@@ -129,6 +129,7 @@ def write_job(job: Job, slots: list[Candidate], timings: dict[str, float], ctx: 
         outputs = []
         for i, slot in enumerate(slots):
             key, image = image_key(job, i), slot.image
+            assert image is not None, "every slot was offered an image before the job is written"
             output = ImageOutput(index=i, url=ctx.storage.url(key), key=key, seed=slot.seed, score=slot.score,
                                  scores=slot.scores, width=image.width, height=image.height, attempts=slot.attempts)
             t_enc = time.perf_counter()
@@ -191,7 +192,8 @@ def run_batch(messages: list[Job], ctx: Context) -> list[Job | None]:
             results = [e] * len(jobs)
         sample_s = time.perf_counter() - t0  # sampling, scoring and quality retries of the whole group
         for job, result in zip(jobs, results, strict=True):
-            timings = {"queued_s": (job.started_at - job.created_at).total_seconds(), "sample_s": sample_s,
+            queued_s = ((job.started_at or job.created_at) - job.created_at).total_seconds()
+            timings = {"queued_s": queued_s, "sample_s": sample_s,
                        "batch_images": float(sum(j.request.num_images for j in jobs))}
             if isinstance(result, Exception):
                 outcome[order[job.id]] = finish(job, ctx, JobStatus.failed,

@@ -11,7 +11,8 @@ quality bar applies to. Every scorer's score is recorded in the job record, the 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -64,7 +65,8 @@ class ClipScorer:
 
     def __init__(self, model: str, device: torch.device) -> None:
         self.model_name, self.device = model, device
-        self._model = self._processor = None
+        self._model: Any = None  # transformers' CLIPModel and CLIPProcessor, loaded on first use
+        self._processor: Any = None
         self._missing = False
 
     def _load(self) -> bool:
@@ -102,7 +104,7 @@ class ScorerSet:
 
     def _get(self, name: str) -> Scorer:
         if name not in self._loaded:
-            makers = {"technical": TechnicalScorer, "adherence": AdherenceScorer,
+            makers: dict[str, Callable[[], Scorer]] = {"technical": TechnicalScorer, "adherence": AdherenceScorer,
                       "clip": lambda: ClipScorer(self.clip_model, self.device)}
             self._loaded[name] = makers[name]()
         return self._loaded[name]

@@ -16,10 +16,10 @@ from celery import signals
 from celery.utils.time import get_exponential_backoff_interval
 from prometheus_client import start_http_server
 
-from genfleet.shared.jobstore import DEAD_LETTER
+from genfleet.shared import keys
 from genfleet.shared.logs import configure_celery_logging
 from genfleet.shared.metrics import DEAD_LETTERS, WEBHOOKS
-from genfleet.shared.queue import WEBHOOK_TASK, consumer, webhook_queue
+from genfleet.shared.queue import WEBHOOK_TASK, consumer, given_redis, webhook_queue
 from genfleet.shared.redis_server import client
 from genfleet.shared.settings import get_settings
 from genfleet.shared.webhooks import DeliveryFailed, UnsafeTarget, deliver
@@ -40,7 +40,7 @@ def _serve_metrics(**_) -> None:
 def give_up(url: str, event: dict, reason: str) -> None:
     entry = json.dumps({"webhook": url, "event_id": event.get("id"), "kind": "webhook", "reason": reason,
                         "at": datetime.now(UTC).isoformat()})
-    client(settings.redis_url).lpush(DEAD_LETTER, entry)
+    client(given_redis(settings, "webhooks")).lpush(keys.DEAD_LETTER, entry)
     DEAD_LETTERS.labels("webhook").inc()
 
 

@@ -26,9 +26,8 @@ from pathlib import Path
 import httpx
 
 from genfleet import supervisor
-from genfleet.shared.batches import Batch, batch_key
-from genfleet.shared.events import stream_key
-from genfleet.shared.jobstore import batch_counts_key, job_key
+from genfleet.shared import keys
+from genfleet.shared.batches import Batch
 from genfleet.shared.queue import GENERATE_TASK, priority_lists, publisher
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import Job, JobRequest
@@ -84,7 +83,7 @@ def bench_batch(base: str, n: int, made: list[str]) -> dict:
     r = httpx.post(f"{base}/v1/batches", json={"prompts": prompts}, timeout=120)
     seconds = time.perf_counter() - t0
     batch = Batch.model_validate(r.raise_for_status().json())
-    made += [batch_key(batch.id), batch_counts_key(batch.id), *(job_key(i) for i in batch.job_ids())]
+    made += [keys.batch(batch.id), keys.batch_counts(batch.id), *(keys.job(i) for i in batch.job_ids())]
     return emit(measure="batch", prompts=n, seconds_to_accept=seconds)
 
 
@@ -124,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         supervisor.stop(api, grace_s=5)
         r = client(args.redis_url)
         keys = [*priority_lists(queue), f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}",
-                *(k if k.startswith("genfleet:") else job_key(k) for k in made),
-                *(stream_key(k) for k in made if not k.startswith("genfleet:"))]
+                *(k if k.startswith("genfleet:") else keys.job(k) for k in made),
+                *(keys.events(k) for k in made if not k.startswith("genfleet:"))]
         for start in range(0, len(keys), 1000):
             r.unlink(*keys[start:start + 1000])
     return 0

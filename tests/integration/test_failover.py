@@ -12,7 +12,7 @@ from datetime import datetime
 
 import httpx
 
-from genfleet.shared.jobstore import DEAD_LETTER
+from genfleet.shared import keys
 from genfleet.shared.queue import queue_depth
 from tests.conftest import pool_children, wait_for, wait_status, wait_terminal
 from tests.faults import FlakyEndpoint
@@ -150,7 +150,7 @@ def test_storage_down_past_the_outage_window_fails_the_job_once_with_a_dead_lett
     assert wait_terminal(api, post(api, steps=3)["id"])["status"] == "succeeded"  # the worker went on
     assert httpx.get(f"{api}/v1/jobs/{job['id']}").json()["status"] == "failed"  # and was not sent round again
     assert sum(queue_depth(redis, stack.settings.queue).values()) == 0
-    assert job["id"] in redis.lindex(DEAD_LETTER, 0).decode() and b'"storage"' in redis.lindex(DEAD_LETTER, 0)
+    assert job["id"] in redis.lindex(keys.DEAD_LETTER, 0).decode() and b'"storage"' in redis.lindex(keys.DEAD_LETTER, 0)
     assert objects(s3, stack, job["id"]) == []
     endpoint.kill()
 
@@ -183,12 +183,11 @@ def test_a_poison_job_is_isolated_and_its_batch_mates_succeed_on_their_first_red
     for m in mates:
         assert records[m["id"]]["status"] == "succeeded" and records[m["id"]]["attempts"] <= 2, records[m["id"]]
         assert objects(s3, stack, m["id"]) == ["0.png", "1.png", "manifest.json"]
-    dead = [e for e in redis.lrange(DEAD_LETTER, 0, -1)]
+    dead = [e for e in redis.lrange(keys.DEAD_LETTER, 0, -1)]
     assert len(dead) == 1 and poison["id"] in dead[0].decode()
 
 
 def test_a_job_recorded_by_an_api_that_died_before_publishing_is_published_once(stack, s3, redis):
-    from genfleet.shared.jobstore import UNPUBLISHED
 
     dying = stack.start_api(GENFLEET_FAILPOINTS="enqueue.after-record")
     try:
@@ -197,17 +196,16 @@ def test_a_job_recorded_by_an_api_that_died_before_publishing_is_published_once(
     except httpx.HTTPError:
         pass
     assert stack.procs[-1].wait(timeout=10) == -signal.SIGKILL
-    (job_id,) = [k.decode() for k in redis.zrange(UNPUBLISHED, 0, -1)]  # recorded, never sent
+    (job_id,) = [k.decode() for k in redis.zrange(keys.UNPUBLISHED, 0, -1)]  # recorded, never sent
     assert sum(queue_depth(redis, stack.settings.queue).values()) == 0
     api = stack.start_api(GENFLEET_PUBLISH_GRACE_S="1")
     stack.start_worker(**ONE_TRY)
     done = wait_terminal(api, job_id, timeout_s=120)
     assert done["status"] == "succeeded" and done["attempts"] == 1
-    assert objects(s3, stack, job_id) == ["0.png", "manifest.json"] and redis.zcard(UNPUBLISHED) == 0
+    assert objects(s3, stack, job_id) == ["0.png", "manifest.json"] and redis.zcard(keys.UNPUBLISHED) == 0
 
 
 def test_the_rest_of_a_half_published_batch_is_published_exactly_once(stack, redis):
-    from genfleet.shared.jobstore import UNPUBLISHED
 
     dying = stack.start_api(GENFLEET_FAILPOINTS="publish.after-chunk")
     prompts = [f"a cat number {i}" for i in range(1500)]
@@ -217,12 +215,12 @@ def test_the_rest_of_a_half_published_batch_is_published_exactly_once(stack, red
     except httpx.HTTPError:
         pass
     assert stack.procs[-1].wait(timeout=10) == -signal.SIGKILL
-    assert sum(queue_depth(redis, stack.settings.queue).values()) == 1000 and redis.zcard(UNPUBLISHED) == 500
+    assert sum(queue_depth(redis, stack.settings.queue).values()) == 1000 and redis.zcard(keys.UNPUBLISHED) == 500
     stack.start_api(GENFLEET_PUBLISH_GRACE_S="1")
     deadline = time.monotonic() + 30
-    while redis.zcard(UNPUBLISHED) and time.monotonic() < deadline:
+    while redis.zcard(keys.UNPUBLISHED) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert redis.zcard(UNPUBLISHED) == 0
+    assert redis.zcard(keys.UNPUBLISHED) == 0
     queued = [m for lst in ("", ":3", ":6") for m in redis.lrange(stack.settings.queue + lst, 0, -1)]
     ids = [json.loads(m)["headers"]["id"] for m in queued]
     assert len(ids) == 1500 and len(set(ids)) == 1500  # every job once, none twice

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from genfleet.shared.jobstore import DEAD_LETTER
+from genfleet.shared import keys
 from genfleet.shared.queue import GENERATE_TASK, publisher, queue_depth
 from genfleet.shared.schema import Job, JobRequest
 from tests.conftest import BUCKET, pool_children, wait_status, wait_terminal
@@ -98,7 +98,7 @@ def test_job_that_keeps_killing_its_worker_fails_after_k_tries_while_others_flow
     assert record["status"] == "failed" and "died 2 times" in record["error"], record
     assert kills == 2 and worker.poll() is None
     assert [wait_terminal(api, o["id"])["status"] for o in others] == ["succeeded"] * 3
-    assert poison["id"] in redis.lindex(DEAD_LETTER, 0).decode()
+    assert poison["id"] in redis.lindex(keys.DEAD_LETTER, 0).decode()
 
 
 def test_sigterm_finishes_the_batch_and_returns_the_rest_at_once(stack, s3):

@@ -168,7 +168,7 @@ def test_a_job_a_live_worker_holds_is_left_and_a_dead_workers_job_runs_again(red
     held, orphan = queued(ctx.store, seed=1), queued(ctx.store, seed=2)
     for job, owner in ((held, "gpu-7:41"), (orphan, "gpu-8:42")):
         ctx.store.update(job.model_copy(update={"status": JobStatus.running, "attempts": 1, "worker": owner}))
-    redis.sadd(leases.worker_key("gpu-7:41"), str(held.id))  # gpu-7 is alive and holds it; gpu-8 is gone
+    redis.sadd(leases.keys.worker("gpu-7:41"), str(held.id))  # gpu-7 is alive and holds it; gpu-8 is gone
     done = run_batch([held, orphan], ctx)
     assert done[0] is None  # left unacked for its owner: not run, not recorded
     stored = ctx.store.get(held.id)
@@ -180,7 +180,7 @@ def test_a_job_a_live_worker_holds_is_left_and_a_dead_workers_job_runs_again(red
 def test_a_rerun_whose_storage_stays_down_fails_once_with_a_dead_letter(redis, tmp_path, embedded, s3_server):
     """A job that ran before is checked for a finished manifest before it runs again; storage down past the
     outage window fails it there (it used to send its whole batch back to the queue, forever)."""
-    from genfleet.shared.jobstore import DEAD_LETTER
+    from genfleet.shared import keys
     from genfleet.shared.storage import RideOut, S3Storage
     from tests.conftest import BUCKET
     from tests.faults import FlakyEndpoint
@@ -194,4 +194,4 @@ def test_a_rerun_whose_storage_stays_down_fails_once_with_a_dead_letter(redis, t
     done = run_batch([job], ctx)
     assert done[0].status is JobStatus.failed and "storage unavailable" in done[0].error
     assert done[0].attempts == 1  # failed where it stood: not run, not counted again
-    assert str(job.id) in redis.lindex(DEAD_LETTER, 0).decode()
+    assert str(job.id) in redis.lindex(keys.DEAD_LETTER, 0).decode()

@@ -121,7 +121,7 @@ def render(scene: Scene, seed: int, vivid: bool = False) -> Image.Image:
     s = RESOLUTION * _SUPER
     background = _background(rng)
     if vivid:
-        background = tuple(rng.randint(0, 255) for _ in range(3))
+        background = (rng.randint(0, 255), rng.randint(0, 255), rng.randint(0, 255))
     img = Image.new("RGB", (s, s), background)
     d = ImageDraw.Draw(img)
     style = rng.randrange(3)

@@ -1,0 +1,56 @@
+"""Every Redis key genfleet writes, in one place, so that one list says what lives in Redis.
+
+Celery's own keys (the queues, `unacked`, `unacked_index`) are kombu's and are named in shared/queue.py.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+PREFIX = "genfleet:"
+
+DEAD_LETTER = f"{PREFIX}dead-letter"  # a list, newest first, capped: what exhausted its retries, with the reason
+# A sorted set (by time of recording) of jobs recorded but not yet known to be published: the publisher removes
+# each once its message is out; the sweeper (shared/sweeper.py) publishes what a crash left in between.
+UNPUBLISHED = f"{PREFIX}unpublished"
+SWEEPER_LOCK = f"{PREFIX}sweeper:lock"  # one API process sweeps at a time
+
+
+def job(job_id: UUID | str) -> str:
+    """A job's record (JSON)."""
+    return f"{PREFIX}job:{job_id}"
+
+
+def events(job_id: UUID | str) -> str:
+    """A job's event stream: status changes and step progress, read by the SSE endpoint."""
+    return f"{PREFIX}events:{job_id}"
+
+
+def suspect(job_id: UUID | str) -> str:
+    """Set when a pool process died under the job while its worker lived: it runs alone on redelivery."""
+    return f"{PREFIX}suspect:{job_id}"
+
+
+def batch(batch_id: UUID | str) -> str:
+    """A batch's record (JSON, without its counts)."""
+    return f"{PREFIX}batch:{batch_id}"
+
+
+def batch_counts(batch_id: UUID | str) -> str:
+    """A hash of a batch's counts (total, running, succeeded, failed, cancelled), moved by the job updates."""
+    return f"{PREFIX}batch:{batch_id}:counts"
+
+
+def worker(worker_id: str) -> str:
+    """The set of job ids a live worker holds (shared/leases.py); it expires when the worker stops renewing."""
+    return f"{PREFIX}worker:{worker_id}"
+
+
+def idempotency(tenant: str, digest: str) -> str:
+    """The job or batch an `Idempotency-Key` (hashed) already created for a tenant."""
+    return f"{PREFIX}idem:{tenant}:{digest}"
+
+
+def rate_window(limit: str, key_id: str, window_start: int) -> str:
+    """A counter of one rate or quota limit for one key, in one fixed window."""
+    return f"{PREFIX}{limit}:{key_id}:{window_start}"
