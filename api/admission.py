@@ -16,8 +16,9 @@ from pydantic import AnyUrl
 from genfleet.api.auth import Caller
 from genfleet.api.idempotency import fingerprint
 from genfleet.api.state import State
+from genfleet.shared.errors import UnsafeTarget
 from genfleet.shared.settings import Settings
-from genfleet.shared.webhooks import UnsafeTarget, check_target
+from genfleet.shared.webhooks import check_target
 
 Loc = tuple[str | int, ...]
 

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 from pydantic import ValidationError
@@ -65,12 +66,13 @@ def _report(job: Job, settings: Settings) -> None:
         print(f"  {_where(o.url, settings)}  seed {o.seed}  score {score}  {o.width}x{o.height}")
 
 
-def _wait(store: JobStore, ids: list, worker: subprocess.Popen | None, log: Path, timeout_s: float) -> list[Job]:
+def _wait(store: JobStore, ids: list[UUID], worker: subprocess.Popen[bytes] | None, log: Path,
+          timeout_s: float) -> list[Job]:
     deadline = time.monotonic() + timeout_s
     while True:
-        jobs = store.get_many(ids)
-        if all(j is not None and j.status.terminal for j in jobs):
-            return jobs  # type: ignore[return-value]
+        jobs = [j for j in store.get_many(ids) if j is not None and j.status.terminal]
+        if len(jobs) == len(ids):
+            return jobs
         if worker is not None and worker.poll() is not None:
             raise RuntimeError(f"the worker exited with code {worker.returncode}; its log:\n{supervisor.tail(log)}")
         if time.monotonic() > deadline:

@@ -23,6 +23,8 @@ from typing import Any
 
 import redis
 
+from genfleet.shared.errors import NotDurable
+
 log = logging.getLogger(__name__)
 
 
@@ -31,10 +33,6 @@ class Rule(StrEnum):
     none = "none"
     fsync = "fsync"
     replicas = "replicas"
-
-
-class NotDurable(redis.RedisError):
-    """The rule could not be confirmed in time (a ConnectionError's sibling: the caller answers 503)."""
 
 
 def _version(info: dict[str, Any]) -> tuple[int, ...]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER = "REPLACE_ME"  # what deploy/ puts where a secret belongs
 
 
 class Settings(BaseSettings):
@@ -78,6 +80,15 @@ class Settings(BaseSettings):
             raise ValueError("GENFLEET_STORAGE_OUTAGE_S must be shorter than GENFLEET_SOFT_TIME_LIMIT_S, or the time "
                              "limit cuts a batch short while it waits for storage")
         return self
+
+    @field_validator("redis_url", "api_keys", "webhook_secret", "storage_url", "s3_endpoint_url")
+    @classmethod
+    def _no_placeholder(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # deploy/ ships placeholders rather than working secrets: a deployment that kept one stops here, loudly
+        if value is not None and PLACEHOLDER in value:
+            raise ValueError(f"GENFLEET_{(info.field_name or '').upper()} still holds the deploy placeholder "
+                             f"{PLACEHOLDER}: set it (deploy/k8s/base/config.yaml's Secret)")
+        return value
 
     @field_validator("webhook_secret")
     @classmethod

@@ -23,6 +23,8 @@ import tenacity
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from genfleet.shared.errors import StorageUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -135,10 +137,6 @@ class S3Storage:
 
     def check(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)
-
-
-class StorageUnavailable(Exception):
-    """Storage stayed unreachable for the whole outage window."""
 
 
 def transient(e: BaseException) -> bool:

@@ -19,19 +19,12 @@ import httpx
 from celery import Celery
 from standardwebhooks.webhooks import Webhook
 
+from genfleet.shared.errors import DeliveryFailed, UnsafeTarget
 from genfleet.shared.queue import WEBHOOK_TASK, webhook_queue
 
 if TYPE_CHECKING:  # imported for annotations only: the batch and job stores import this module
     from genfleet.shared.batches import Batch
     from genfleet.shared.schema import Job
-
-
-class UnsafeTarget(ValueError):
-    """The URL points at a private, loopback, link-local or otherwise internal address."""
-
-
-class DeliveryFailed(Exception):
-    """The receiver answered, but not with a 2xx; worth retrying."""
 
 
 def _internal(address: str) -> bool:

@@ -41,7 +41,7 @@ from genfleet.shared import keys
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import TERMINAL
 from genfleet.shared.settings import Settings
-from tests.conftest import free_port, pool_children, start_api
+from tests.helpers import free_port, pool_children, start_api
 from tests.integration.test_durability import port_of, start_redis
 
 BUCKET = "genfleet-chaos"

@@ -12,30 +12,22 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
-import httpx
 import pytest
 
 from genfleet import supervisor
 from genfleet.embedded_redis import embedded_redis
 from genfleet.shared.redis_server import answers, client
-from genfleet.shared.schema import TERMINAL
-from genfleet.shared.settings import Settings
+from tests.helpers import BUCKET, ROOT, Stack, free_port
 
-BUCKET = "genfleet-test"
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Fixtures that start or reach a service: a test that uses one is not a unit test, wherever it lives.
+SERVICE_FIXTURES = {"redis_url", "redis", "s3_server", "s3_endpoint", "s3", "stack", "exported"}
+TIERS = {"unit", "integration", "embedded", "deploy", "benchmarks"}  # folders of tests/
+_skipped: list[tuple[str, str]] = []
 
 
 @pytest.fixture(scope="session")
@@ -83,64 +75,6 @@ def s3(s3_endpoint):
     return boto3.client("s3", endpoint_url=s3_endpoint)
 
 
-def settings_of(env: dict[str, str]) -> Settings:
-    return Settings(**{k.removeprefix("GENFLEET_").lower(): v for k, v in env.items() if k.startswith("GENFLEET_")})
-
-
-@dataclass
-class Stack:
-    """Environment shared by the processes of one test: its own queue and storage prefix."""
-
-    env: dict[str, str]
-    tmp: Path
-    procs: list[subprocess.Popen] = field(default_factory=list)
-
-    @property
-    def settings(self) -> Settings:
-        return settings_of(self.env)
-
-    def start_worker(self, **env: str) -> subprocess.Popen:
-        log = self.tmp / f"worker-{len(self.procs)}.log"
-        full = {**supervisor.worker_env(self.env["GENFLEET_REDIS_URL"], 0), **self.env, **env}
-        proc = supervisor.spawn(supervisor.worker_command(settings_of(full)), full, log)
-        self.procs.append(proc)
-        wait_for(lambda: "ready." in log.read_text(errors="replace"), 60,
-                 lambda: f"worker never ready:\n{supervisor.tail(log)}", proc)
-        return proc
-
-    def start_api(self, **env: str) -> str:
-        proc, base = start_api(self.tmp / f"api-{len(self.procs)}.log", {**self.env, **env})
-        self.procs.append(proc)
-        return base
-
-
-def start_api(log: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """An API process on a free loopback port, once it answers /healthz; (process, base URL)."""
-    port = free_port()
-    proc = supervisor.spawn(supervisor.api_command("127.0.0.1", port), env, log)
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _healthy(base), 30, lambda: f"API never healthy:\n{supervisor.tail(log)}", proc)
-    return proc, base
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def wait_for(predicate, timeout_s: float, message, proc: subprocess.Popen | None = None) -> None:
-    """Polls `predicate`; `message` is a string or a callable, read only on failure (e.g. a log's tail)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        failed = proc is not None and proc.poll() is not None
-        if failed or time.monotonic() > deadline:
-            text = message() if callable(message) else message
-            raise AssertionError(f"process exited ({proc.returncode}): {text}" if failed else text)
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def stack(redis, redis_url, s3_endpoint, tmp_path) -> Iterator[Stack]:
     run = uuid.uuid4().hex[:8]
@@ -153,35 +87,42 @@ def stack(redis, redis_url, s3_endpoint, tmp_path) -> Iterator[Stack]:
         supervisor.stop(proc, grace_s=10)
 
 
-def wait_terminal(api: str, job_id: str, timeout_s: float = 120) -> dict:
-    deadline = time.monotonic() + timeout_s
-    job: dict = {}
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{api}/v1/jobs/{job_id}").json()
-        if job["status"] in TERMINAL:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} not finished after {timeout_s}s: {job}")
+@pytest.fixture(autouse=True)
+def _unit_tier_stays_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `unit` test that opens a connection or starts a process fails, so the tier keeps its promise."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a unit test reached for the network or a process; mark it integration")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
-def wait_status(api: str, job_id: str, status: str, timeout_s: float = 60) -> dict:
-    deadline = time.monotonic() + timeout_s
-    job: dict = {}
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{api}/v1/jobs/{job_id}").json()
-        if job["status"] == status:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never {status}: {job}")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks each test with its tier: the folder it lives in, except that a test under `unit/` that needs a
+    service is `integration`. `chaos` and `slow` are set by the tests themselves."""
+    for item in items:
+        folder = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+        tier = folder if folder in TIERS else "integration"
+        if tier == "unit" and SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            tier = "integration"
+        if tier == "unit" and (item.get_closest_marker("slow") or item.get_closest_marker("integration")):
+            tier = "integration"
+        item.add_marker(getattr(pytest.mark, tier))
 
 
-def pool_children(proc: subprocess.Popen) -> list[int]:
-    """PIDs of a worker's pool processes (its children)."""
-    out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped.append((report.nodeid, reason))
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "genfleet.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI (`CI=true`) a skip fails the run: every tool a test needs is one `.ci/run` installs, so a skip
+    there means a step is missing, not that the test does not apply."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes") and _skipped and exitstatus == 0:
+        for nodeid, reason in _skipped:
+            print(f"\nskipped under CI: {nodeid}: {reason}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

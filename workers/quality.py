@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
 from genfleet.shared.schema import MAX_SEED, Attempt, Job
-from genfleet.workers.sampling import GroupKey, ImageSpec, Sampler, StopCheck, image_specs, sample_group
+from genfleet.workers.results import Failed, Ok, attempt
+from genfleet.workers.sampling import GroupKey, ImageSpec, Pipeline, Sampler, StopCheck, image_specs, sample_group
 from genfleet.workers.scoring import ScorerSet, Scores, overall
 
 _RETRY_STRIDE = 1_000_003  # a prime: retry seeds never collide with the seeds of a job's other images
@@ -57,32 +57,29 @@ def retry_seed(spec: ImageSpec, attempt: int) -> int:
     return (spec.seed + attempt * _RETRY_STRIDE) % (MAX_SEED + 1)
 
 
-def sample_with_retries(sampler: Sampler, pipe, key: GroupKey, jobs: list[Job], scorers: ScorerSet,
+def sample_with_retries(sampler: Sampler, pipe: Pipeline, key: GroupKey, jobs: list[Job], scorers: ScorerSet,
                         threshold: float, max_attempts: int, should_stop: StopCheck | None = None
-                        ) -> list[list[Candidate] | Exception]:
-    """Per job: its candidates (best image per slot, with attempts), or the exception its sampling raised."""
-    results: list[list[Candidate] | Exception] = []
-    for job, images in zip(jobs, sample_group(sampler, pipe, key, jobs, should_stop), strict=True):
-        if isinstance(images, Exception):
-            results.append(images)
+                        ) -> list[Ok[list[Candidate]] | Failed]:
+    """Per job: its candidates (best image per slot, with attempts), or how its sampling failed."""
+    results: list[Ok[list[Candidate]] | Failed] = []
+    for job, sampled in zip(jobs, sample_group(sampler, pipe, key, jobs, should_stop), strict=True):
+        if isinstance(sampled, Failed):
+            results.append(sampled)
             continue
         slots = [Candidate(spec) for spec in image_specs(job)]
-        scores_of = scorers.score(key.model, images, [job.request.prompt] * len(images))
-        for slot, image, scores in zip(slots, images, scores_of, strict=True):
+        scores_of = scorers.score(key.model, sampled.value, [job.request.prompt] * len(sampled.value))
+        for slot, image, scores in zip(slots, sampled.value, scores_of, strict=True):
             slot.offer(image, slot.spec.seed, scores, threshold)
-        results.append(slots)
-    for attempt in range(1, max_attempts):
-        retry = [s for r in results if not isinstance(r, Exception) for s in r if s.wants_retry(threshold)]
+        results.append(Ok(slots))
+    for n in range(1, max_attempts):
+        retry = [s for r in results if isinstance(r, Ok) for s in r.value if s.wants_retry(threshold)]
         if not retry or (should_stop is not None and should_stop()):
             break
-        specs = [ImageSpec(s.spec.prompt, s.spec.negative, retry_seed(s.spec, attempt)) for s in retry]
-        try:
-            images = sampler.sample(pipe, key, specs, should_stop)
-        except SoftTimeLimitExceeded:
-            raise
-        except Exception:  # a failed retry keeps what the job already has
+        specs = [ImageSpec(s.spec.prompt, s.spec.negative, retry_seed(s.spec, n)) for s in retry]
+        retried = attempt(sampler.sample, pipe, key, specs, should_stop)
+        if isinstance(retried, Failed):  # a failed retry keeps what the job already has
             break
-        retry_scores = scorers.score(key.model, images, [s.prompt for s in specs])
-        for slot, spec, image, image_scores in zip(retry, specs, images, retry_scores, strict=True):
+        retry_scores = scorers.score(key.model, retried.value, [s.prompt for s in specs])
+        for slot, spec, image, image_scores in zip(retry, specs, retried.value, retry_scores, strict=True):
             slot.offer(image, spec.seed, image_scores, threshold)
     return results

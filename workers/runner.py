@@ -20,17 +20,19 @@ from enum import Enum
 from celery.exceptions import SoftTimeLimitExceeded
 
 from genfleet.shared import leases
+from genfleet.shared.errors import StorageUnavailable
 from genfleet.shared.events import publish_progress
 from genfleet.shared.failpoints import failpoint
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.outcomes import Outcomes
 from genfleet.shared.schema import ImageOutput, Job, JobStatus
 from genfleet.shared.settings import Settings
-from genfleet.shared.storage import Storage, StorageUnavailable
+from genfleet.shared.storage import Storage
 from genfleet.workers.encode import manifest_bytes, png_bytes
 from genfleet.workers.models import PipelineCache
 from genfleet.workers.quality import Candidate, sample_with_retries
-from genfleet.workers.sampling import Sampler, group_jobs
+from genfleet.workers.results import Failed
+from genfleet.workers.sampling import Sampler, StopCheck, group_jobs
 from genfleet.workers.scoring import ScorerSet
 from genfleet.workers.writer import BoundedWriter
 
@@ -150,7 +152,7 @@ def write_job(job: Job, slots: list[Candidate], timings: dict[str, float], ctx: 
     return finish(job, ctx, JobStatus.succeeded, outputs=outputs, timings=timings)
 
 
-def step_hook(jobs: list[Job], ctx: Context):
+def step_hook(jobs: list[Job], ctx: Context) -> StopCheck:
     """Called by a pipeline call at most twice a second: publishes step progress to every job sharing it,
     and says to stop once all of them have been cancelled."""
     ids = [str(j.id) for j in jobs]
@@ -189,17 +191,16 @@ def run_batch(messages: list[Job], ctx: Context) -> list[Job | None]:
                     outcome[order[j.id]] = finish(j, ctx, JobStatus.failed, error=reason)
             break
         except Exception as e:  # the model itself would not load: every job of the group fails with it
-            results = [e] * len(jobs)
+            results = [Failed(e)] * len(jobs)
         sample_s = time.perf_counter() - t0  # sampling, scoring and quality retries of the whole group
         for job, result in zip(jobs, results, strict=True):
             queued_s = ((job.started_at or job.created_at) - job.created_at).total_seconds()
             timings = {"queued_s": queued_s, "sample_s": sample_s,
                        "batch_images": float(sum(j.request.num_images for j in jobs))}
-            if isinstance(result, Exception):
-                outcome[order[job.id]] = finish(job, ctx, JobStatus.failed,
-                                                error=f"{type(result).__name__}: {result}", timings=timings)
+            if isinstance(result, Failed):
+                outcome[order[job.id]] = finish(job, ctx, JobStatus.failed, error=result.reason, timings=timings)
             else:
-                pending.append(ctx.writer.submit(write_job, job, result, timings, ctx))
+                pending.append(ctx.writer.submit(write_job, job, result.value, timings, ctx))
     for future in pending:
         job = future.result()
         outcome[order[job.id]] = job

@@ -11,13 +11,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
-from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
 from genfleet.shared.schema import MAX_SEED, Job
+from genfleet.workers.results import Failed, Ok, attempt
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +58,26 @@ def image_specs(job: Job) -> list[ImageSpec]:
     return [ImageSpec(r.prompt, r.negative_prompt, image_seed(job, i)) for i in range(r.num_images)]
 
 
-# Called with (step, steps) at most every half second during a call, and with no arguments between calls:
-# True means stop.
-StopCheck = Callable[..., bool]
+class StopCheck(Protocol):
+    """Asked with (step, steps) at most every half second during a call, and with no arguments between calls:
+    True means stop (every job of the call was cancelled)."""
+
+    def __call__(self, step: int | None = None, steps: int | None = None) -> bool: ...
 
 
-def interrupter(should_stop: StopCheck, every_s: float = 0.5):
+class Pipeline(Protocol):
+    """A diffusers pipeline (or the embedded one): called with batched prompts, generators and options, it
+    returns an output whose `images` are PIL images."""
+
+    def __call__(self, **kwargs: Any) -> Any: ...
+
+
+def interrupter(should_stop: StopCheck, every_s: float = 0.5) -> Callable[..., dict[str, Any]]:
     """A diffusers step-end callback that sets the pipeline's interrupt flag once `should_stop()` says so
     (asked at most every `every_s`, so a cancel costs a Redis read per half second, not per step)."""
     last = [time.monotonic()]
 
-    def callback(pipe, step: int, timestep, tensors: dict) -> dict:
+    def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         if time.monotonic() - last[0] >= every_s:
             last[0] = time.monotonic()
             if should_stop(step + 1, getattr(pipe, "num_timesteps", None)):
@@ -79,9 +88,9 @@ def interrupter(should_stop: StopCheck, every_s: float = 0.5):
 
 
 def call_kwargs(key: GroupKey, specs: list[ImageSpec], device: torch.device,
-                should_stop: StopCheck | None = None) -> dict:
+                should_stop: StopCheck | None = None) -> dict[str, Any]:
     """One diffusers call for these images; unset options are left to the pipeline's defaults."""
-    kwargs: dict = {"prompt": [s.prompt for s in specs],
+    kwargs: dict[str, Any] = {"prompt": [s.prompt for s in specs],
                     "generator": [torch.Generator(device).manual_seed(s.seed) for s in specs]}
     if any(s.negative for s in specs):
         kwargs["negative_prompt"] = [s.negative or "" for s in specs]
@@ -117,7 +126,7 @@ class Sampler:
         k = self._size_key(key)
         return min(self.max_batch, self.fits.get(k, 1)) if k in self.too_big else self.max_batch
 
-    def sample(self, pipe, key: GroupKey, specs: list[ImageSpec], should_stop: StopCheck | None = None
+    def sample(self, pipe: Pipeline, key: GroupKey, specs: list[ImageSpec], should_stop: StopCheck | None = None
                ) -> list[Image.Image]:
         images: list[Image.Image] = []
         start = 0
@@ -127,7 +136,7 @@ class Sampler:
             start += size
         return images
 
-    def _call(self, pipe, key: GroupKey, specs: list[ImageSpec], should_stop: StopCheck | None = None
+    def _call(self, pipe: Pipeline, key: GroupKey, specs: list[ImageSpec], should_stop: StopCheck | None = None
               ) -> list[Image.Image]:
         k, n = self._size_key(key), len(specs)
         try:
@@ -146,22 +155,20 @@ class Sampler:
         return self._call(pipe, key, specs[: n // 2], should_stop) + self._call(pipe, key, specs[n // 2:], should_stop)
 
 
-def sample_group(sampler: Sampler, pipe, key: GroupKey, jobs: list[Job], should_stop: StopCheck | None = None
-                 ) -> list[list[Image.Image] | Exception]:
+def sample_group(sampler: Sampler, pipe: Pipeline, key: GroupKey, jobs: list[Job],
+                 should_stop: StopCheck | None = None) -> list[Ok[list[Image.Image]] | Failed]:
     """Images for each job of a group, in one call where possible. If the shared call fails, each job is
     retried alone, so one bad job fails by itself and its batch-mates still succeed."""
     specs = [image_specs(job) for job in jobs]
-    try:
-        flat = sampler.sample(pipe, key, [s for job_specs in specs for s in job_specs], should_stop)
-    except SoftTimeLimitExceeded:
-        raise  # out of time: the whole batch stops here (run_batch fails what is left)
-    except Exception as e:
+    sampled = attempt(sampler.sample, pipe, key, [s for job_specs in specs for s in job_specs], should_stop)
+    if isinstance(sampled, Failed):
         if len(jobs) == 1:
-            return [e]
-        log.warning("batched call for %d jobs failed (%r); running each alone", len(jobs), e)
+            return [sampled]
+        log.warning("batched call for %d jobs failed (%r); running each alone", len(jobs), sampled.error)
         return [sample_group(sampler, pipe, key, [job], should_stop)[0] for job in jobs]
-    out: list[list[Image.Image] | Exception] = []
+    flat = sampled.value
+    out: list[Ok[list[Image.Image]] | Failed] = []
     for job_specs in specs:
-        out.append(flat[: len(job_specs)])
+        out.append(Ok(flat[: len(job_specs)]))
         flat = flat[len(job_specs):]
     return out

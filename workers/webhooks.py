@@ -17,12 +17,13 @@ from celery.utils.time import get_exponential_backoff_interval
 from prometheus_client import start_http_server
 
 from genfleet.shared import keys
+from genfleet.shared.errors import DeliveryFailed, UnsafeTarget
 from genfleet.shared.logs import configure_celery_logging
 from genfleet.shared.metrics import DEAD_LETTERS, WEBHOOKS
 from genfleet.shared.queue import WEBHOOK_TASK, consumer, given_redis, webhook_queue
 from genfleet.shared.redis_server import client
 from genfleet.shared.settings import get_settings
-from genfleet.shared.webhooks import DeliveryFailed, UnsafeTarget, deliver
+from genfleet.shared.webhooks import deliver
 
 log = logging.getLogger(__name__)
 settings = get_settings()

@@ -24,7 +24,7 @@ import httpx
 
 from genfleet import supervisor
 from tests.benchmarks.enqueue import emit, percentile
-from tests.conftest import start_api
+from tests.helpers import start_api
 from tests.integration.test_durability import port_of, start_redis, wait_replicated
 
 

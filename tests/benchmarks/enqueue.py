@@ -122,11 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         supervisor.stop(api, grace_s=5)
         r = client(args.redis_url)
-        keys = [*priority_lists(queue), f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}",
-                *(k if k.startswith("genfleet:") else keys.job(k) for k in made),
-                *(keys.events(k) for k in made if not k.startswith("genfleet:"))]
-        for start in range(0, len(keys), 1000):
-            r.unlink(*keys[start:start + 1000])
+        written = [*priority_lists(queue), f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}",
+                   *(k if k.startswith("genfleet:") else keys.job(k) for k in made),
+                   *(keys.events(k) for k in made if not k.startswith("genfleet:"))]
+        for start in range(0, len(written), 1000):
+            r.unlink(*written[start:start + 1000])
     return 0
 
 

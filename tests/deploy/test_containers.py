@@ -27,6 +27,17 @@ def test_worker_image_has_cuda_a_model_volume_and_no_root():
     assert '".[worker]"' in text and "--index-url" in text  # torch from PyTorch's CUDA index, first
 
 
+def test_images_copy_what_the_genfleet_namespace_links_to():
+    # genfleet/ links to api/, shared/ and workers/: an image that copies the links without their targets
+    # installs a package that cannot import
+    for name, folders in (("api.Dockerfile", ("genfleet", "shared", "api")),
+                          ("worker.Dockerfile", ("genfleet", "shared", "api", "workers"))):
+        text = dockerfile(name)
+        for folder in folders:
+            assert re.search(rf"^COPY {folder} {folder}$", text, re.M), (name, folder)
+    assert re.search(r"^COPY workers/__init__.py workers/webhooks.py workers/$", dockerfile("api.Dockerfile"), re.M)
+
+
 def test_compose_wires_every_service():
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]

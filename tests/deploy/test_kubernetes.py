@@ -8,9 +8,10 @@ import subprocess
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from genfleet.shared.queue import priority_lists
-from genfleet.shared.settings import Settings
+from genfleet.shared.settings import PLACEHOLDER, Settings
 from tests.deploy.conftest import DEPLOY
 
 KUBECTL = shutil.which("kubectl")
@@ -30,7 +31,7 @@ def by_kind(docs: list[dict], kind: str, name: str) -> dict:
     return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
-@pytest.mark.parametrize("path", ["base", "overlays/scale-to-zero"])
+@pytest.mark.parametrize("path", ["base", "overlays/scale-to-zero", "overlays/cpu-demo"])
 def test_manifests_validate_against_the_kubernetes_schemas(path):
     docs = render(path)
     assert {d["kind"] for d in docs} >= {"Deployment", "Service", "ConfigMap", "Secret", "PodDisruptionBudget",
@@ -93,3 +94,22 @@ def test_prometheus_rule_matches_the_rules_file_and_passes_promtool(tmp_path):
     services = [d for d in render("base") if d["kind"] == "Service"]
     jobs = {s["metadata"]["labels"].get("genfleet.io/job") for s in services}
     assert {"genfleet-api", "genfleet-worker", "genfleet-webhooks"} <= jobs  # what the alerts' `up{job=...}` needs
+
+
+def test_no_secret_ships_a_working_value_and_genfleet_refuses_the_placeholders():
+    secret = by_kind(render("base"), "Secret", "genfleet-secrets")["stringData"]
+    assert all(PLACEHOLDER in value for value in secret.values()), secret
+    for name in ("GENFLEET_REDIS_URL", "GENFLEET_API_KEYS", "GENFLEET_WEBHOOK_SECRET"):
+        with pytest.raises(ValidationError, match=f"{name} still holds the deploy placeholder"):
+            Settings(**{name.removeprefix("GENFLEET_").lower(): secret[name]})
+
+
+def test_gpu_workers_serve_a_named_model_and_the_cpu_demo_the_embedded_one():
+    base, demo = render("base"), render("overlays/cpu-demo")
+    assert by_kind(base, "ConfigMap", "genfleet-config")["data"]["GENFLEET_MODEL"] == (
+        "stable-diffusion-v1-5/stable-diffusion-v1-5")
+    assert by_kind(demo, "ConfigMap", "genfleet-config")["data"]["GENFLEET_MODEL"] == "embedded"
+    worker = by_kind(demo, "Deployment", "genfleet-worker")["spec"]["template"]["spec"]
+    container = worker["containers"][0]
+    assert "tolerations" not in worker and "nvidia.com/gpu" not in str(container["resources"])
+    assert {"name": "GENFLEET_DEVICE", "value": "cpu"} in container["env"]

@@ -5,16 +5,13 @@ import uuid
 import httpx
 import pytest
 
-from genfleet.shared.queue import queue_depth
+from tests.helpers import depth
 
 
 @pytest.fixture
 def api(stack):
     return stack.start_api()
 
-
-def queue_length(stack, redis) -> int:
-    return sum(queue_depth(redis, stack.env["GENFLEET_QUEUE"]).values())
 
 
 def test_post_queues_a_job_with_location(api, stack, redis):
@@ -23,7 +20,7 @@ def test_post_queues_a_job_with_location(api, stack, redis):
     job = r.json()
     assert r.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["status"] == "queued" and job["seed"] == 5 and job["model"] == "embedded"
-    assert queue_length(stack, redis) == 1
+    assert depth(stack, redis) == 1
     got = httpx.get(f"{api}{r.headers['location']}")
     assert got.status_code == 200 and got.json()["id"] == job["id"]
 
@@ -42,7 +39,7 @@ def test_bad_input_is_refused_field_by_field_and_nothing_is_queued(api, stack, r
     assert r.status_code == 422, r.text
     assert field in {err["loc"][-1] for err in r.json()["detail"]}
     assert all(err["msg"] for err in r.json()["detail"])
-    assert queue_length(stack, redis) == 0 and redis.dbsize() == keys_before
+    assert depth(stack, redis) == 0 and redis.dbsize() == keys_before
 
 
 @pytest.mark.parametrize("raw, field", [
@@ -57,14 +54,14 @@ def test_non_finite_numbers_get_422_not_500(api, stack, redis, raw, field):
     batch = httpx.post(f"{api}/v1/batches", content=b'{"prompts": ["a"], "params": ' + raw + b"}",
                        headers={"content-type": "application/json"})
     assert batch.status_code == 422 and field in batch.json()["detail"][0]["loc"], batch.text
-    assert queue_length(stack, redis) == 0
+    assert depth(stack, redis) == 0
 
 
 def test_a_huge_input_is_refused_without_being_echoed(api, stack, redis):
     r = httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat " * 2_000_000})  # 12 MB, under the body limit
     assert r.status_code == 422 and [e["loc"][-1] for e in r.json()["detail"]] == ["prompt"]
     assert len(r.content) < 2000, len(r.content)
-    assert queue_length(stack, redis) == 0
+    assert depth(stack, redis) == 0
 
 
 def test_a_body_over_the_limit_gets_413_with_or_without_a_length(stack, redis):
@@ -81,7 +78,7 @@ def test_a_body_over_the_limit_gets_413_with_or_without_a_length(stack, redis):
     assert r.status_code == 413, r.text
     small = httpx.post(f"{api}/v1/batches", content=chunked_small(), headers={"content-type": "application/json"})
     assert small.status_code == 202, small.text  # a chunked body under the limit reaches the route whole
-    assert queue_length(stack, redis) == 2
+    assert depth(stack, redis) == 2
 
 
 def chunked_small():
@@ -92,7 +89,7 @@ def chunked_small():
 def test_non_json_body_is_refused(api, stack, redis):
     r = httpx.post(f"{api}/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
-    assert queue_length(stack, redis) == 0
+    assert depth(stack, redis) == 0
 
 
 def test_unknown_and_malformed_ids(api):

@@ -5,12 +5,7 @@ import time
 
 import httpx
 
-from genfleet.shared.queue import queue_depth
-from tests.conftest import BUCKET
-
-
-def depth(stack, redis) -> int:
-    return sum(queue_depth(redis, stack.env["GENFLEET_QUEUE"]).values())
+from tests.helpers import BUCKET, depth
 
 
 def manifest(s3, stack, batch_id: str) -> dict:

@@ -2,9 +2,12 @@
 
 import argparse
 
+import pytest
+
 from tests.chaos import run
 
 
+@pytest.mark.chaos
 def test_chaos_loses_nothing_and_duplicates_nothing(capsys):
     # A kill every 3 to 9 s is far denser than production's; at the default cap of 3 deaths, a job killed under
     # three times in a row fails as a poison job, by design (seen once in a run of this test). The cap is raised

@@ -5,7 +5,7 @@ import os
 
 from PIL import Image
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def test_generate_on_the_embedded_default(tmp_path, monkeypatch):
@@ -40,7 +40,7 @@ def test_up_serves_api_and_worker_until_terminated(tmp_path, monkeypatch):
 
     import httpx
 
-    from tests.conftest import ROOT, free_port, wait_for, wait_terminal
+    from tests.helpers import ROOT, free_port, wait_for, wait_terminal
     for k in [k for k in os.environ if k.startswith("GENFLEET_")]:
         monkeypatch.delenv(k)
     port = free_port()

@@ -15,7 +15,7 @@ from genfleet.embedded_redis import embedded_redis
 from genfleet.shared.durability import Durability, Rule
 from genfleet.shared.queue import queue_depth
 from genfleet.shared.redis_server import answers, client
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 
 def start_redis(tmp: Path, *args: str) -> tuple[subprocess.Popen, str]:

@@ -7,7 +7,7 @@ import httpx
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import BUCKET, free_port, wait_for, wait_terminal
+from tests.helpers import BUCKET, free_port, wait_for, wait_terminal
 
 
 def test_job_lands_in_s3_with_metadata_and_manifest(stack, s3):

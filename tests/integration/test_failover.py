@@ -14,9 +14,9 @@ import httpx
 
 from genfleet.shared import keys
 from genfleet.shared.queue import queue_depth
-from tests.conftest import pool_children, wait_for, wait_status, wait_terminal
 from tests.faults import FlakyEndpoint
-from tests.integration.test_reliability import objects, post
+from tests.helpers import objects, pool_children, versions, wait_for, wait_status, wait_terminal
+from tests.integration.test_reliability import post
 
 ONE_TRY = {"GENFLEET_QUALITY_ATTEMPTS": "1"}  # fixed work per job, whatever the model's scores
 
@@ -84,17 +84,6 @@ def test_a_live_workers_long_job_is_never_run_twice(stack, s3, redis):
     assert "is already succeeded; nothing to do" in second.read_text()
     assert httpx.get(f"{api}/v1/jobs/{job['id']}").json()["attempts"] == 1
 
-
-def versions(s3, stack, job_id: str) -> dict[str, int]:
-    """How many times each object of a job was written (the test bucket keeps every version)."""
-    from tests.conftest import BUCKET
-    prefix = stack.env["GENFLEET_STORAGE_URL"].removeprefix(f"s3://{BUCKET}/")
-    listed = s3.list_object_versions(Bucket=BUCKET, Prefix=f"{prefix}/{job_id}/").get("Versions", [])
-    counts: dict[str, int] = {}
-    for v in listed:
-        name = v["Key"].rsplit("/", 1)[1]
-        counts[name] = counts.get(name, 0) + 1
-    return counts
 
 
 def test_a_worker_killed_mid_upload_leaves_one_set_of_objects(stack, s3):

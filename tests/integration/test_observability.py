@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import BUCKET, free_port, wait_for, wait_terminal
+from tests.helpers import BUCKET, free_port, wait_for, wait_terminal
 
 PROMETHEUS = shutil.which("prometheus")
 

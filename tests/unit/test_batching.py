@@ -60,7 +60,7 @@ def make_ctx(redis, tmp_path, pipe, max_batch=8, **settings) -> Context:
                   scorers=ScorerSet(settings.scorer_names), sampler=Sampler(DEVICE, max_batch),
                   writer=BoundedWriter(2, 4),
                   outcomes=Outcomes(BatchStore(store), storage, lambda url, event: notified.append((url, event))))
-    ctx.notified = notified  # type: ignore[attr-defined]
+    ctx.notified = notified  # type: ignore[attr-defined]  # kept on the context for the tests to read
     return ctx
 
 
@@ -85,9 +85,9 @@ def test_compatible_jobs_share_one_call_and_incompatible_never_do(redis, tmp_pat
     done = run_batch(jobs, ctx)
     assert [j.status for j in done] == [JobStatus.succeeded] * 5
     assert sorted(c["n"] for c in rec.calls) == [1, 1, 4]  # jobs 1, 2 and 5 together; 40 wide and 5 steps alone
-    for call in rec.calls:
-        keys = {(call.get("width"), call.get("num_inference_steps"))}
-        assert len(keys) == 1
+    width, steps = jobs[0].request.width, jobs[0].request.steps
+    calls = sorted(((c["n"], c.get("width"), c.get("num_inference_steps")) for c in rec.calls), key=str)
+    assert calls == sorted([(4, width, steps), (1, 40, steps), (1, width, 5)], key=str)
     shared = next(c for c in rec.calls if c["n"] == 4)
     assert shared["negative_prompt"] == ["", "", "", "cat"]
     assert {group_key(j) for j in jobs[:2]} == {group_key(jobs[4])}
@@ -182,8 +182,8 @@ def test_a_rerun_whose_storage_stays_down_fails_once_with_a_dead_letter(redis, t
     outage window fails it there (it used to send its whole batch back to the queue, forever)."""
     from genfleet.shared import keys
     from genfleet.shared.storage import RideOut, S3Storage
-    from tests.conftest import BUCKET
     from tests.faults import FlakyEndpoint
+    from tests.helpers import BUCKET
 
     ctx = make_ctx(redis, tmp_path, embedded)
     endpoint = FlakyEndpoint(s3_server._port)

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from genfleet.shared.storage import LocalStorage, S3Storage, open_storage
-from tests.conftest import BUCKET
+from tests.helpers import BUCKET
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.integration)])
 def storage(request, tmp_path):
     if request.param == "local":
         return LocalStorage(tmp_path / "out")
@@ -43,7 +43,10 @@ def test_local_leaves_no_temporary_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b.png"]
 
 
-def test_urls_and_schemes(tmp_path):
+def test_urls_and_schemes(tmp_path, monkeypatch):
+    # with no region or credentials configured, botocore asks the instance metadata endpoint for them
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     assert isinstance(open_storage(f"file://{tmp_path}"), LocalStorage)
     assert isinstance(open_storage("./rel"), LocalStorage)
     s3 = open_storage("s3://bucket/some/prefix")
@@ -70,7 +73,8 @@ def test_ride_out_waits_for_an_endpoint_that_died_mid_write(s3_server):
 
 
 def test_ride_out_gives_up_after_the_outage_window(s3_server):
-    from genfleet.shared.storage import RideOut, StorageUnavailable
+    from genfleet.shared.errors import StorageUnavailable
+    from genfleet.shared.storage import RideOut
     from tests.faults import FlakyEndpoint
 
     endpoint = FlakyEndpoint(s3_server._port)

@@ -64,13 +64,15 @@ def all_scenes(held_out: bool | None = False) -> list[Scene]:
 
 
 def _jitter(rgb: tuple[int, int, int], rng: random.Random, amount: int = 18) -> tuple[int, int, int]:
-    return tuple(max(0, min(255, c + rng.randint(-amount, amount))) for c in rgb)  # type: ignore[return-value]
+    r, g, b = (max(0, min(255, c + rng.randint(-amount, amount))) for c in rgb)  # drawn in order: r, g, b
+    return r, g, b
 
 
 def _background(rng: random.Random) -> tuple[int, int, int]:
     # Muted, darkish and low in saturation, so every named colour (white included) stands out against it.
     base = rng.randint(35, 100)
-    return tuple(max(0, min(255, base + rng.randint(-15, 15))) for _ in range(3))  # type: ignore[return-value]
+    r, g, b = (max(0, min(255, base + rng.randint(-15, 15))) for _ in range(3))
+    return r, g, b
 
 
 def _draw_hat(d: ImageDraw.ImageDraw, cx: float, base_y: float, size: float, rgb, style: int) -> None:

@@ -34,7 +34,10 @@ def scorer_augment(x: torch.Tensor) -> torch.Tensor:
     """What the sampler's pictures do that the renderer's do not: softer edges, shifted brightness and
     contrast, a little noise. (Backgrounds of any colour come from the renderer, `vivid`.)"""
     n = x.shape[0]
-    rand = lambda *shape: torch.rand(n, *shape, device=x.device)  # noqa: E731
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(n, *shape, device=x.device)
+
     blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     x = torch.lerp(x, blurred, rand(1, 1, 1) * 0.6)
     x = (x - x.mean((1, 2, 3), keepdim=True)) * (0.8 + 0.4 * rand(1, 1, 1)) + x.mean((1, 2, 3), keepdim=True)

@@ -1,0 +1,24 @@
+"""The exceptions genfleet raises across its parts, in one place; each says what its catcher does with it."""
+
+from __future__ import annotations
+
+import redis
+
+
+class StorageUnavailable(Exception):
+    """Storage stayed unreachable for the whole outage window (shared/storage.py's RideOut): the job fails, with
+    a dead-letter record."""
+
+
+class NotDurable(redis.RedisError):
+    """A durability rule could not be confirmed in time (shared/durability.py). A RedisError, so the API answers
+    503 as for Redis being away."""
+
+
+class UnsafeTarget(ValueError):
+    """A webhook URL points at a private, loopback, link-local or otherwise internal address: refused at the
+    edge (422) and again right before each delivery, never retried."""
+
+
+class DeliveryFailed(Exception):
+    """A webhook receiver answered, but not with a 2xx: the delivery is retried with backoff."""

@@ -1,0 +1,22 @@
+"""The wheel `pip install .` builds: one top-level package, `genfleet`, holding the three folders' code and the
+embedded model's weights."""
+
+import subprocess
+import sys
+import zipfile
+
+from tests.helpers import ROOT
+
+
+def test_the_wheel_installs_one_namespace_and_the_embedded_weights(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                    "--wheel-dir", str(tmp_path), str(ROOT)], check=True, timeout=300)
+    (wheel,) = tmp_path.glob("genfleet-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"genfleet", wheel.name.split("-py3")[0] + ".dist-info"}
+    for module in ("genfleet/api/app.py", "genfleet/shared/keys.py", "genfleet/workers/runner.py",
+                   "genfleet/cli.py", "genfleet/workers/embedded/weights/pipeline/model_index.json"):
+        assert module in names, module
+    assert any(n.endswith(".safetensors") for n in names)
+    entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "genfleet = genfleet.cli:main" in entry

@@ -1,0 +1,149 @@
+"""What the tests share besides fixtures: ports, waits on observable conditions, processes, S3 listings."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from genfleet import supervisor
+from genfleet.shared.queue import queue_depth
+from genfleet.shared.schema import TERMINAL
+from genfleet.shared.settings import Settings
+
+BUCKET = "genfleet-test"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    return Settings(**{k.removeprefix("GENFLEET_").lower(): v for k, v in env.items() if k.startswith("GENFLEET_")})
+
+
+@dataclass
+class Stack:
+    """Environment shared by the processes of one test: its own queue and storage prefix."""
+
+    env: dict[str, str]
+    tmp: Path
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    logs: dict[int, Path] = field(default_factory=dict)  # pid: the process's log
+
+    @property
+    def settings(self) -> Settings:
+        return settings_of(self.env)
+
+    def start_worker(self, **env: str) -> subprocess.Popen:
+        log = self.tmp / f"worker-{len(self.procs)}.log"
+        full = {**supervisor.worker_env(self.env["GENFLEET_REDIS_URL"], 0), **self.env, **env}
+        proc = supervisor.spawn(supervisor.worker_command(settings_of(full)), full, log)
+        self.procs.append(proc)
+        self.logs[proc.pid] = log
+        wait_for(lambda: "ready." in log.read_text(errors="replace"), 60,
+                 lambda: f"worker never ready:\n{supervisor.tail(log)}", proc)
+        return proc
+
+    def start_api(self, **env: str) -> str:
+        proc, base = start_api(self.tmp / f"api-{len(self.procs)}.log", {**self.env, **env})
+        self.procs.append(proc)
+        return base
+
+
+def start_api(log: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """An API process on a free loopback port, once it answers /healthz; (process, base URL)."""
+    port = free_port()
+    proc = supervisor.spawn(supervisor.api_command("127.0.0.1", port), env, log)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _healthy(base), 30, lambda: f"API never healthy:\n{supervisor.tail(log)}", proc)
+    return proc, base
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_for(predicate, timeout_s: float, message, proc: subprocess.Popen | None = None) -> None:
+    """Polls `predicate`; `message` is a string or a callable, read only on failure (e.g. a log's tail)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        failed = proc is not None and proc.poll() is not None
+        if failed or time.monotonic() > deadline:
+            text = message() if callable(message) else message
+            raise AssertionError(f"process exited ({proc.returncode}): {text}" if failed else text)
+        time.sleep(0.1)
+
+
+def wait_job(api: str, job_id: str, done: Callable[[dict[str, Any]], bool], timeout_s: float, what: str,
+             headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Polls a job over the API until `done(job)`; the job as it then stands."""
+    deadline = time.monotonic() + timeout_s
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{api}/v1/jobs/{job_id}", headers=headers).json()
+        if done(job):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} not {what} after {timeout_s}s: {job}")
+
+
+def wait_terminal(api: str, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    return wait_job(api, job_id, lambda j: j["status"] in TERMINAL, timeout_s, "finished")
+
+
+def wait_status(api: str, job_id: str, status: str, timeout_s: float = 60) -> dict[str, Any]:
+    return wait_job(api, job_id, lambda j: j["status"] == status, timeout_s, status)
+
+
+def pool_children(proc: subprocess.Popen[bytes]) -> list[int]:
+    """PIDs of a worker's pool processes (its children)."""
+    out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "genfleet", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def depth(stack: Stack, r: redis.Redis) -> int:
+    """Messages waiting in the stack's queue, all priorities."""
+    return sum(queue_depth(r, stack.env["GENFLEET_QUEUE"]).values())
+
+
+def _job_prefix(stack: Stack, job_id: str) -> str:
+    return f"{stack.env['GENFLEET_STORAGE_URL'].removeprefix(f's3://{BUCKET}/')}/{job_id}/"
+
+
+def objects(s3: Any, stack: Stack, job_id: str) -> list[str]:
+    """The names of a job's objects in S3."""
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=_job_prefix(stack, job_id)).get("Contents", [])
+    return sorted(o["Key"].rsplit("/", 1)[1] for o in listed)
+
+
+def versions(s3: Any, stack: Stack, job_id: str) -> dict[str, int]:
+    """How many times each object of a job was written (the test bucket keeps every version), so a test sees
+    a duplicate write, not only a missing one."""
+    listed = s3.list_object_versions(Bucket=BUCKET, Prefix=_job_prefix(stack, job_id)).get("Versions", [])
+    counts: dict[str, int] = {}
+    for v in listed:
+        name = v["Key"].rsplit("/", 1)[1]
+        counts[name] = counts.get(name, 0) + 1
+    return counts
