@@ -1,6 +1,7 @@
 """The wheel `pip install .` builds: one top-level package, `genfleet`, holding the three folders' code and the
 embedded model's weights."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -9,8 +10,12 @@ from tests.helpers import ROOT
 
 
 def test_the_wheel_installs_one_namespace_and_the_embedded_weights(tmp_path):
+    # built from a copy (links kept as links), so the build leaves nothing in the checkout
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "*.egg-info", "__pycache__", ".genfleet", "genfleet-output", "genfleet-train"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "--wheel-dir", str(tmp_path), str(ROOT)], check=True, timeout=300)
+                    "--wheel-dir", str(tmp_path), str(source)], check=True, timeout=300)
     (wheel,) = tmp_path.glob("genfleet-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"genfleet", wheel.name.split("-py3")[0] + ".dist-info"}
