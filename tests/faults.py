@@ -3,7 +3,8 @@
 `FlakyEndpoint` is a TCP proxy on loopback in front of a real server (moto's S3). Told to, it dies when the
 n-th HTTP request with a given method starts: it stops listening and resets every open connection, so the
 request in flight is cut mid-body, and later ones are refused, as with a crashed or partitioned endpoint. It
-comes back on the same port when `revive()` is called or after `down_s`.
+comes back on the same port when `revive()` is called or after `down_s`. With `latency_s` set, it holds each
+request that many seconds before passing it on: a slow endpoint (a far region, a loaded gateway).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class FlakyEndpoint:
         self._down_s: float | None = None
         self.requests: dict[bytes, int] = {}
         self.deaths = 0
+        self.latency_s = 0.0
         self.revive()
 
     def die_at(self, method: str, n: int, down_s: float | None = None) -> None:
@@ -90,6 +92,8 @@ class FlakyEndpoint:
                 if from_client and self._should_die(data):
                     self._die()
                     return
+                if from_client and self.latency_s and _starts_request(data):
+                    time.sleep(self.latency_s)
                 dst.sendall(data)
         except OSError:
             pass
@@ -99,10 +103,10 @@ class FlakyEndpoint:
                     s.close()
 
     def _should_die(self, data: bytes) -> bool:
-        """Counts request starts (a method at the start of a chunk: botocore sends headers in one write)."""
-        method = data.split(b" ", 1)[0]
-        if not method.isalpha() or not method.isupper():
+        """Counts request starts."""
+        if not _starts_request(data):
             return False
+        method = data.split(b" ", 1)[0]
         with self._lock:
             self.requests[method] = self.requests.get(method, 0) + 1
             hit = self._die_at is not None and self._die_at[0] == method and self.requests[method] >= self._die_at[1]
@@ -120,3 +124,9 @@ class FlakyEndpoint:
         deadline = time.monotonic() + timeout_s
         while not self.up and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def _starts_request(data: bytes) -> bool:
+    """A method at the start of a chunk (botocore sends a request's headers in one write)."""
+    method = data.split(b" ", 1)[0]
+    return method.isalpha() and method.isupper()

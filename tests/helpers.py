@@ -96,7 +96,9 @@ def wait_job(api: str, job_id: str, done: Callable[[dict[str, Any]], bool], time
     deadline = time.monotonic() + timeout_s
     job: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        job = httpx.get(f"{api}/v1/jobs/{job_id}", headers=headers).json()
+        r = httpx.get(f"{api}/v1/jobs/{job_id}", headers=headers)
+        assert r.status_code == 200, f"GET /v1/jobs/{job_id}: {r.status_code} {r.text}"
+        job = r.json()
         if done(job):
             return job
         time.sleep(0.05)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
 
 from celery import signals
 from prometheus_client import multiprocess, start_http_server
@@ -23,12 +26,12 @@ from genfleet.shared.schema import Job, JobStatus
 from genfleet.shared.settings import get_settings
 from genfleet.shared.storage import RideOut, open_storage
 from genfleet.shared.webhooks import notify
-from genfleet.workers.batching import AcceleratorBatches
+from genfleet.workers.batching import AcceleratorBatches, Report, Settle
 from genfleet.workers.models import PipelineCache, resolve_device
-from genfleet.workers.runner import Context, run_batch
+from genfleet.workers.runner import Context, start_batch
 from genfleet.workers.sampling import Sampler
 from genfleet.workers.scoring import ScorerSet
-from genfleet.workers.writer import BoundedWriter
+from genfleet.workers.writer import BoundedWriter, Outstanding
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -37,8 +40,9 @@ app = consumer(
     task_time_limit=settings.hard_time_limit_s,
     task_soft_time_limit=settings.soft_time_limit_s,
     worker_concurrency=1,  # one warm pipeline per process, one process per accelerator
-    # room for the running batch and the next one filling behind it
-    worker_prefetch_multiplier=2 * settings.max_batch,
+    # room for the batch being written, the one sampling and the next one filling behind it (a message stays
+    # unacknowledged, and counts against the prefetch, until its write ends)
+    worker_prefetch_multiplier=3 * settings.max_batch,
     worker_cancel_long_running_tasks_on_connection_loss=True,
 )
 configure_celery_logging(settings.log_format)
@@ -118,25 +122,59 @@ class JobBatches(AcceleratorBatches):
     def lost(self, ids: list[str]) -> None:
         self._jobs().mark_suspects(ids)
 
+    def drain(self) -> Callable[[], Report]:
+        return drain
+
+
+# This pool process's writes not yet reported to the main process (see workers/batching.py).
+_writes: Outstanding[Job] = Outstanding()
+
+
+def _written(finished: dict[str, Job | BaseException]) -> dict[str, Settle]:
+    """Settles writes that ended: observed and acked, or requeued if the write itself raised."""
+    settled: dict[str, Settle] = {}
+    for task_id, job in finished.items():
+        if isinstance(job, BaseException):
+            log.error("writing job %s raised %r; its message goes back to the queue", task_id, job)
+            settled[task_id] = Settle.requeue
+        else:
+            observe(job)
+            settled[task_id] = Settle.ack
+        metrics.IN_FLIGHT.dec()
+    return settled
+
+
+def drain() -> Report:
+    """Waits for this process's outstanding writes and reports them (run when no batch follows)."""
+    return Report(now=[], written=_written(_writes.wait()))
+
 
 @app.task(name=GENERATE_TASK, base=JobBatches, flush_every=settings.max_batch,
           flush_interval=settings.max_wait_ms / 1000)
-def generate(requests: list) -> list[str | None]:
-    """One batch: each request's only argument is a job record (JSON). Returns each job's status, or None for a
-    delivery to leave unacked (a live worker holds the job)."""
+def generate(requests: list[Any]) -> Report:
+    """One batch: each request's only argument is a job record (JSON). Returns once the batch is sampled, with
+    what to do with each message and with earlier messages whose writes have ended."""
     jobs = [Job.model_validate(r.args[0]) for r in requests]
     metrics.IN_FLIGHT.inc(len(jobs))
     try:
-        records = run_batch(jobs, context())
-    finally:
+        batch = start_batch(jobs, context())
+    except BaseException:
         metrics.IN_FLIGHT.dec(len(jobs))
-    done = [job for job in records if job is not None]
-    calls: dict[str, set[float]] = {}  # jobs of one pipeline call share its duration: count each call once
-    for job in done:
-        observe(job)
-        calls.setdefault(job.model, set()).add(job.timings.get("sample_s", 0.0))
-    observe_device(context(), {model: sum(durations) for model, durations in calls.items()})
-    return [job.status.value if job is not None else None for job in records]
+        raise
+    now: list[Settle] = []
+    for req, started in zip(requests, batch.outcomes, strict=True):
+        if isinstance(started, Future):
+            _writes.add(req.id, started)
+            now.append(Settle.later)
+            continue
+        metrics.IN_FLIGHT.dec()
+        if started is None:
+            now.append(Settle.release)
+        else:
+            observe(started)
+            now.append(Settle.ack)
+    observe_device(context(), batch.call_seconds)
+    return Report(now=now, written=_written(_writes.collect()))
 
 
 @signals.worker_process_init.connect
@@ -155,6 +193,11 @@ def _serve_metrics(**_) -> None:
 
 
 @signals.worker_process_shutdown.connect
-def _forget_process(pid: int | None = None, **_) -> None:
+def _forget_process(pid: int | None = None, **_: Any) -> None:
+    # A warm shutdown ends after the batch in hand is sampled: let its writes finish, so its jobs are stored and
+    # recorded. Their messages were not acknowledged; they come back, find their jobs ended, and are dropped.
+    if len(_writes):
+        log.info("finishing %d write(s) before this process exits", len(_writes))
+        _writes.wait(settings.storage_outage_s)
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         multiprocess.mark_process_dead(pid or os.getpid())

@@ -14,13 +14,22 @@ rejects the batch's messages. `AcceleratorBatches` changes those three things an
 Two more, for faults: the jobs of a batch whose process died are reported (`lost`), and when they come back
 (`suspects`; both hooks the task's class fills in) each runs in a pool call of its own, so a poison job that
 kills its process cannot take innocent batch-mates down a second time; and a delivery the batch function
-answers with None is released, not acked (its job is held by a live worker elsewhere; see shared/leases.py).
+answers `release` is forgotten locally, not acked (its job is held by a live worker elsewhere; see
+shared/leases.py).
+
+And one for throughput: writes overlap the next batch. The batch function returns once its batch is sampled,
+answering `later` for a message whose images are still being written; it reports those writes as they end in
+the reports of later batches, or, when no batch follows, in a `drain` call that waits for them. A message is
+acknowledged only once its write is reported. If the pool process dies, the messages whose writes it held go
+back to the queue with its batch.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from celery.worker.request import Request
@@ -32,9 +41,39 @@ from genfleet.shared.leases import release
 log = logging.getLogger(__name__)
 
 
+class Settle(StrEnum):
+    """What the main process does with a delivered message."""
+
+    ack = "ack"  # its job is recorded, its images stored
+    release = "release"  # its job is held by a live worker elsewhere: forget it here, leave it unacked
+    later = "later"  # its images are being written: a later report settles it
+    requeue = "requeue"  # its write raised: back to the queue, to run again
+
+
+@dataclass(frozen=True)
+class Report:
+    """A batch function's answer: one entry per request of its batch, in order, and the earlier requests (by
+    task id) whose writes have ended since the last report."""
+
+    now: list[Settle]
+    written: dict[str, Settle] = field(default_factory=dict)
+
+
 class AcceleratorBatches(Batches):
     abstract = True
     _running = 0
+    _writing: dict[str, Request] | None = None  # requests answered `later`, by task id
+
+    @property
+    def writing(self) -> dict[str, Request]:
+        if self._writing is None:
+            self._writing = {}
+        return self._writing
+
+    def drain(self) -> Callable[[], Report]:
+        """The function a pool process runs to report its outstanding writes once they end (the task's class
+        names it)."""
+        raise NotImplementedError
 
     def _do_flush(self) -> None:
         if self._running and self._buffer.qsize() < self.flush_every:
@@ -45,6 +84,51 @@ class AcceleratorBatches(Batches):
         self._running -= 1
         if not self._buffer.empty():
             self._do_flush()
+        elif self.writing and not self._running:
+            self._drain()
+
+    def _settle(self, written: dict[str, Settle]) -> None:
+        for task_id, how in written.items():
+            req = self.writing.pop(task_id, None)
+            if req is None:
+                continue
+            if how is Settle.ack:
+                req.acknowledge()  # only now: its images and record are stored
+            else:
+                req.reject(requeue=True)
+
+    def _drain(self) -> None:
+        """No batch is waiting: a pool call that waits for the outstanding writes and reports them."""
+        self._running += 1
+
+        def on_return(report: Report | None) -> None:
+            if report is None:
+                on_error(RuntimeError("drain raised"))
+                return
+            self._settle(report.written)
+            self._finished()
+
+        def on_error(exc: BaseException) -> None:
+            self._lose([], exc)
+            self._finished()
+
+        self._pool.apply_async(self.drain(), (), callback=on_return, error_callback=on_error,
+                               timeout=self.time_limit or self.app.conf.task_time_limit)
+
+    def _lose(self, requests: list[Request], exc: BaseException) -> None:
+        """The pool process died (or its call raised): its batch, and the writes it held, go back to the queue;
+        the batch's jobs are reported lost (they run alone when they come back)."""
+        writing = list(self.writing.values())
+        self.writing.clear()
+        log.error("batch of %d lost (%r), with %d write(s) in flight; returning their messages to the queue",
+                  len(requests), exc, len(writing))
+        if requests:
+            try:
+                self.lost([r.id for r in requests])
+            except Exception:  # Redis away: they will be batched as usual, which is still correct
+                log.exception("could not mark the lost batch's jobs as suspects")
+        for req in [*requests, *writing]:
+            req.reject(requeue=True)
 
     def suspects(self, ids: list[str]) -> set[str]:
         """Of these redelivered task ids, those to run alone."""
@@ -71,25 +155,24 @@ class AcceleratorBatches(Batches):
         self._running += 1
         conf = self.app.conf
 
-        def on_return(result: Any) -> None:
-            if result is None:  # the batch function raised (celery-batches logs it): nothing was recorded
+        def on_return(report: Report | None) -> None:
+            if report is None:  # the batch function raised (celery-batches logs it): nothing was recorded
                 on_error(RuntimeError("batch function raised"))
                 return
-            for req, outcome in zip(requests, result, strict=True):
-                if outcome is None:
+            for req, how in zip(requests, report.now, strict=True):
+                if how is Settle.ack:
+                    req.acknowledge()  # recorded, and stored if it succeeded
+                elif how is Settle.release:
                     release(req.message)
+                elif how is Settle.later:
+                    self.writing[req.id] = req
                 else:
-                    req.acknowledge()  # only now: every job of the batch is recorded and its images are stored
+                    req.reject(requeue=True)
+            self._settle(report.written)
             self._finished()
 
         def on_error(exc: BaseException) -> None:
-            log.error("batch of %d lost (%r); returning its messages to the queue", len(requests), exc)
-            try:
-                self.lost([r.id for r in requests])
-            except Exception:  # Redis away: they will be batched as usual, which is still correct
-                log.exception("could not mark the lost batch's jobs as suspects")
-            for req in requests:
-                req.reject(requeue=True)
+            self._lose(requests, exc)
             self._finished()
 
         return self._pool.apply_async(

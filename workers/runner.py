@@ -1,10 +1,12 @@
-"""Running a batch of jobs: claim, sample by group, then score, encode, store and record off the sampling thread.
+"""Running a batch of jobs: claim, sample and score by group, then encode, store and record off the sampling
+thread.
 
-Plain functions; the Celery task only decodes messages and calls `run_batch`. Every effect is idempotent, so a
-redelivered message is harmless: images and manifest are create-if-absent writes under fixed keys, the
-manifest is written last (a job is complete in storage when it exists), and the job store keeps the first
-terminal status. `run_batch` returns only when every job's outcome is recorded, so the messages are acked
-after their effects, never before.
+Plain functions; the Celery task only decodes messages and calls `start_batch`, which returns once the batch is
+sampled, with a future for each job still being written: the task reports a message for acknowledgement only
+once its future is done, so messages are acked after their effects, never before, while the next batch
+samples. Every effect is idempotent, so a redelivered message is harmless: images and manifest are
+create-if-absent writes under fixed keys, the manifest is written last (a job is complete in storage when it
+exists), and the job store keeps the first terminal status. `run_batch` waits for the writes too.
 """
 
 from __future__ import annotations
@@ -166,9 +168,25 @@ def step_hook(jobs: list[Job], ctx: Context) -> StopCheck:
 
 
 def run_batch(messages: list[Job], ctx: Context) -> list[Job | None]:
-    """Runs every job of a batch to a terminal status. Returns, in message order, each job's record as stored,
-    or None for a delivery to leave unacked because a live worker holds the job (`Claim.held`)."""
-    outcome: dict[int, Job | None] = {}
+    """`start_batch`, then waits for its writes: each job's record as stored, or None (`Claim.held`)."""
+    return [o.result() if isinstance(o, Future) else o for o in start_batch(messages, ctx).outcomes]
+
+
+@dataclass(frozen=True)
+class Started:
+    """A sampled batch. `outcomes`, in message order: each job's record as stored; a future of it while its
+    images are being written (its message is acknowledged only once the future is done, and meanwhile the next
+    batch samples); or None for a delivery to leave unacked because a live worker holds the job (`Claim.held`).
+    `call_seconds`: seconds spent in pipeline calls, per model."""
+
+    outcomes: list[Job | Future[Job] | None]
+    call_seconds: dict[str, float]
+
+
+def start_batch(messages: list[Job], ctx: Context) -> Started:
+    """Samples every job of a batch and starts writing what succeeded."""
+    outcome: dict[int, Job | Future[Job] | None] = {}
+    call_seconds: dict[str, float] = {}
     runnable: list[Job] = []
     for n, message in enumerate(messages):
         job, claimed = claim_safely(message, ctx)
@@ -176,7 +194,6 @@ def run_batch(messages: list[Job], ctx: Context) -> list[Job | None]:
             runnable.append(job)
         outcome[n] = None if claimed is Claim.held else job
     order = {job.id: n for n, job in enumerate(messages)}
-    pending: list[Future[Job]] = []
     groups = list(group_jobs(runnable).items())
     for g, (key, jobs) in enumerate(groups):
         t0 = time.perf_counter()
@@ -193,6 +210,7 @@ def run_batch(messages: list[Job], ctx: Context) -> list[Job | None]:
         except Exception as e:  # the model itself would not load: every job of the group fails with it
             results = [Failed(e)] * len(jobs)
         sample_s = time.perf_counter() - t0  # sampling, scoring and quality retries of the whole group
+        call_seconds[key.model] = call_seconds.get(key.model, 0.0) + sample_s
         for job, result in zip(jobs, results, strict=True):
             queued_s = ((job.started_at or job.created_at) - job.created_at).total_seconds()
             timings = {"queued_s": queued_s, "sample_s": sample_s,
@@ -200,8 +218,5 @@ def run_batch(messages: list[Job], ctx: Context) -> list[Job | None]:
             if isinstance(result, Failed):
                 outcome[order[job.id]] = finish(job, ctx, JobStatus.failed, error=result.reason, timings=timings)
             else:
-                pending.append(ctx.writer.submit(write_job, job, result.value, timings, ctx))
-    for future in pending:
-        job = future.result()
-        outcome[order[job.id]] = job
-    return [outcome[n] for n in range(len(messages))]
+                outcome[order[job.id]] = ctx.writer.submit(write_job, job, result.value, timings, ctx)
+    return Started([outcome[n] for n in range(len(messages))], call_seconds)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -27,7 +27,7 @@ class BoundedWriter:
     def pending(self) -> int:
         return self._pending
 
-    def submit(self, fn: Callable[..., T], *args) -> Future[T]:
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         self._slots.acquire()  # blocks while the queue is full: backpressure
         with self._lock:
             self._pending += 1
@@ -36,10 +36,37 @@ class BoundedWriter:
         future.add_done_callback(self._release)
         return future
 
-    def _release(self, _future: Future) -> None:
+    def _release(self, _future: Future[Any]) -> None:
         with self._lock:
             self._pending -= 1
         self._slots.release()
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+class Outstanding(Generic[T]):
+    """Writes this process started and has not yet reported, by task id. The worker's main process acknowledges
+    a message only once its write is reported, so a write may outlive the batch that started it (and overlap
+    the sampling of the next) without a message being acknowledged before its images are stored."""
+
+    def __init__(self) -> None:
+        self._futures: dict[str, Future[T]] = {}
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def add(self, task_id: str, future: Future[T]) -> None:
+        self._futures[task_id] = future
+
+    def collect(self) -> dict[str, T | BaseException]:
+        """The writes that have ended since the last call: each one's result, or what it raised."""
+        done = {task_id: f for task_id, f in self._futures.items() if f.done()}
+        for task_id in done:
+            del self._futures[task_id]
+        return {task_id: f.exception() or f.result() for task_id, f in done.items()}
+
+    def wait(self, timeout_s: float | None = None) -> dict[str, T | BaseException]:
+        """Waits for every outstanding write (at most `timeout_s`), then collects."""
+        wait(list(self._futures.values()), timeout=timeout_s)
+        return self.collect()
