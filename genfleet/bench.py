@@ -31,7 +31,7 @@ import torch
 from genfleet.bench_system import InProcess, System, ThroughAPI
 from genfleet.shared.settings import Settings
 from genfleet.workers.architectures import ARCHITECTURES, save
-from genfleet.workers.models import load_pipeline, resolve_device
+from genfleet.workers.models import PipelineCache, resolve_device
 from genfleet.workers.sampling import GroupKey, ImageSpec, call_kwargs
 
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     key = GroupKey(model, args.size, args.size, args.steps, args.guidance)
     emit(measure="setup", model=args.model, device=str(device), batch=args.batch, jobs=args.jobs,
          rounds=args.rounds, through=args.through, torch_threads=torch.get_num_threads(), cpus=os.cpu_count())
-    pipe = load_pipeline(model, device)
+    pipe = PipelineCache(device, settings.fastpath).get(model)  # the worker's fast path, on both sides
     raw_images_per_s(pipe, key, 1, device, 1)  # warm-up: kernels, allocator, autotuning
     raw_images_per_s(pipe, key, args.batch, device, 1)
     raw1 = emit(measure="raw", batch=1, images_per_s=raw_images_per_s(pipe, key, 1, device, args.repeats))

@@ -199,7 +199,7 @@ def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
 # Commands that are programs of their own, with their own options; imported only when asked for, since they
 # need the worker's dependencies (torch, diffusers) that the API and the client do without.
 PROGRAMS = {"train-embedded": "genfleet.workers.embedded.train", "eval-embedded": "genfleet.workers.embedded.evaluate",
-            "bench": "genfleet.bench"}
+            "bench": "genfleet.bench", "gpu-check": "genfleet.gpucheck"}
 
 
 def _add_job_options(p: argparse.ArgumentParser) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from genfleet.shared.fastpath import FastPath
 
 PLACEHOLDER = "REPLACE_ME"  # what deploy/ puts where a secret belongs
 
@@ -50,6 +53,9 @@ class Settings(BaseSettings):
     # A storage outage is waited out, with backoff, this long per call; then the job fails with a dead letter.
     storage_outage_s: int = Field(180, ge=1, le=3600)
     png_compress_level: int = Field(1, ge=0, le=9)
+    # The GPU fast path per model (shared/fastpath.py), and where compiled kernels are kept across restarts.
+    fastpath: dict[str, FastPath] = {}
+    compile_cache_dir: Path | None = None
 
     # The API's edge: limits per API key (0 turns one off), backpressure, idempotency, result links.
     rate_limit_per_minute: int = Field(0, ge=0, description="POSTs per key per minute")
@@ -80,6 +86,12 @@ class Settings(BaseSettings):
             raise ValueError("GENFLEET_STORAGE_OUTAGE_S must be shorter than GENFLEET_SOFT_TIME_LIMIT_S, or the time "
                              "limit cuts a batch short while it waits for storage")
         return self
+
+    @field_validator("fastpath", mode="before")
+    @classmethod
+    def _fastpath_json(cls, value: object) -> object:
+        # from the environment pydantic-settings decodes it; given as a string elsewhere (a manifest), decode it here
+        return json.loads(value) if isinstance(value, str) else value
 
     @field_validator("redis_url", "api_keys", "webhook_secret", "storage_url", "s3_endpoint_url")
     @classmethod

@@ -27,6 +27,7 @@ from genfleet.shared.settings import get_settings
 from genfleet.shared.storage import RideOut, open_storage
 from genfleet.shared.webhooks import notify
 from genfleet.workers.batching import AcceleratorBatches, Report, Settle
+from genfleet.workers.fastpath import use_compile_cache
 from genfleet.workers.models import PipelineCache, resolve_device
 from genfleet.workers.runner import Context, start_batch
 from genfleet.workers.sampling import Sampler
@@ -54,15 +55,16 @@ def context() -> Context:
     global _context
     if _context is None:
         device = resolve_device(settings.device)
+        use_compile_cache(settings.compile_cache_dir)
         store = JobStore(client(given_redis(settings, "worker")), settings.job_ttl_s)
         storage = RideOut(open_storage(settings.storage_url, settings.s3_endpoint_url), settings.storage_outage_s)
         _context = Context(
             settings=settings,
             store=store,
             storage=storage,
-            pipelines=PipelineCache(device),
+            pipelines=PipelineCache(device, settings.fastpath),
             scorers=ScorerSet(settings.scorer_names, settings.clip_model, device),
-            sampler=Sampler(device, settings.max_batch),
+            sampler=Sampler(device, settings.max_batch, settings.fastpath),
             writer=BoundedWriter(settings.write_threads, settings.write_queue),
             outcomes=Outcomes(BatchStore(store), storage, lambda url, event: notify(app, settings.queue, url, event)),
         )

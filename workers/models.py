@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
 
+from genfleet.shared.fastpath import FastPath, fastpath_for
 from genfleet.shared.schema import EMBEDDED
+from genfleet.workers.fastpath import apply
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +42,21 @@ def load_pipeline(name: str, device: torch.device) -> DiffusionPipeline:
 class PipelineCache:
     """The warm pipelines of this process, by model name."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
+    def __init__(self, device: torch.device, fastpath: dict[str, FastPath] | None = None) -> None:
+        self.device, self.fastpath = device, fastpath or {}
         self._pipelines: dict[str, DiffusionPipeline] = {}
         self.load_seconds: dict[str, float] = {}
 
-    def add(self, name: str, pipe) -> None:
+    def add(self, name: str, pipe: Any) -> None:
         """Serves `pipe` as `name` (tests wrap a real pipeline to count calls or inject faults)."""
         self._pipelines[name] = pipe
 
     def get(self, name: str) -> DiffusionPipeline:
         if name not in self._pipelines:
             start = time.perf_counter()
-            self._pipelines[name] = load_pipeline(name, self.device)
+            pipe = load_pipeline(name, self.device)
+            apply(pipe, fastpath_for(name, self.fastpath))
+            self._pipelines[name] = pipe
             self.load_seconds[name] = time.perf_counter() - start
             log.info("loaded model %s on %s in %.1fs", name, self.device, self.load_seconds[name])
         return self._pipelines[name]

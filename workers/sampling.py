@@ -16,7 +16,9 @@ from typing import Any, NamedTuple, Protocol
 import torch
 from PIL import Image
 
+from genfleet.shared.fastpath import FastPath, fastpath_for
 from genfleet.shared.schema import MAX_SEED, Job
+from genfleet.workers.fastpath import bucket, slice_vae
 from genfleet.workers.results import Failed, Ok, attempt
 
 log = logging.getLogger(__name__)
@@ -113,8 +115,8 @@ class Sampler:
     (model, size) are capped at the largest size that has run without one.
     """
 
-    def __init__(self, device: torch.device, max_batch: int) -> None:
-        self.device, self.max_batch = device, max_batch
+    def __init__(self, device: torch.device, max_batch: int, fastpath: dict[str, FastPath] | None = None) -> None:
+        self.device, self.max_batch, self.fastpath = device, max_batch, fastpath or {}
         self.too_big: dict[tuple, int] = {}  # smallest batch that ran out of memory
         self.fits: dict[tuple, int] = {}  # largest batch that ran, for sizes that have run out of memory
 
@@ -139,8 +141,12 @@ class Sampler:
     def _call(self, pipe: Pipeline, key: GroupKey, specs: list[ImageSpec], should_stop: StopCheck | None = None
               ) -> list[Image.Image]:
         k, n = self._size_key(key), len(specs)
+        fast = fastpath_for(key.model, self.fastpath)
+        size = min(bucket(n), self.max_batch) if fast.buckets else n
+        slice_vae(pipe, fast, size)
+        padded = specs + [specs[-1]] * (size - n)  # padding's images are computed and dropped
         try:
-            images = list(pipe(**call_kwargs(key, specs, self.device, should_stop)).images)
+            images = list(pipe(**call_kwargs(key, padded, self.device, should_stop)).images)[:n]
         except Exception as e:
             if not is_oom(e) or n == 1:
                 raise

@@ -113,3 +113,15 @@ def test_gpu_workers_serve_a_named_model_and_the_cpu_demo_the_embedded_one():
     container = worker["containers"][0]
     assert "tolerations" not in worker and "nvidia.com/gpu" not in str(container["resources"])
     assert {"name": "GENFLEET_DEVICE", "value": "cpu"} in container["env"]
+
+
+def test_gpu_workers_keep_compiled_kernels_on_a_shared_volume():
+    docs = render("base")
+    config = by_kind(docs, "ConfigMap", "genfleet-config")["data"]
+    settings = Settings(fastpath=config["GENFLEET_FASTPATH"], compile_cache_dir=config["GENFLEET_COMPILE_CACHE_DIR"])
+    assert settings.fastpath["*"].compile == "regional" and settings.fastpath["*"].buckets
+    worker = by_kind(docs, "Deployment", "genfleet-worker")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in worker["containers"][0]["volumeMounts"]}
+    assert mounts["compile-cache"] == str(settings.compile_cache_dir)
+    claim = next(v for v in worker["volumes"] if v["name"] == "compile-cache")["persistentVolumeClaim"]["claimName"]
+    assert by_kind(docs, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteMany"]

@@ -195,3 +195,17 @@ def test_a_rerun_whose_storage_stays_down_fails_once_with_a_dead_letter(redis, t
     assert done[0].status is JobStatus.failed and "storage unavailable" in done[0].error
     assert done[0].attempts == 1  # failed where it stood: not run, not counted again
     assert str(job.id) in redis.lindex(keys.DEAD_LETTER, 0).decode()
+
+
+def test_bucketed_batches_pad_to_a_power_of_two_and_drop_the_padding(redis, tmp_path, embedded):
+    from genfleet.shared.fastpath import FastPath
+
+    rec = Recorder(embedded)
+    ctx = make_ctx(redis, tmp_path, rec)
+    ctx.sampler.fastpath = {"*": FastPath(bucket_batches=True)}
+    done = run_batch([queued(ctx.store, seed=1, num_images=3)], ctx)
+    assert done[0].status is JobStatus.succeeded and len(done[0].outputs) == 3
+    assert [c["n"] for c in rec.calls] == [4]  # 3 images ran as a call of 4; the padding's image was dropped
+    plain_ctx = make_ctx(redis, tmp_path / "plain", embedded)
+    plain = run_batch([queued(plain_ctx.store, seed=1, num_images=3)], plain_ctx)
+    assert np.abs(pixels(ctx, done[0], 2) - pixels(plain_ctx, plain[0], 2)).max() <= 3  # the same pictures

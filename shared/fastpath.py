@@ -1,0 +1,44 @@
+"""The GPU fast path a worker applies to a model's pipeline, chosen per model by settings, each part
+switchable (`GENFLEET_FASTPATH`, JSON: model name, or "*" for every model, to a `FastPath`).
+
+    GENFLEET_FASTPATH='{"*": {"compile": "regional", "channels_last": true, "fuse_qkv": true}}'
+    GENFLEET_COMPILE_CACHE_DIR=/compile-cache   # a volume: a scale-up reuses the compiled kernels
+
+It lives in shared/ because the API validates it with the rest of the settings; workers/fastpath.py applies it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Compile(StrEnum):
+    off = "off"
+    regional = "regional"  # the denoiser's repeated blocks only (diffusers' compile_repeated_blocks): short compiles
+    full = "full"  # the whole denoiser: a longer compile, sometimes a little faster
+
+
+class FastPath(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    compile: Compile = Compile.off
+    # Pad each pipeline call to the next power of two (1, 2, 4, 8, ...), so a new batch size reuses compiled
+    # code instead of compiling again; the padding's images are dropped. On by default whenever compiling.
+    bucket_batches: bool | None = None
+    fuse_qkv: bool = False  # one fused projection for attention's query, key and value
+    channels_last: bool = False  # the denoiser's and the VAE's convolutions in NHWC
+    # Decode with the VAE one image at a time from this many images a call (0: never): bounds decode memory.
+    vae_slicing_from: int = Field(0, ge=0)
+    # Step caching for transformer denoisers (diffusers' first-block cache): reuse the rest of the network's
+    # output while the first block's changes less than this; 0 turns it off. The scorers measure its cost.
+    step_cache_threshold: float = Field(0.0, ge=0.0, le=1.0)
+
+    @property
+    def buckets(self) -> bool:
+        return self.compile is not Compile.off if self.bucket_batches is None else self.bucket_batches
+
+
+def fastpath_for(model: str, choices: dict[str, FastPath]) -> FastPath:
+    return choices.get(model) or choices.get("*") or FastPath()

@@ -1,0 +1,30 @@
+"""`genfleet gpu-check --toy` end to end on the CPU: the GPU check's whole sequence on toy-width SD 1.5 and SDXL
+architectures. It checks what the run shows, never its speed: the compiled path matches eager, and a second
+cold start loads its compiled kernels from the cache the first one left instead of compiling again."""
+
+import json
+
+from tests.helpers import run_cli
+
+
+def test_gpu_check_runs_end_to_end_at_toy_size(tmp_path):
+    r = run_cli("gpu-check", "--toy", "--batch", "2", "--repeats", "1", "--rounds", "1",
+                "--work-dir", str(tmp_path / "work"), cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    measures = [(x["measure"], x.get("model"), x.get("mode")) for x in lines]
+    assert measures == [("setup", None, None), ("raw", "sd15", "eager"), ("raw", "sd15", "eager"),
+                        ("raw", "sd15", "compiled"), ("cold_start", None, None), ("cold_start", None, None),
+                        ("system", "sd15", None), ("raw", "sdxl", "eager"), ("raw", "sdxl", "compiled"),
+                        ("summary", None, None)]
+    for compiled in (x for x in lines if x.get("mode") == "compiled"):
+        assert compiled["applied"] == ["fuse_qkv", "channels_last", "compile_regional"]
+        assert compiled["max_abs_diff_vs_eager"] < 1e-3, compiled  # pixels in [0, 1]
+    empty, warm = (x for x in lines if x["measure"] == "cold_start")
+    assert empty["cache"] == "empty" and empty["fxgraph_cache_miss"] > 0 and empty["fxgraph_cache_hit"] == 0
+    assert warm["cache"] == "warm" and warm["fxgraph_cache_hit"] > 0 and warm["fxgraph_cache_miss"] == 0
+    system = next(x for x in lines if x["measure"] == "system")
+    assert system["system_images_per_s"]["median"] > 0 and system["ratio"] > 0
+    summary = lines[-1]
+    assert summary["cold_start_cached_s"] == warm["seconds"]
+    assert summary["sd15_system_images_per_s"] == system["system_images_per_s"]["median"]

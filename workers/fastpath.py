@@ -1,0 +1,86 @@
+"""Applies a model's fast path (shared/fastpath.py) to its pipeline: diffusers' own hooks where they exist.
+
+Compilation is lazy: the first call of each batch size compiles (with `bucket_batches`, one size per power of
+two). Kernels land in inductor's on-disk caches; pointed at a volume (`GENFLEET_COMPILE_CACHE_DIR`), they let a
+restarted or scaled-up worker load them instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genfleet.shared.fastpath import Compile, FastPath
+
+log = logging.getLogger(__name__)
+
+
+def use_compile_cache(folder: Path | None) -> None:
+    """Points inductor's and Triton's caches at `folder` (call before anything compiles). Inductor's FX graph
+    cache and its AOTAutograd cache are on by default; a warm cache skips code generation and C++/Triton builds,
+    leaving only Dynamo's tracing."""
+    if folder is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    # Set, not defaulted: importing diffusers may already have made inductor resolve (and export) its default.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder.resolve() / "inductor")
+    os.environ["TRITON_CACHE_DIR"] = str(folder.resolve() / "triton")
+    from torch._inductor.utils import clear_caches  # what torch's own temporary_cache_dir() does on a switch
+
+    clear_caches()
+
+
+def denoiser(pipe: Any) -> Any:
+    """The network a sampling step runs: a UNet, or a transformer (DiT)."""
+    module = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    return module if isinstance(module, torch.nn.Module) else None
+
+
+def apply(pipe: Any, fast: FastPath) -> list[str]:
+    """Applies `fast` to `pipe` in place; returns what was applied (logged, and read by the GPU check)."""
+    net, vae = denoiser(pipe), getattr(pipe, "vae", None)
+    done: list[str] = []
+    if net is None:
+        return done
+    if fast.fuse_qkv and hasattr(net, "fuse_qkv_projections"):
+        net.fuse_qkv_projections()
+        done.append("fuse_qkv")
+    if fast.channels_last:
+        modules: list[Any] = [m for m in (net, vae) if isinstance(m, torch.nn.Module)]
+        for module in modules:
+            module.to(memory_format=torch.channels_last)  # Module.to takes it; torch's stubs leave it out
+        done.append("channels_last")
+    if fast.step_cache_threshold and hasattr(net, "enable_cache"):
+        from diffusers import FirstBlockCacheConfig
+
+        net.enable_cache(FirstBlockCacheConfig(threshold=fast.step_cache_threshold))
+        done.append("step_cache")
+    if fast.compile is Compile.regional and getattr(net, "_repeated_blocks", None):
+        net.compile_repeated_blocks(fullgraph=True, dynamic=False)
+        done.append("compile_regional")
+    elif fast.compile is not Compile.off:
+        net.compile(fullgraph=True, dynamic=False)
+        done.append("compile_full")
+    if done:
+        log.info("fast path for %s: %s", type(pipe).__name__, ", ".join(done))
+    return done
+
+
+def bucket(n: int) -> int:
+    """The batch size a call of `n` images runs at when batches are bucketed: the next power of two."""
+    return 1 << (n - 1).bit_length()
+
+
+def slice_vae(pipe: Any, fast: FastPath, n: int) -> None:
+    """Decodes one image at a time from `vae_slicing_from` images a call on, whole batches below it."""
+    vae = getattr(pipe, "vae", None)
+    if not fast.vae_slicing_from or vae is None or not hasattr(vae, "enable_slicing"):
+        return
+    if n >= fast.vae_slicing_from:
+        vae.enable_slicing()
+    else:
+        vae.disable_slicing()
