@@ -148,7 +148,8 @@ def _written(finished: dict[str, Job | BaseException]) -> dict[str, Settle]:
 
 def drain() -> Report:
     """Waits for this process's outstanding writes and reports them (run when no batch follows)."""
-    return Report(now=[], written=_written(_writes.wait()))
+    written = _written(_writes.wait())
+    return Report(now=[], written=written, outstanding=len(_writes))
 
 
 @app.task(name=GENERATE_TASK, base=JobBatches, flush_every=settings.max_batch,
@@ -176,7 +177,7 @@ def generate(requests: list[Any]) -> Report:
             observe(started)
             now.append(Settle.ack)
     observe_device(context(), batch.call_seconds)
-    return Report(now=now, written=_written(_writes.collect()))
+    return Report(now=now, written=_written(_writes.collect()), outstanding=len(_writes))
 
 
 @signals.worker_process_init.connect

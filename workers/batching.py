@@ -57,6 +57,7 @@ class Report:
 
     now: list[Settle]
     written: dict[str, Settle] = field(default_factory=dict)
+    outstanding: int = 0  # writes the pool process still holds after this report
 
 
 class AcceleratorBatches(Batches):
@@ -106,6 +107,10 @@ class AcceleratorBatches(Batches):
                 on_error(RuntimeError("drain raised"))
                 return
             self._settle(report.written)
+            if not report.outstanding and self.writing:
+                # the pool process holds no more writes, yet some were never reported: their process was
+                # replaced without an error reaching us. Back to the queue, rather than draining forever.
+                self._lose([], RuntimeError("writes vanished with their process"))
             self._finished()
 
         def on_error(exc: BaseException) -> None:
