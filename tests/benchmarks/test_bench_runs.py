@@ -1,7 +1,7 @@
 """`genfleet bench` keeps working: a tiny run prints well-formed JSON lines ending with the ratio.
 
 This checks the benchmark's shape, not its speed: performance figures come from full runs of `genfleet bench`
-(see the README), never from a timed test.
+(docs/benchmarks.md), never from a timed test.
 """
 
 import json

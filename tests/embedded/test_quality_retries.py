@@ -42,5 +42,5 @@ def test_three_attempts_lift_adherence_and_every_attempt_is_recorded(redis, tmp_
             assert all(a.reason for a in out.attempts[:-1])  # every retry was for a reason, recorded
             assert set(out.scores) == {"technical", "adherence"}
     print(f"adherence: first attempt {rates[1]:.3f}, with 3 attempts {rates[3]:.3f}")
-    # Measured with the shipped weights: 0.969 -> 1.000 (README, "Quality and reliability"); the target is 0.95.
+    # Measured with the shipped weights: 0.969 -> 1.000 (docs/embedded-model.md); the target is 0.95.
     assert rates[3] >= 0.95 and rates[3] > rates[1]
