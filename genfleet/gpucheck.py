@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genfleet.bench import emit
 from genfleet.shared.fastpath import Compile, FastPath
 from genfleet.workers.architectures import build, save
 from genfleet.workers.fastpath import apply, use_compile_cache
@@ -42,11 +43,6 @@ PLANS = {  # model: (architecture, size, steps), full and toy
 }
 TARGETS = {"sd15_system_images_per_s": 7.4, "sdxl_compiled_images_per_s": 1.5, "cold_start_cached_s": 60.0}
 FAST = FastPath(compile=Compile.regional, fuse_qkv=True, channels_last=True)
-
-
-def emit(**fields: Any) -> dict[str, Any]:
-    print(json.dumps(fields), flush=True)
-    return fields
 
 
 def _sync(device: torch.device) -> None:

@@ -93,16 +93,17 @@ def wait_for(predicate, timeout_s: float, message, proc: subprocess.Popen | None
 def wait_job(api: str, job_id: str, done: Callable[[dict[str, Any]], bool], timeout_s: float, what: str,
              headers: dict[str, str] | None = None) -> dict[str, Any]:
     """Polls a job over the API until `done(job)`; the job as it then stands."""
-    deadline = time.monotonic() + timeout_s
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    seen: dict[str, Any] = {}
+
+    def ready() -> bool:
         r = httpx.get(f"{api}/v1/jobs/{job_id}", headers=headers)
         assert r.status_code == 200, f"GET /v1/jobs/{job_id}: {r.status_code} {r.text}"
-        job = r.json()
-        if done(job):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} not {what} after {timeout_s}s: {job}")
+        seen.update(job=r.json())
+        return done(seen["job"])
+
+    wait_for(ready, timeout_s, lambda: f"job {job_id} not {what} after {timeout_s}s: {seen.get('job')}")
+    job: dict[str, Any] = seen["job"]
+    return job
 
 
 def wait_terminal(api: str, job_id: str, timeout_s: float = 120) -> dict[str, Any]:

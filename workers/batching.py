@@ -88,15 +88,22 @@ class AcceleratorBatches(Batches):
         elif self.writing and not self._running:
             self._drain()
 
+    def _act(self, req: Request, how: Settle) -> None:
+        if how is Settle.ack:
+            req.acknowledge()  # only now: its job is recorded, and stored if it succeeded
+        elif how is Settle.release:
+            release(req.message)
+        elif how is Settle.later:
+            self.writing[req.id] = req
+        else:
+            req.reject(requeue=True)
+
     def _settle(self, written: dict[str, Settle]) -> None:
+        """Acts on the earlier requests whose writes a report says have ended."""
         for task_id, how in written.items():
             req = self.writing.pop(task_id, None)
-            if req is None:
-                continue
-            if how is Settle.ack:
-                req.acknowledge()  # only now: its images and record are stored
-            else:
-                req.reject(requeue=True)
+            if req is not None:
+                self._act(req, how)
 
     def _drain(self) -> None:
         """No batch is waiting: a pool call that waits for the outstanding writes and reports them."""
@@ -165,14 +172,7 @@ class AcceleratorBatches(Batches):
                 on_error(RuntimeError("batch function raised"))
                 return
             for req, how in zip(requests, report.now, strict=True):
-                if how is Settle.ack:
-                    req.acknowledge()  # recorded, and stored if it succeeded
-                elif how is Settle.release:
-                    release(req.message)
-                elif how is Settle.later:
-                    self.writing[req.id] = req
-                else:
-                    req.reject(requeue=True)
+                self._act(req, how)
             self._settle(report.written)
             self._finished()
 

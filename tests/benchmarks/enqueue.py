@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -32,17 +31,12 @@ from genfleet.shared.queue import GENERATE_TASK, priority_lists, publisher
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import Job, JobRequest
 from genfleet.shared.settings import Settings
+from tests.helpers import free_port
 
 
 def emit(**fields) -> dict:
     print(json.dumps(fields), flush=True)
     return fields
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

