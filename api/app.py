@@ -11,12 +11,13 @@ from contextlib import asynccontextmanager
 from importlib import metadata
 from typing import Any
 
+import redis
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import REGISTRY
 
 from genfleet.api import batches, events, health, jobs
-from genfleet.api.errors import BodyLimit, validation_error
+from genfleet.api.errors import BodyLimit, redis_unavailable, validation_error
 from genfleet.api.observe import ObserveRequests
 from genfleet.api.queue_metrics import QueueCollector
 from genfleet.api.state import attach, build
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(redis.RedisError, redis_unavailable)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObserveRequests)
     return app

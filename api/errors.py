@@ -50,6 +50,14 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": [_entry(e) for e in exc.errors()]}, status_code=422)
 
 
+async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """Redis away (restarting, failing over) anywhere in a request: 503 and a retry, never a 500. Admission
+    (api/admission.py) handles its own, to refund and undo what it began; this covers the rest, such as the
+    backpressure check before it."""
+    return JSONResponse({"detail": f"queue unavailable: {type(exc).__name__}: {exc}"}, status_code=503,
+                        headers={"Retry-After": "5"})
+
+
 def too_large(limit: int, size: int | None) -> dict[str, Any]:
     got = f"{size} bytes" if size is not None else "more"
     return {"detail": [{"type": "too_large", "loc": ["body"], "input": None,
