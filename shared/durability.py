@@ -13,6 +13,9 @@ The wait rides on the command that marks the job published, on the same connecti
 `WAIT` covers every write before it in the replication stream, the message included. A job the rule could not
 confirm in `GENFLEET_DURABILITY_TIMEOUT_MS` is cancelled and the caller gets 503, so no 202 is ever given for
 a job that a failover could lose.
+
+A worker holds each job's outcome to the same rule before it acknowledges the job's message (see
+shared/jobstore.py), so a failover cannot lose an outcome whose message is gone.
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ class Durability:
         self.replicas, self.timeout_ms = replicas, timeout_ms
         self.rule, self._wait = self._resolve(r, Rule(rule))
         log.log(logging.WARNING if self.rule is Rule.none else logging.INFO,
-                "durability of accepted jobs: %s%s", self.rule.value,
-                " (a Redis crash can lose the last second of accepted jobs)" if self.rule is Rule.none else "")
+                "durability of accepted jobs and outcomes: %s%s", self.rule.value,
+                " (a Redis crash can lose the last second of them)" if self.rule is Rule.none else "")
 
     def _resolve(self, r: redis.Redis, rule: Rule) -> tuple[Rule, tuple[str | int, ...] | None]:
         """The rule in force, and the command that confirms it (None: nothing to wait for)."""

@@ -4,6 +4,11 @@ Every update goes through one Lua script: it refuses to change a record that is 
 redelivered message, a late worker or a cancel racing a finish can never flip an outcome. The same atomic step
 appends the status event to the job's stream and, for a job of a batch, moves the batch's counts, so each
 transition is counted exactly once.
+
+With a durability rule (shared/durability.py), a terminal update returns only once the rule holds, and raises
+NotDurable otherwise. A worker acknowledges a message only after its job's outcome is recorded, so without the
+wait, a primary that dies before replicating the outcome leaves a promoted replica with the job `running` and
+no message left to run it again.
 """
 
 from __future__ import annotations
@@ -127,9 +132,28 @@ class JobStore:
                 [job.model_dump_json(), self.ttl_s, job.status.value, MAXLEN, in_batch])
 
     def update(self, job: Job) -> Written:
-        """Writes `job` unless the stored record is already terminal (falsy then)."""
+        """Writes `job` unless the stored record is already terminal (falsy then). A terminal status returns once
+        the durability rule holds (else raises NotDurable: the record is on the primary, maybe nowhere else)."""
         script_keys, args = self._update_call(job)
-        return Written(self._update(keys=script_keys, args=args))
+        if self.durability is None or not job.status.terminal:
+            return Written(self._update(keys=script_keys, args=args))
+        pipe = self.redis.pipeline(transaction=False)
+        self._update(keys=script_keys, args=args, client=pipe)
+        self.durability.wait_on(pipe)  # same connection, right after the write it covers
+        replies = pipe.execute()
+        self.durability.check(replies)
+        return Written(replies[0])
+
+    def confirm(self, job_id: UUID | str) -> None:
+        """Returns once the durability rule holds for every write made so far, the job's included (else raises
+        NotDurable). WAIT counts only the caller's own writes, so a cheap one goes first: replication is in
+        order, and a replica that has it has everything written before it."""
+        if self.durability is None:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(keys.DURABILITY_MARK, str(job_id), ex=60)
+        self.durability.wait_on(pipe)
+        self.durability.check(pipe.execute())
 
     def update_many(self, jobs: Sequence[Job]) -> list[Written]:
         """`update` for many jobs, in one round trip."""

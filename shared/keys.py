@@ -14,6 +14,8 @@ DEAD_LETTER = f"{PREFIX}dead-letter"  # a list, newest first, capped: what exhau
 # each once its message is out; the sweeper (shared/sweeper.py) publishes what a crash left in between.
 UNPUBLISHED = f"{PREFIX}unpublished"
 SWEEPER_LOCK = f"{PREFIX}sweeper:lock"  # one API process sweeps at a time
+# A throwaway write whose replication stands for every write before it (JobStore.confirm)
+DURABILITY_MARK = f"{PREFIX}durability-mark"
 
 
 def job(job_id: UUID | str) -> str:

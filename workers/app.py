@@ -17,6 +17,8 @@ from prometheus_client import multiprocess, start_http_server
 
 from genfleet.shared import metrics
 from genfleet.shared.batches import BatchStore
+from genfleet.shared.durability import Durability
+from genfleet.shared.errors import NotDurable
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.logs import configure_celery_logging
 from genfleet.shared.outcomes import Outcomes
@@ -26,7 +28,7 @@ from genfleet.shared.schema import Job, JobStatus
 from genfleet.shared.settings import get_settings
 from genfleet.shared.storage import RideOut, open_storage
 from genfleet.shared.webhooks import notify
-from genfleet.workers.batching import AcceleratorBatches, Report, Settle
+from genfleet.workers.batching import AcceleratorBatches, Reconnected, Report, Settle
 from genfleet.workers.fastpath import use_compile_cache
 from genfleet.workers.models import PipelineCache, resolve_device
 from genfleet.workers.runner import Context, start_batch
@@ -46,6 +48,7 @@ app = consumer(
     worker_prefetch_multiplier=3 * settings.max_batch,
     worker_cancel_long_running_tasks_on_connection_loss=True,
 )
+app.steps["consumer"].add(Reconnected)
 configure_celery_logging(settings.log_format)
 
 _context: Context | None = None
@@ -56,7 +59,10 @@ def context() -> Context:
     if _context is None:
         device = resolve_device(settings.device)
         use_compile_cache(settings.compile_cache_dir)
-        store = JobStore(client(given_redis(settings, "worker")), settings.job_ttl_s)
+        r = client(given_redis(settings, "worker"))
+        # outcomes are held to the rule a 202 is: a message is acked only once its job's outcome is durable
+        durability = Durability(r, settings.durability, settings.durability_replicas, settings.durability_timeout_ms)
+        store = JobStore(r, settings.job_ttl_s, durability)
         storage = RideOut(open_storage(settings.storage_url, settings.s3_endpoint_url), settings.storage_outage_s)
         _context = Context(
             settings=settings,
@@ -133,10 +139,14 @@ _writes: Outstanding[Job] = Outstanding()
 
 
 def _written(finished: dict[str, Job | BaseException]) -> dict[str, Settle]:
-    """Settles writes that ended: observed and acked, or requeued if the write itself raised."""
+    """Settles writes that ended: observed and acked; left unacked to come back after the lease, if the outcome
+    is recorded but not confirmed durable; or requeued if the write itself raised."""
     settled: dict[str, Settle] = {}
     for task_id, job in finished.items():
-        if isinstance(job, BaseException):
+        if isinstance(job, NotDurable):
+            log.warning("job of task %s: %s; its message comes back after its lease", task_id, job)
+            settled[task_id] = Settle.release
+        elif isinstance(job, BaseException):
             log.error("writing job %s raised %r; its message goes back to the queue", task_id, job)
             settled[task_id] = Settle.requeue
         else:

@@ -22,6 +22,11 @@ answering `later` for a message whose images are still being written; it reports
 the reports of later batches, or, when no batch follows, in a `drain` call that waits for them. A message is
 acknowledged only once its write is reported. If the pool process dies, the messages whose writes it held go
 back to the queue with its batch.
+
+And one for a lost broker connection. The consumer then clears its timer, celery-batches' flush timer with it,
+and the pool discards every call not yet handed to its process, so neither of that call's callbacks ever runs.
+Left alone, the next batches would wait for a full buffer, and the last writes would never be drained nor their
+messages acked. `Reconnected`, a consumer bootstep, forgets those calls and flushes or drains again.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from celery import bootsteps
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
@@ -62,14 +68,24 @@ class Report:
 
 class AcceleratorBatches(Batches):
     abstract = True
-    _running = 0
     _writing: dict[str, Request] | None = None  # requests answered `later`, by task id
+    _calls: set[Any] | None = None  # pool calls (billiard ApplyResults) neither of whose callbacks has run yet
 
     @property
     def writing(self) -> dict[str, Request]:
         if self._writing is None:
             self._writing = {}
         return self._writing
+
+    @property
+    def calls(self) -> set[Any]:
+        if self._calls is None:
+            self._calls = set()
+        return self._calls
+
+    @property
+    def _running(self) -> int:
+        return len(self.calls)
 
     def drain(self) -> Callable[[], Report]:
         """The function a pool process runs to report its outstanding writes once they end (the task's class
@@ -82,7 +98,6 @@ class AcceleratorBatches(Batches):
         super()._do_flush()
 
     def _finished(self) -> None:
-        self._running -= 1
         if not self._buffer.empty():
             self._do_flush()
         elif self.writing and not self._running:
@@ -105,9 +120,41 @@ class AcceleratorBatches(Batches):
             if req is not None:
                 self._act(req, how)
 
+    def _submit(self, fn: Any, args: tuple[Any, ...], on_return: Callable[[Any], None],
+                on_error: Callable[[BaseException], None], **limits: Any) -> Any:
+        """A pool call, counted as running until one of its callbacks runs (or `reconnected` finds it
+        discarded). The pool runs callbacks from the event loop, never within `apply_async`."""
+        call: Any = None
+
+        def returned(value: Any) -> None:
+            self.calls.discard(call)
+            on_return(value)
+
+        def failed(exc: BaseException) -> None:
+            self.calls.discard(call)
+            on_error(exc)
+
+        call = self._pool.apply_async(fn, args, callback=returned, error_callback=failed, **limits)
+        self.calls.add(call)
+        return call
+
+    def reconnected(self) -> None:
+        """The consumer (re)started: after a lost broker connection, forget the pool calls the pool discarded
+        (their messages come back from the broker, as the pool expects), restart the flush timer with the next
+        message, and flush or drain what waits."""
+        self._tref = None  # the consumer cleared its timer: the next message starts a new one
+        discarded = {c for c in self.calls if c._job not in c._cache}  # billiard drops a discarded call from it
+        if discarded:
+            log.warning("%d pool call(s) discarded with the broker connection; their messages come back",
+                        len(discarded))
+            self.calls.difference_update(discarded)
+        if not self._buffer.empty():
+            self._do_flush()
+        elif self.writing and not self._running:
+            self._drain()
+
     def _drain(self) -> None:
         """No batch is waiting: a pool call that waits for the outstanding writes and reports them."""
-        self._running += 1
 
         def on_return(report: Report | None) -> None:
             if report is None:
@@ -124,8 +171,7 @@ class AcceleratorBatches(Batches):
             self._lose([], exc)
             self._finished()
 
-        self._pool.apply_async(self.drain(), (), callback=on_return, error_callback=on_error,
-                               timeout=self.time_limit or self.app.conf.task_time_limit)
+        self._submit(self.drain(), (), on_return, on_error, timeout=self.time_limit or self.app.conf.task_time_limit)
 
     def _lose(self, requests: list[Request], exc: BaseException) -> None:
         """The pool process died (or its call raised): its batch, and the writes it held, go back to the queue;
@@ -164,7 +210,6 @@ class AcceleratorBatches(Batches):
             self._run(part)
 
     def _run(self, requests: list[Request]) -> Any:
-        self._running += 1
         conf = self.app.conf
 
         def on_return(report: Report | None) -> None:
@@ -180,11 +225,22 @@ class AcceleratorBatches(Batches):
             self._lose(requests, exc)
             self._finished()
 
-        return self._pool.apply_async(
+        return self._submit(
             apply_batches_task,
             (self, ([SimpleRequest.from_request(r) for r in requests],), 0, None),
-            callback=on_return,
-            error_callback=on_error,
+            on_return,
+            on_error,
             timeout=self.time_limit or conf.task_time_limit,
             soft_timeout=self.soft_time_limit or conf.task_soft_time_limit,
         )
+
+
+class Reconnected(bootsteps.StartStopStep):
+    """Calls `reconnected` on the worker's AcceleratorBatches tasks each time the consumer (re)starts."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Any) -> None:
+        for task in c.app.tasks.values():
+            if isinstance(task, AcceleratorBatches):
+                task.reconnected()

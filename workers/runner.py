@@ -22,7 +22,7 @@ from enum import Enum
 from celery.exceptions import SoftTimeLimitExceeded
 
 from genfleet.shared import leases
-from genfleet.shared.errors import StorageUnavailable
+from genfleet.shared.errors import NotDurable, StorageUnavailable
 from genfleet.shared.events import publish_progress
 from genfleet.shared.failpoints import failpoint
 from genfleet.shared.jobstore import JobStore
@@ -80,6 +80,7 @@ class Claim(Enum):
     run = "run"  # marked running here: sample it
     done = "done"  # nothing to run: the job already has its outcome (or just got one)
     held = "held"  # a live worker still holds another delivery of this job: leave this one unacked
+    later = "later"  # its outcome is recorded but not yet durable: leave it unacked, to come back after its lease
 
 
 def claim(message: Job, ctx: Context) -> tuple[Job, Claim]:
@@ -91,6 +92,7 @@ def claim(message: Job, ctx: Context) -> tuple[Job, Claim]:
         job = ctx.store.get(message.id) or message
     if job.status.terminal:
         log.info("job %s is already %s; nothing to do", job.id, job.status)
+        ctx.store.confirm(job.id)  # an earlier run recorded it, maybe on the primary alone: ack only once durable
         return job, Claim.done
     if job.status is JobStatus.running and job.worker != leases.WORKER_ID \
             and leases.holds(ctx.store.redis, job.worker, str(job.id)):
@@ -111,16 +113,31 @@ def claim(message: Job, ctx: Context) -> tuple[Job, Claim]:
     return job, Claim.run
 
 
+def finish_or_later(job: Job, ctx: Context, status: JobStatus, **changes) -> Job | None:
+    """`finish`, or None when the outcome is recorded but the durability rule did not confirm it: its message is
+    then left unacknowledged, and comes back after its lease to find the outcome and confirm it."""
+    try:
+        return finish(job, ctx, status, **changes)
+    except NotDurable as e:
+        log.warning("job %s: %s; its message comes back after its lease", job.id, e)
+        return None
+
+
 def claim_safely(message: Job, ctx: Context) -> tuple[Job, Claim]:
     """`claim`, except that storage still down after the outage window fails the job (with a dead letter)
-    instead of sending the whole batch back to the queue, where it would meet the outage again, forever."""
+    instead of sending the whole batch back to the queue, where it would meet the outage again, forever; and an
+    outcome the durability rule does not confirm leaves the delivery for later."""
     try:
         return claim(message, ctx)
     except StorageUnavailable as e:
         job = ctx.store.get(message.id) or message
         reason = f"storage unavailable: {e}"
         ctx.store.dead_letter(job, "storage", reason)
-        return finish(job, ctx, JobStatus.failed, error=reason), Claim.done
+        failed = finish_or_later(job, ctx, JobStatus.failed, error=reason)
+        return (failed, Claim.done) if failed else (job, Claim.later)
+    except NotDurable as e:
+        log.warning("job %s: %s; its message comes back after its lease", message.id, e)
+        return message, Claim.later
 
 
 def write_job(job: Job, slots: list[Candidate], timings: dict[str, float], ctx: Context) -> Job:
@@ -168,7 +185,7 @@ def step_hook(jobs: list[Job], ctx: Context) -> StopCheck:
 
 
 def run_batch(messages: list[Job], ctx: Context) -> list[Job | None]:
-    """`start_batch`, then waits for its writes: each job's record as stored, or None (`Claim.held`)."""
+    """`start_batch`, then waits for its writes: each job's record as stored, or None (left for later)."""
     return [o.result() if isinstance(o, Future) else o for o in start_batch(messages, ctx).outcomes]
 
 
@@ -176,8 +193,8 @@ def run_batch(messages: list[Job], ctx: Context) -> list[Job | None]:
 class Started:
     """A sampled batch. `outcomes`, in message order: each job's record as stored; a future of it while its
     images are being written (its message is acknowledged only once the future is done, and meanwhile the next
-    batch samples); or None for a delivery to leave unacked because a live worker holds the job (`Claim.held`).
-    `call_seconds`: seconds spent in pipeline calls, per model."""
+    batch samples); or None for a delivery to leave unacked, because a live worker holds the job (`Claim.held`)
+    or its outcome is not yet durable (`Claim.later`). `call_seconds`: seconds spent in pipeline calls, per model."""
 
     outcomes: list[Job | Future[Job] | None]
     call_seconds: dict[str, float]
@@ -192,7 +209,7 @@ def start_batch(messages: list[Job], ctx: Context) -> Started:
         job, claimed = claim_safely(message, ctx)
         if claimed is Claim.run:
             runnable.append(job)
-        outcome[n] = None if claimed is Claim.held else job
+        outcome[n] = None if claimed in (Claim.held, Claim.later) else job
     order = {job.id: n for n, job in enumerate(messages)}
     groups = list(group_jobs(runnable).items())
     for g, (key, jobs) in enumerate(groups):
@@ -205,7 +222,7 @@ def start_batch(messages: list[Job], ctx: Context) -> Started:
             reason = f"time limit: the batch ran past {ctx.settings.soft_time_limit_s}s"
             for _, left in groups[g:]:
                 for j in left:
-                    outcome[order[j.id]] = finish(j, ctx, JobStatus.failed, error=reason)
+                    outcome[order[j.id]] = finish_or_later(j, ctx, JobStatus.failed, error=reason)
             break
         except Exception as e:  # the model itself would not load: every job of the group fails with it
             results = [Failed(e)] * len(jobs)
@@ -216,7 +233,8 @@ def start_batch(messages: list[Job], ctx: Context) -> Started:
             timings = {"queued_s": queued_s, "sample_s": sample_s,
                        "batch_images": float(sum(j.request.num_images for j in jobs))}
             if isinstance(result, Failed):
-                outcome[order[job.id]] = finish(job, ctx, JobStatus.failed, error=result.reason, timings=timings)
+                outcome[order[job.id]] = finish_or_later(job, ctx, JobStatus.failed, error=result.reason,
+                                                         timings=timings)
             else:
                 outcome[order[job.id]] = ctx.writer.submit(write_job, job, result.value, timings, ctx)
     return Started([outcome[n] for n in range(len(messages))], call_seconds)

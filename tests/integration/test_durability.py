@@ -4,6 +4,7 @@ embedded server (appendfsync always)."""
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,7 @@ from genfleet.embedded_redis import embedded_redis
 from genfleet.shared.durability import Durability, Rule
 from genfleet.shared.queue import queue_depth
 from genfleet.shared.redis_server import answers, client
-from tests.helpers import free_port, wait_for
+from tests.helpers import depth, free_port, objects, versions, wait_for, wait_terminal
 
 
 def start_redis(tmp: Path, *args: str) -> tuple[subprocess.Popen, str]:
@@ -82,3 +83,31 @@ def test_a_202_waits_for_the_replica_and_a_job_it_cannot_confirm_is_refused_and_
     statuses = sorted(json.loads(r.get(k))["status"] for k in r.scan_iter("genfleet:job:*"))
     assert statuses == ["cancelled"] * 3 + ["queued"] * 3  # what was refused will not run
     assert sum(queue_depth(r, stack.settings.queue).values()) == 6  # messages that went out meet a cancelled job
+
+
+def test_a_worker_acks_a_job_only_once_its_outcome_reached_a_replica(stack, s3, primary_and_replica):
+    """The lost write behind a failover that strands a job `running`: the worker records the outcome on the
+    primary, acks the message, and the primary dies before replicating the outcome. Here the replica stalls
+    (SIGSTOP: a frozen VM or a partition) instead, so the outcome cannot be confirmed: the message must stay."""
+    url, replica = primary_and_replica
+    stack.env.update(GENFLEET_REDIS_URL=url, GENFLEET_DURABILITY="replicas", GENFLEET_DURABILITY_TIMEOUT_MS="300",
+                     GENFLEET_VISIBILITY_TIMEOUT_S="5")
+    api = stack.start_api()
+    job_id = httpx.post(f"{api}/v1/jobs", json={"prompt": "a red cat", "steps": 3}).json()["id"]
+    r = client(url)
+    held = lambda: depth(stack, r) + r.hlen("unacked")  # noqa: E731  # the job's message, queued or delivered
+    replica.send_signal(signal.SIGSTOP)
+    try:
+        stack.start_worker(GENFLEET_QUALITY_ATTEMPTS="1")
+        wait_terminal(api, job_id, timeout_s=60)  # recorded on the primary, images stored
+        # the outcome is not confirmed: the message stays, and comes back (each lease) to confirm it again
+        deadline = time.monotonic() + 8  # more than a lease, so a redelivery happens meanwhile
+        while time.monotonic() < deadline:
+            assert held() == 1, "the message was acked before its job's outcome reached a replica"
+            time.sleep(0.2)
+    finally:
+        replica.send_signal(signal.SIGCONT)
+    wait_for(lambda: held() == 0, 30, lambda: f"never acked once the replica was back: {held()} message(s) left")
+    assert httpx.get(f"{api}/v1/jobs/{job_id}").json()["status"] == "succeeded"
+    assert objects(s3, stack, job_id) == ["0.png", "manifest.json"]
+    assert max(versions(s3, stack, job_id).values()) == 1  # its rerun found the images stored, wrote none again
