@@ -17,6 +17,7 @@ from genfleet.api.auth import Caller
 from genfleet.api.idempotency import fingerprint
 from genfleet.api.state import State
 from genfleet.shared.errors import UnsafeTarget
+from genfleet.shared.schema import JobParams
 from genfleet.shared.settings import Settings
 from genfleet.shared.webhooks import check_target
 
@@ -35,10 +36,17 @@ def invalid(loc: Loc, value: Any, msg: str) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": loc, "input": value, "msg": msg}])
 
 
-def check_model(model: str | None, settings: Settings, loc: Loc = ("body", "model")) -> str:
-    chosen = model or settings.model
+def check_model(params: JobParams, settings: Settings, loc: Loc = ("body",)) -> str:
+    """The model the job runs on (the server's default when unset), once it is served here and takes the
+    job's size and scheduler; else 422 naming each field at fault."""
+    chosen = params.model or settings.model
     if chosen not in settings.models:
-        raise invalid(loc, model, f"model {chosen!r} is not served here; choose one of {settings.models}")
+        raise invalid((*loc, "model"), params.model,
+                      f"model {chosen!r} is not served here; choose one of {settings.models}")
+    misfits = params.misfits(chosen)
+    if misfits:
+        raise RequestValidationError([{"type": "value_error", "loc": (*loc, field), "input": value, "msg": msg}
+                                      for field, value, msg in misfits])
     return chosen
 
 

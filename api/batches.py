@@ -76,7 +76,7 @@ async def _read(request: Request, params: str | None, webhook_url: str | None) -
 
 
 def _queue_batch(body: BatchRequest, state: State, who: Caller) -> Batch:
-    model = check_model(body.params.model, state.settings, ("body", "params", "model"))
+    model = check_model(body.params, state.settings, ("body", "params"))
     check_webhook(body.webhook_url, state.settings)
     batch = Batch(tenant=who.tenant, model=model, total=len(body.prompts), webhook_url=body.webhook_url)
     try:

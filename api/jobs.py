@@ -50,7 +50,7 @@ def _queue_one(body: JobRequest, state: State, who: Caller) -> Job:
 def create_job(body: JobRequest, request: Request, response: Response, state: AppState, who: Who,
                idempotency_key: IdempotencyKey = None) -> Job:
     """Queues one job. With an `Idempotency-Key`, a retried request returns the same job and queues nothing."""
-    check_model(body.model, state.settings)
+    check_model(body, state.settings)
     check_webhook(body.webhook_url, state.settings)
     job_id, job = idempotent(state, request, who, idempotency_key, body.model_dump_json(),
                              lambda: _queue_one(body, state, who))

@@ -27,10 +27,29 @@ def side_limits(model: str) -> tuple[int, int]:
     return _SIDE_LIMITS.get(model, _DEFAULT_SIDE_LIMITS)
 
 
+def schedulers_for(model: str) -> frozenset[Scheduler]:
+    """The schedulers a model takes. The embedded model diffuses in pixel space on a cosine schedule: it needs a
+    multistep solver with thresholding (Euler's first sigma there is enormous, and its pictures saturate)."""
+    return _SCHEDULERS.get(model, frozenset(Scheduler))
+
+
 class Priority(StrEnum):
     high = "high"
     normal = "normal"
     low = "low"
+
+
+class Scheduler(StrEnum):
+    """The samplers a job may ask for, by their usual names (diffusers' classes: workers/schedulers.py)."""
+
+    euler = "euler"
+    euler_a = "euler_a"  # Euler ancestral
+    dpmpp_2m = "dpmpp_2m"  # DPM++ 2M
+    ddim = "ddim"
+    unipc = "unipc"
+
+
+_SCHEDULERS = {EMBEDDED: frozenset({Scheduler.dpmpp_2m, Scheduler.unipc})}
 
 
 class JobStatus(StrEnum):
@@ -60,18 +79,29 @@ class JobParams(BaseModel):
     height: Side | None = Field(None, description="unset: the model's native size")
     steps: int | None = Field(None, ge=1, le=150, description="unset: the model's default")
     guidance: float | None = Field(None, ge=0.0, le=30.0, description="classifier-free guidance scale")
+    scheduler: Scheduler | None = Field(None, description="the sampler; unset: the model's own")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="image n uses seed + n; unset: random")
     num_images: int = Field(1, ge=1, le=16)
     model: str | None = Field(None, min_length=1, max_length=200, description="unset: the server's default")
     priority: Priority = Field(Priority.normal, description="high runs before normal, normal before low")
 
+    def misfits(self, model: str) -> list[tuple[str, Any, str]]:
+        """What `model` cannot take here: (field, value, why) for each. The API asks with the model a job will
+        run on (the server's default when `model` is unset)."""
+        lo, hi = side_limits(model)
+        found: list[tuple[str, Any, str]] = [(name, side, f"{name} {side} is outside {lo}..{hi} for model {model!r}")
+                 for name, side in (("width", self.width), ("height", self.height))
+                 if side is not None and not lo <= side <= hi]
+        if self.scheduler is not None and self.scheduler not in schedulers_for(model):
+            found.append(("scheduler", self.scheduler.value, f"model {model!r} takes the schedulers "
+                          f"{sorted(s.value for s in schedulers_for(model))}"))
+        return found
+
     @model_validator(mode="after")
-    def _sides_fit_model(self) -> JobParams:
-        lo, hi = side_limits(self.model or EMBEDDED)
-        for name in ("width", "height"):
-            side = getattr(self, name)
-            if side is not None and not lo <= side <= hi:
-                raise ValueError(f"{name} {side} is outside {lo}..{hi} for model {self.model or EMBEDDED!r}")
+    def _fits_model(self) -> JobParams:
+        misfits = self.misfits(self.model) if self.model else []
+        if misfits:
+            raise ValueError(misfits[0][2])
         return self
 
 

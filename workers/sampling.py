@@ -1,7 +1,7 @@
 """Batched sampling: group jobs that can share a pipeline call, one generator per image, split on out-of-memory.
 
-Jobs share a call when everything that must be equal inside one diffusers call is equal: model, size, steps and
-guidance (the scheduler comes with the model). Prompts, negative prompts and seeds are per image.
+Jobs share a call when everything that must be equal inside one diffusers call is equal: model, size, steps,
+guidance and scheduler. Prompts, negative prompts and seeds are per image.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import torch
 from PIL import Image
 
 from genfleet.shared.fastpath import FastPath, fastpath_for
-from genfleet.shared.schema import MAX_SEED, Job
+from genfleet.shared.schema import MAX_SEED, Job, Scheduler
 from genfleet.workers.fastpath import bucket, slice_vae
 from genfleet.workers.results import Failed, Ok, attempt
+from genfleet.workers.schedulers import use_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,12 @@ class GroupKey(NamedTuple):
     height: int | None
     steps: int | None
     guidance: float | None
+    scheduler: Scheduler | None = None  # None: the model's own
 
 
 def group_key(job: Job) -> GroupKey:
     r = job.request
-    return GroupKey(job.model, r.width, r.height, r.steps, r.guidance)
+    return GroupKey(job.model, r.width, r.height, r.steps, r.guidance, r.scheduler)
 
 
 def group_jobs(jobs: Iterable[Job]) -> dict[GroupKey, list[Job]]:
@@ -144,6 +146,7 @@ class Sampler:
         fast = fastpath_for(key.model, self.fastpath)
         size = min(bucket(n), self.max_batch) if fast.buckets else n
         slice_vae(pipe, fast, size)
+        use_scheduler(pipe, key.scheduler)
         padded = specs + [specs[-1]] * (size - n)  # padding's images are computed and dropped
         try:
             images = list(pipe(**call_kwargs(key, padded, self.device, should_stop)).images)[:n]

@@ -31,6 +31,9 @@ def test_post_queues_a_job_with_location(api, stack, redis):
     ({"prompt": "a cat", "steps": 100000}, "steps"),
     ({"prompt": "a cat", "unknown": 1}, "unknown"),
     ({"prompt": "a cat", "model": "not/served"}, "model"),
+    ({"prompt": "a cat", "scheduler": "plms"}, "scheduler"),  # not one of the list
+    ({"prompt": "a cat", "scheduler": "euler"}, "scheduler"),  # not one the default (embedded) model takes
+    ({"prompt": "a cat", "width": 512}, "width"),  # beyond the default model's sides
     ({}, "prompt"),
 ])
 def test_bad_input_is_refused_field_by_field_and_nothing_is_queued(api, stack, redis, body, field):
@@ -115,6 +118,21 @@ def test_readyz_fails_when_storage_is_unreachable(stack):
     api = stack.start_api(GENFLEET_STORAGE_URL="s3://no-such-bucket-here/x")
     r = httpx.get(f"{api}/readyz")
     assert r.status_code == 503 and r.json()["checks"]["redis"] == "ok" and r.json()["checks"]["storage"] != "ok"
+
+
+def test_sizes_and_schedulers_are_checked_against_the_model_a_job_runs_on(stack, redis):
+    """A job that names no model runs on the server's default: its limits apply, not the embedded model's."""
+    api = stack.start_api(GENFLEET_MODEL="stable-diffusion-v1-5/stable-diffusion-v1-5",
+                          GENFLEET_EXTRA_MODELS="embedded")
+    sd = httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat", "width": 512, "scheduler": "euler"})
+    assert sd.status_code == 202, sd.text
+    embedded = httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat", "width": 512, "scheduler": "euler",
+                                                  "model": "embedded"})
+    assert embedded.status_code == 422
+    batch = httpx.post(f"{api}/v1/batches", json={"prompts": ["a"], "params": {"width": 32, "scheduler": "ddim"}})
+    assert batch.status_code == 422
+    assert {tuple(e["loc"]) for e in batch.json()["detail"]} == {("body", "params", "width")}
+    assert depth(stack, redis) == 1
 
 
 def test_api_keys_and_tenants(stack):

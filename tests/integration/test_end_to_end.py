@@ -43,17 +43,22 @@ def test_failing_job_is_recorded_failed_with_reason(stack):
     assert good["status"] == "succeeded"
 
 
-def test_same_seed_same_pixels_across_jobs(stack, s3):
+def test_same_seed_same_pixels_across_jobs_and_a_scheduler_changes_them(stack, s3):
     api = stack.start_api()
     stack.start_worker()
-    ids = [httpx.post(f"{api}/v1/jobs", json={"prompt": "a green cat", "seed": 3}).json()["id"] for _ in range(2)]
+    bodies = [{"prompt": "a green cat", "seed": 3}] * 2 + [{"prompt": "a green cat", "seed": 3, "scheduler": "unipc"}]
+    ids = [httpx.post(f"{api}/v1/jobs", json=body).json()["id"] for body in bodies]
     prefix = stack.env["GENFLEET_STORAGE_URL"].removeprefix(f"s3://{BUCKET}/")
-    pixels = []
+    pixels, schedulers = [], []
     for job_id in ids:
         job = wait_terminal(api, job_id)
-        data = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{job['outputs'][0]['key']}")["Body"].read()
-        pixels.append(Image.open(io.BytesIO(data)).tobytes())
-    assert pixels[0] == pixels[1]
+        assert job["status"] == "succeeded", job["error"]
+        stored = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{job['outputs'][0]['key']}")["Body"].read()
+        image = Image.open(io.BytesIO(stored))
+        pixels.append(image.tobytes())
+        schedulers.append(image.text["scheduler"])
+    assert pixels[0] == pixels[1] and pixels[2] != pixels[0]
+    assert schedulers == ["", "", "unipc"]
 
 
 def test_worker_metrics_count_what_the_pool_process_did(stack):

@@ -105,13 +105,16 @@ class CatHatPipeline(DiffusionPipeline):
         dtype = self.unet.dtype
         cond = self._conditioning(prompts, negative, guided).unet_kwargs(dtype)
         shape = (len(prompts), self.unet.config.in_channels, height, width)
-        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        # init_noise_sigma and scale_model_input: 1 and the identity for the default DPM++, not for Euler's
+        noise = randn_tensor(shape, generator=generator, device=self.device, dtype=dtype)
+        latents = noise * self.scheduler.init_noise_sigma
         self.num_timesteps = len(self.scheduler.timesteps)  # what step callbacks read, as in diffusers' pipelines
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             if self.interrupt:
                 break
-            model_in = torch.cat([latents] * 2) if guided else latents
+            scaled = self.scheduler.scale_model_input(latents, t)
+            model_in = torch.cat([scaled] * 2) if guided else scaled
             eps = self.unet(model_in, t, **cond).sample
             if guided:
                 uncond, text = eps.chunk(2)
