@@ -1,12 +1,14 @@
 """The enqueue benchmark: `POST /v1/jobs` through a real uvicorn process against Celery's bare publish of the
 same jobs, and one 10,000-prompt batch. Loopback only; one JSON line a measure, the last with the ratio.
 
-    python -m tests.benchmarks.enqueue [--jobs 2000] [--batch 10000] [--redis-url redis://127.0.0.1:6379/10]
+    python -m tests.benchmarks.enqueue [--jobs 2000] [--rounds 5] [--batch 10000] [--redis-url URL]
 
+Each round runs both sides, one after the other, in alternating order (the machine's noise then falls on both):
 - api: N sequential POSTs on one keep-alive connection (each records the job and publishes its message);
   throughput, p50 and p99 latency as the client sees them;
 - bare: Celery `send_task` of N job messages, the same bodies, sequentially, in this process;
-- `api_cost_ratio`: the API's seconds per job over the bare publish's (target: at most 2);
+- the round's `api_cost_ratio`: the API's seconds per job over the bare publish's (target: at most 2).
+The summary gives the median ratio over the rounds, with its min and max. Then, once:
 - batch: one `POST /v1/batches` of `--batch` prompts, seconds until its 202 (target: at most 5 s).
 Queues are named per run and deleted afterwards; nothing runs the jobs.
 """
@@ -43,7 +45,7 @@ def percentile(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
 
-def bench_api(base: str, n: int, made: list[str]) -> dict:
+def bench_api(base: str, n: int, made: list[str], round_no: int = 0) -> dict:
     latencies = []
     with httpx.Client(base_url=base, timeout=30) as http:
         for i in range(10):  # warm the connection and the server's code paths
@@ -51,24 +53,29 @@ def bench_api(base: str, n: int, made: list[str]) -> dict:
         t0 = time.perf_counter()
         for i in range(n):
             s = time.perf_counter()
-            r = http.post("/v1/jobs", json={"prompt": f"a purple cat with a red hat {i}", "seed": i})
+            r = http.post("/v1/jobs", json={"prompt": f"a purple cat with a red hat {round_no} {i}", "seed": i})
             latencies.append(time.perf_counter() - s)
             made.append(r.raise_for_status().json()["id"])
         total = time.perf_counter() - t0
-    return emit(measure="api", jobs=n, seconds=total, jobs_per_s=n / total,
-                p50_ms=1000 * statistics.median(latencies), p99_ms=1000 * percentile(latencies, 0.99))
+    return {"jobs_per_s": n / total, "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * percentile(latencies, 0.99)}
 
 
-def bench_bare(settings: Settings, redis_url: str, n: int) -> dict:
+def bench_bare(settings: Settings, redis_url: str, n: int, round_no: int = 0) -> dict:
     app = publisher(settings, redis_url)
-    jobs = [Job.new(JobRequest(prompt=f"a purple cat with a red hat {i}", seed=i), "embedded") for i in range(n)]
+    jobs = [Job.new(JobRequest(prompt=f"a purple cat with a red hat {round_no} {i}", seed=i), "embedded")
+            for i in range(n)]
     for job in jobs[:10]:
         app.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=settings.queue, task_id=str(job.id))
     t0 = time.perf_counter()
     for job in jobs:
         app.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=settings.queue, task_id=str(job.id))
     total = time.perf_counter() - t0
-    return emit(measure="bare_apply_async", jobs=n, seconds=total, jobs_per_s=n / total)
+    return {"jobs_per_s": n / total}
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def bench_batch(base: str, n: int, made: list[str]) -> dict:
@@ -84,6 +91,7 @@ def bench_batch(base: str, n: int, made: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--redis-url", default=os.environ.get("GENFLEET_REDIS_URL", "redis://127.0.0.1:6379/10"))
     args = p.parse_args(argv)
@@ -106,13 +114,24 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() > deadline or api.poll() is not None:
                     raise SystemExit(f"API never came up:\n{supervisor.tail(log)}") from None
                 time.sleep(0.2)
-        emit(measure="setup", cpus=os.cpu_count(), jobs=args.jobs, batch=args.batch)
-        api_run = bench_api(base, args.jobs, made)
-        bare = bench_bare(settings, args.redis_url, args.jobs)
+        emit(measure="setup", cpus=os.cpu_count(), jobs=args.jobs, rounds=args.rounds, batch=args.batch)
+        rounds = []
+        for n in range(args.rounds):
+            if n % 2:  # alternate which side goes first
+                bare = bench_bare(settings, args.redis_url, args.jobs, n)
+                api_run = bench_api(base, args.jobs, made, n)
+            else:
+                api_run = bench_api(base, args.jobs, made, n)
+                bare = bench_bare(settings, args.redis_url, args.jobs, n)
+            rounds.append(emit(measure="round", round=n, api_jobs_per_s=api_run["jobs_per_s"],
+                               bare_jobs_per_s=bare["jobs_per_s"], p50_ms=api_run["p50_ms"], p99_ms=api_run["p99_ms"],
+                               api_cost_ratio=bare["jobs_per_s"] / api_run["jobs_per_s"]))
         batch = bench_batch(base, args.batch, made) if args.batch else None
-        emit(measure="summary", api_jobs_per_s=api_run["jobs_per_s"], bare_jobs_per_s=bare["jobs_per_s"],
-             p99_ms=api_run["p99_ms"], batch_seconds=batch and batch["seconds_to_accept"],
-             api_cost_ratio=bare["jobs_per_s"] / api_run["jobs_per_s"])
+        ratios = spread([r["api_cost_ratio"] for r in rounds])
+        emit(measure="summary", api_jobs_per_s=spread([r["api_jobs_per_s"] for r in rounds]),
+             bare_jobs_per_s=spread([r["bare_jobs_per_s"] for r in rounds]),
+             p99_ms=spread([r["p99_ms"] for r in rounds]), batch_seconds=batch and batch["seconds_to_accept"],
+             api_cost_ratio=ratios["median"], ratio_min=ratios["min"], ratio_max=ratios["max"])
     finally:
         supervisor.stop(api, grace_s=5)
         r = client(args.redis_url)
