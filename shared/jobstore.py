@@ -60,6 +60,13 @@ if finished >= (tonumber(c[1]) or 0) then return 2 end
 return 1
 """
 
+# KEYS: job, the queue's priority list. ARGV: record JSON, ttl seconds, message. 1 if stored and pushed, else 0.
+_SUBMIT = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[3])
+return 1
+"""
+
 
 class Written(IntEnum):
     """What `JobStore.update` did."""
@@ -77,6 +84,7 @@ class JobStore:
     def __init__(self, r: redis.Redis, ttl_s: int, durability: Durability | None = None) -> None:
         self.redis, self.ttl_s, self.durability = r, ttl_s, durability
         self._update = r.register_script(_UPDATE)
+        self._submit = r.register_script(_SUBMIT)
 
     def create(self, job: Job, to_publish: bool = True) -> bool:
         """Stores a new record, listed as unpublished until `published` (unless `to_publish` is False: its
@@ -88,6 +96,20 @@ class JobStore:
         pipe.zadd(keys.UNPUBLISHED, {str(job.id): time.time()}, nx=True)
         created, _ = pipe.execute()
         return bool(created)
+
+    def submit(self, job: Job, queue_list: str, message: str) -> bool:
+        """Stores a new record and pushes its message onto `queue_list`, atomically, in one round trip; with a
+        durability rule, returns once it holds (else raises NotDurable). False (nothing written) if the id
+        exists."""
+        pipe = self.redis.pipeline(transaction=False)
+        self._submit(keys=[keys.job(job.id), queue_list], args=[job.model_dump_json(), self.ttl_s, message],
+                     client=pipe)
+        if self.durability is not None:
+            self.durability.wait_on(pipe)  # same connection, right after the write it covers
+        replies = pipe.execute()
+        if self.durability is not None:
+            self.durability.check(replies)
+        return bool(replies[0])
 
     def create_many(self, jobs: list[Job]) -> None:
         """Stores new records, listed as unpublished, in one transaction (ids are fresh: a batch's are derived

@@ -5,6 +5,9 @@ The API publishes by task name, so it never imports the worker (nor torch).
 
 from __future__ import annotations
 
+import base64
+import json
+import uuid
 from contextlib import suppress
 from typing import Any
 
@@ -29,9 +32,14 @@ PUBLISH_CHUNK = 1000  # messages per Redis pipeline when publishing many
 _SEP = ":"  # kombu's default separator is "\x06\x16"; a colon keeps list names readable for KEDA and redis-cli
 
 
+def priority_list(queue: str, step: int) -> str:
+    """The Redis list of one priority step of `queue` (kombu's naming, with our separator)."""
+    return queue if step == 0 else f"{queue}{_SEP}{step}"
+
+
 def priority_lists(queue: str) -> list[str]:
     """The Redis lists that hold `queue`'s messages, most urgent first."""
-    return [queue if step == 0 else f"{queue}{_SEP}{step}" for step in PRIORITY_STEPS.values()]
+    return [priority_list(queue, step) for step in PRIORITY_STEPS.values()]
 
 
 def webhook_queue(queue: str) -> str:
@@ -89,23 +97,38 @@ def _send(app: Celery, job: Job, queue: str, producer: Producer | None = None,
                   kwargsrepr="{}", declare=declare)
 
 
+def task_message(app: Celery, job: Job, queue: str) -> tuple[str, str]:
+    """The Redis list, and the message, that `_send` would have kombu push for `job`, built without sending it,
+    so that the record and the message can go to Redis in one atomic step. Celery builds the task message
+    (headers and body, `amqp.as_task_v2`); the envelope is kombu's Redis transport's, field for field
+    (tests/integration/test_api.py holds the two equal, so an upgrade that changes kombu's shows there)."""
+    argsrepr = f"[job {job.id}]"
+    headers, properties, body, _ = app.amqp.as_task_v2(str(job.id), GENERATE_TASK, args=[job.model_dump(mode="json")],
+                                                       kwargs={}, argsrepr=argsrepr, kwargsrepr="{}")
+    step = PRIORITY_STEPS[job.request.priority]
+    envelope = {
+        "body": base64.b64encode(json.dumps(body).encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {**properties, "reply_to": app.thread_oid, "argsrepr": argsrepr, "kwargsrepr": "{}",
+                       "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": queue},
+                       "priority": step, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())},
+    }
+    return priority_list(queue, step), json.dumps(envelope)
+
+
 def enqueue(job: Job, store: JobStore, app: Celery, queue: str) -> None:
-    """Records the job, then publishes it. If the publish fails the record is removed again, so a job the
-    caller was told failed never lingers as `queued`; if this process dies in between, the sweeper publishes
-    it (the record stays listed as unpublished until its message is out)."""
-    if not store.create(job):
-        raise ValueError(f"job {job.id} exists")
-    failpoint("enqueue.after-record")
+    """Records the job and pushes its message in one atomic step, one Redis round trip (with the durability
+    rule's wait pipelined behind it): no crash can leave one without the other, so a single job needs neither
+    the unpublished ledger nor the sweeper (a batch, published in pipelines of a thousand, does)."""
     try:
-        _send(app, job, queue)
-    except Exception:
-        store.delete(job.id)
-        raise
-    try:
-        store.published([job.id])  # and, with a durability rule, waits for it
+        if not store.submit(job, *task_message(app, job, queue)):  # and, with a durability rule, waits for it
+            raise ValueError(f"job {job.id} exists")
     except redis.RedisError:
-        # The caller will hear 503: cancel, so the message that did go out runs nothing (best effort: with Redis
-        # away this fails too, and the job may run; a retry with the same Idempotency-Key finds it).
+        # Not confirmed durable, or Redis went away with the outcome unknown. The caller will hear 503: cancel,
+        # so a message that did go out runs nothing (best effort: with Redis away this fails too, and the job may
+        # run; a retry with the same Idempotency-Key finds it).
         with suppress(redis.RedisError):
             store.update(job.model_copy(update={"status": JobStatus.cancelled, "error": "not confirmed durable"}))
         raise

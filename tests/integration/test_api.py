@@ -1,10 +1,14 @@
 """The HTTP API as a real uvicorn process, against a real Redis."""
 
+import base64
+import json
 import uuid
 
 import httpx
 import pytest
 
+from genfleet.shared.queue import _send, priority_lists, publisher, task_message
+from genfleet.shared.schema import Job, JobRequest, Priority
 from tests.helpers import depth
 
 
@@ -145,3 +149,22 @@ def test_api_keys_and_tenants(stack):
     url = f"{api}/v1/jobs/{r.json()['id']}"
     assert httpx.get(url, headers={"authorization": "Bearer key-a"}).status_code == 200
     assert httpx.get(url, headers={"authorization": "Bearer key-b"}).status_code == 404
+
+
+def test_a_jobs_message_is_the_one_kombu_would_push(stack, redis):
+    """The API pushes a job's message itself, with its record, in one script (shared/queue.py): the message must
+    stay the one Celery and kombu would have pushed, field for field, whatever their versions do."""
+    queue = stack.settings.queue
+    app = publisher(stack.settings, stack.env["GENFLEET_REDIS_URL"])
+    for priority in Priority:
+        job = Job.new(JobRequest(prompt=f"a {priority} cat", seed=3, priority=priority), "embedded", tenant="t")
+        _send(app, job, queue)  # kombu's own publish
+        (theirs_list,) = [name for name in priority_lists(queue) if redis.llen(name)]
+        theirs = json.loads(redis.rpop(theirs_list))
+        ours_list, message = task_message(app, job, queue)
+        ours = json.loads(message)
+        assert ours_list == theirs_list
+        for envelope in (ours, theirs):
+            envelope["properties"].pop("delivery_tag")  # a fresh uuid each time
+            envelope["body"] = json.loads(base64.b64decode(envelope["body"]))
+        assert ours == theirs

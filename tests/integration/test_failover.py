@@ -176,24 +176,6 @@ def test_a_poison_job_is_isolated_and_its_batch_mates_succeed_on_their_first_red
     assert len(dead) == 1 and poison["id"] in dead[0].decode()
 
 
-def test_a_job_recorded_by_an_api_that_died_before_publishing_is_published_once(stack, s3, redis):
-
-    dying = stack.start_api(GENFLEET_FAILPOINTS="enqueue.after-record")
-    try:
-        httpx.post(f"{dying}/v1/jobs", json={"prompt": "a red cat", "steps": 3})
-        raise AssertionError("the API should have died between recording and publishing")
-    except httpx.HTTPError:
-        pass
-    assert stack.procs[-1].wait(timeout=10) == -signal.SIGKILL
-    (job_id,) = [k.decode() for k in redis.zrange(keys.UNPUBLISHED, 0, -1)]  # recorded, never sent
-    assert sum(queue_depth(redis, stack.settings.queue).values()) == 0
-    api = stack.start_api(GENFLEET_PUBLISH_GRACE_S="1")
-    stack.start_worker(**ONE_TRY)
-    done = wait_terminal(api, job_id, timeout_s=120)
-    assert done["status"] == "succeeded" and done["attempts"] == 1
-    assert objects(s3, stack, job_id) == ["0.png", "manifest.json"] and redis.zcard(keys.UNPUBLISHED) == 0
-
-
 def test_the_rest_of_a_half_published_batch_is_published_exactly_once(stack, redis):
 
     dying = stack.start_api(GENFLEET_FAILPOINTS="publish.after-chunk")
