@@ -35,6 +35,8 @@ def use_scheduler(pipe: Any, name: Scheduler | None) -> None:
     """Sets `pipe`'s scheduler to `name`'s (None: the one it was loaded with)."""
     own: dict[Scheduler | None, Any] | None = getattr(pipe, "_genfleet_schedulers", None)
     if own is None:
+        if name is None:
+            return  # never switched: it has its own (and a wrapped or custom pipeline need not expose one)
         own = pipe._genfleet_schedulers = {None: pipe.scheduler}
     if name is not None and name not in own:
         cls, extra = SCHEDULERS[name]
