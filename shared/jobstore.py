@@ -104,12 +104,17 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         self._submit(keys=[keys.job(job.id), queue_list], args=[job.model_dump_json(), self.ttl_s, message],
                      client=pipe)
+        return bool(self._execute_durably(pipe)[0])
+
+    def _execute_durably(self, pipe: redis.client.Pipeline) -> list[Any]:
+        """Runs `pipe` with the durability rule's wait behind its writes, on the same connection, and returns
+        its replies once the rule holds (else raises NotDurable)."""
         if self.durability is not None:
-            self.durability.wait_on(pipe)  # same connection, right after the write it covers
+            self.durability.wait_on(pipe)
         replies = pipe.execute()
         if self.durability is not None:
             self.durability.check(replies)
-        return bool(replies[0])
+        return replies
 
     def create_many(self, jobs: list[Job]) -> None:
         """Stores new records, listed as unpublished, in one transaction (ids are fresh: a batch's are derived
@@ -126,11 +131,7 @@ class JobStore:
             return
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrem(keys.UNPUBLISHED, *(str(i) for i in job_ids))
-        if self.durability is not None:
-            self.durability.wait_on(pipe)  # same connection, after the publish: covers the message too
-        replies = pipe.execute()
-        if self.durability is not None:
-            self.durability.check(replies)
+        self._execute_durably(pipe)  # same connection, after the publish: the wait covers the message too
 
     def unpublished(self, older_than_s: float, count: int = 1000) -> list[str]:
         """Ids recorded more than `older_than_s` ago whose publishing was never confirmed."""
@@ -161,10 +162,7 @@ class JobStore:
             return Written(self._update(keys=script_keys, args=args))
         pipe = self.redis.pipeline(transaction=False)
         self._update(keys=script_keys, args=args, client=pipe)
-        self.durability.wait_on(pipe)  # same connection, right after the write it covers
-        replies = pipe.execute()
-        self.durability.check(replies)
-        return Written(replies[0])
+        return Written(self._execute_durably(pipe)[0])
 
     def confirm(self, job_id: UUID | str) -> None:
         """Returns once the durability rule holds for every write made so far, the job's included (else raises
@@ -174,8 +172,7 @@ class JobStore:
             return
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(keys.DURABILITY_MARK, str(job_id), ex=60)
-        self.durability.wait_on(pipe)
-        self.durability.check(pipe.execute())
+        self._execute_durably(pipe)
 
     def update_many(self, jobs: Sequence[Job]) -> list[Written]:
         """`update` for many jobs, in one round trip."""

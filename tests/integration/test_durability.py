@@ -4,7 +4,6 @@ embedded server (appendfsync always)."""
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -100,11 +99,16 @@ def test_a_worker_acks_a_job_only_once_its_outcome_reached_a_replica(stack, s3, 
     try:
         stack.start_worker(GENFLEET_QUALITY_ATTEMPTS="1")
         wait_terminal(api, job_id, timeout_s=60)  # recorded on the primary, images stored
-        # the outcome is not confirmed: the message stays, and comes back (each lease) to confirm it again
-        deadline = time.monotonic() + 8  # more than a lease, so a redelivery happens meanwhile
-        while time.monotonic() < deadline:
+        # the outcome is not confirmed: the message stays, and comes back after its lease to confirm it again;
+        # watched until the log shows that redelivery failing to confirm too, the message held all along
+        log = next(iter(stack.logs.values()))
+
+        def redelivered_and_still_held() -> bool:
             assert held() == 1, "the message was acked before its job's outcome reached a replica"
-            time.sleep(0.2)
+            text = log.read_text(errors="replace")
+            return "is already succeeded" in text and text.count("not confirmed") >= 2
+
+        wait_for(redelivered_and_still_held, 30, lambda: f"no redelivery seen:\n{log.read_text()[-2000:]}")
     finally:
         replica.send_signal(signal.SIGCONT)
     wait_for(lambda: held() == 0, 30, lambda: f"never acked once the replica was back: {held()} message(s) left")
