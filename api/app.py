@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import REGISTRY
 
-from genfleet.api import batches, events, health, jobs
+from genfleet.api import batch_results, batches, events, fleet, health, jobs, ui
 from genfleet.api.errors import BodyLimit, redis_unavailable, validation_error
 from genfleet.api.observe import ObserveRequests
 from genfleet.api.queue_metrics import QueueCollector
@@ -55,8 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Queue text-to-image jobs; GPU workers generate, score and store the images.")
     attach(app, state)
     _register_queue_metrics(state.store, settings.queue)
-    for module in (jobs, events, batches, health):
+    for module in (jobs, events, batches, batch_results, fleet, health):
         app.include_router(module.router)
+    ui.mount(app, settings)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

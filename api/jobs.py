@@ -66,6 +66,20 @@ def get_job(job_id: UUID, state: AppState, who: Who) -> Job:
     return with_links(owned(state.store.get(job_id), who, "job", job_id), state)
 
 
+@router.get("/jobs/{job_id}/images/{index}", response_class=Response,
+            responses={200: {"content": {"image/png": {}}, "description": "the image"},
+                       404: {"description": "no such job or image"}})
+def get_image(job_id: UUID, index: int, state: AppState, who: Who) -> Response:
+    """One image, through the API: for clients that cannot reach the storage (a local folder) or hold no link."""
+    job = owned(state.store.get(job_id), who, "job", job_id)
+    output = next((o for o in job.outputs if o.index == index), None)
+    if output is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no image {index}")
+    # private: the caller's key authorised it; immutable: a stored image is never rewritten
+    return Response(state.storage.get(output.key), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=86400, immutable"})
+
+
 @router.delete("/jobs/{job_id}", response_model=Job,
                responses={404: {"description": "no such job"}, 409: {"description": "the job already ended"}})
 def cancel_job(job_id: UUID, state: AppState, who: Who) -> Job:

@@ -130,7 +130,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         children = [api, worker]
         if settings.webhook_secret:
             children.append(supervisor.spawn(supervisor.webhooks_command(settings), supervisor.child_env(url)))
-        print(f"genfleet up: API on http://{args.host}:{args.port} (docs at /docs), one worker"
+        print(f"genfleet up: web page on http://{args.host}:{args.port}/ui, API docs at /docs, one worker"
               f"{', webhooks' if len(children) == 3 else ''}; Ctrl-C stops")
         return _run_children(children)
 

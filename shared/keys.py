@@ -56,3 +56,12 @@ def idempotency(tenant: str, digest: str) -> str:
 def rate_window(limit: str, key_id: str, window_start: int) -> str:
     """A counter of one rate or quota limit for one key, in one fixed window."""
     return f"{PREFIX}{limit}:{key_id}:{window_start}"
+
+
+# A hash of live workers: worker id -> JSON {seen (unix time), models, held}; rewritten every lease renewal.
+WORKERS = f"{PREFIX}workers"
+
+
+def images_minute(minute: int) -> str:
+    """Images stored in one UTC minute (unix time // 60), for the web page's images-per-minute chart."""
+    return f"{PREFIX}images:{minute}"

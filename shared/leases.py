@@ -12,20 +12,22 @@ about one timeout the next restore sweep of any live consumer (kombu's, every `R
 its messages. The same tick rewrites the set of job ids the worker holds, under a key that expires a renewal
 before the leases do; a running job's record names its worker, so a delivery that finds its job `running`
 can tell a run that is still held (a duplicate delivery: leave it) from one whose worker died or gave it back
-(run it again).
+(run it again). A worker that generates also announces itself there, for the web page's list of workers.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import bootsteps
 from kombu.transport import virtual
+from pydantic import BaseModel
 
 from genfleet.shared import keys
 
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 RESTORE_INTERVAL_S = 2  # how often a consumer looks for messages whose lease ran out
 RENEWALS_PER_TIMEOUT = 5  # a lease survives four missed renewals (a busy event loop, a Redis blip)
+# An app setting: the models a worker keeps warm. Set, each renewal also announces the worker (`announce`).
+ANNOUNCE_MODELS = "genfleet_announce_models"
 
 # Who runs a job, as its record names it: the host and the worker's main process. Pool processes are forked
 # from the main process after this module is imported, so they share it.
@@ -45,6 +49,35 @@ def transport_options(visibility_timeout_s: int) -> dict[str, Any]:
     """kombu options for short leases: sweep often, and scan on every sweep (kombu's default scans every 10th)."""
     return {"visibility_timeout": visibility_timeout_s, "unacked_restore_interval": RESTORE_INTERVAL_S,
             "unacked_restore_throttle": 1}
+
+
+class WorkerView(BaseModel):
+    """A live worker, as the web page lists it."""
+
+    id: str
+    models: list[str]  # the models it keeps warm
+    held: int  # messages it holds, running or prefetched
+    seen_s: float  # seconds since it last renewed its leases
+
+
+def announce(r: redis.Redis, worker_id: str, models: list[str], held: int) -> None:
+    """A worker's heartbeat (one HSET); a worker that stops sending it drops out of `workers`."""
+    r.hset(keys.WORKERS, worker_id, json.dumps({"seen": time.time(), "models": models, "held": held}))
+
+
+def workers(r: redis.Redis, alive_s: float) -> list[WorkerView]:
+    """Workers heard from in the last `alive_s` seconds; older entries are dropped from the hash."""
+    now, alive, gone = time.time(), [], []
+    for worker_id, raw in cast(dict[bytes, bytes], r.hgetall(keys.WORKERS)).items():
+        beat = json.loads(raw)
+        if now - beat["seen"] > alive_s:
+            gone.append(worker_id)
+            continue
+        alive.append(WorkerView(id=worker_id.decode(), models=beat["models"], held=beat["held"],
+                                seen_s=round(now - beat["seen"], 1)))
+    if gone:
+        r.hdel(keys.WORKERS, *gone)
+    return sorted(alive, key=lambda w: w.id)
 
 
 def holds(r: redis.Redis, worker_id: str | None, job_id: str) -> bool:
@@ -66,6 +99,7 @@ class HoldMessages(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery shi
     def __init__(self, c: Consumer, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
         self.timeout_s = c.app.conf.broker_transport_options["visibility_timeout"]
+        self.models: list[str] | None = c.app.conf.get(ANNOUNCE_MODELS)
         self.tref = None
 
     def start(self, c: Consumer) -> None:
@@ -99,6 +133,8 @@ class HoldMessages(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery shi
                     pipe.expire(key, int(self.timeout_s * (RENEWALS_PER_TIMEOUT - 1) / RENEWALS_PER_TIMEOUT))
                 if held:
                     pipe.zadd(channel.unacked_index_key, dict.fromkeys(held, time.time()), xx=True)
+                if self.models is not None:  # a generating worker (not the webhook deliverer) shows on the page
+                    announce(pipe, WORKER_ID, self.models, len(held))
                 pipe.execute()
         except Exception:  # a Redis outage: kombu reconnects; the next tick renews
             log.warning("could not renew the lease of %d message(s)", len(held), exc_info=True)

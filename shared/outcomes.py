@@ -1,5 +1,6 @@
 """What follows a recorded status change, wherever it happened (a worker finishing, the API cancelling): a
-terminal job's webhook, and for the last job of a batch the batch's manifest and webhook."""
+terminal job's webhook, its images in the per-minute count, and for the last job of a batch the batch's
+manifest and webhook."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+from genfleet.shared import fleet
 from genfleet.shared.batches import BatchStore
 from genfleet.shared.jobstore import Written
-from genfleet.shared.schema import Job
+from genfleet.shared.schema import Job, JobStatus
 from genfleet.shared.storage import Storage
 from genfleet.shared.webhooks import batch_event, job_event
 
@@ -26,6 +28,8 @@ class Outcomes:
     def __call__(self, job: Job, written: Written) -> None:
         if not written or not job.status.terminal:
             return
+        if job.status is JobStatus.succeeded:
+            fleet.count_images(self.batches.redis, len(job.outputs))
         if job.request.webhook_url:
             self.notify(str(job.request.webhook_url), job_event(job))
         if written is Written.batch_done and job.batch_id:

@@ -25,8 +25,8 @@ from genfleet.shared.redis_server import answers, client
 from tests.helpers import BUCKET, ROOT, Stack, free_port
 
 # Fixtures that start or reach a service: a test that uses one is not a unit test, wherever it lives.
-SERVICE_FIXTURES = {"redis_url", "redis", "s3_server", "s3_endpoint", "s3", "stack", "exported"}
-TIERS = {"unit", "integration", "embedded", "deploy", "benchmarks"}  # folders of tests/
+SERVICE_FIXTURES = {"redis_url", "redis", "s3_server", "s3_endpoint", "s3", "stack", "exported", "browser"}
+TIERS = {"unit", "integration", "embedded", "deploy", "benchmarks", "ui"}  # folders of tests/
 _skipped: list[tuple[str, str]] = []
 
 

@@ -20,6 +20,7 @@ from genfleet.shared.batches import BatchStore
 from genfleet.shared.durability import Durability
 from genfleet.shared.errors import NotDurable
 from genfleet.shared.jobstore import JobStore
+from genfleet.shared.leases import ANNOUNCE_MODELS
 from genfleet.shared.logs import configure_celery_logging
 from genfleet.shared.outcomes import Outcomes
 from genfleet.shared.queue import GENERATE_TASK, consumer, given_redis
@@ -47,6 +48,7 @@ app = consumer(
     # unacknowledged, and counts against the prefetch, until its write ends)
     worker_prefetch_multiplier=3 * settings.max_batch,
     worker_cancel_long_running_tasks_on_connection_loss=True,
+    **{ANNOUNCE_MODELS: [settings.model]},  # the one it loads as it starts (workers/app.py `_warm`)
 )
 app.steps["consumer"].add(Reconnected)
 configure_celery_logging(settings.log_format)

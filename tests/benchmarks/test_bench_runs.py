@@ -46,3 +46,20 @@ def test_enqueue_bench_prints_the_api_cost_ratio_and_cleans_up(redis, redis_url)
     assert summary["bare_jobs_per_s"]["median"] == statistics.median(x["bare_jobs_per_s"] for x in rounds)
     assert summary["batch_seconds"] > 0
     assert redis.dbsize() == 0  # every key it wrote is gone
+
+
+def test_web_page_bench_opens_every_size_each_round_and_cleans_up(redis, redis_url):
+    from tests.ui.conftest import CHROMIUM
+
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    r = subprocess.run([sys.executable, "-m", "tests.benchmarks.web_page", "--sizes", "3,60", "--rounds", "2",
+                        "--redis-url", redis_url], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert [line["measure"] for line in lines] == ["setup", "round", "round", "summary"]
+    for size in (3, 60):
+        seconds = sorted(line[f"jobs_{size}_s"] for line in lines[1:3])
+        spread = lines[-1][f"jobs_{size}_s"]
+        assert (spread["min"], spread["max"]) == (seconds[0], seconds[1]) and seconds[0] > 0
+    assert redis.dbsize() == 0  # every key it wrote is gone

@@ -1,5 +1,5 @@
-"""The wheel `pip install .` builds: one top-level package, `genfleet`, holding the three folders' code and the
-embedded model's weights."""
+"""The wheel `pip install .` builds: one top-level package, `genfleet`, holding the three folders' code, the
+embedded model's weights and the web page's files."""
 
 import shutil
 import subprocess
@@ -20,7 +20,8 @@ def test_the_wheel_installs_one_namespace_and_the_embedded_weights(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"genfleet", wheel.name.split("-py3")[0] + ".dist-info"}
     for module in ("genfleet/api/app.py", "genfleet/shared/keys.py", "genfleet/workers/runner.py",
-                   "genfleet/cli.py", "genfleet/workers/embedded/weights/pipeline/model_index.json"):
+                   "genfleet/cli.py", "genfleet/workers/embedded/weights/pipeline/model_index.json",
+                   "genfleet/api/ui/index.html", "genfleet/api/ui/app.js", "genfleet/api/ui/style.css"):
         assert module in names, module
     assert any(n.endswith(".safetensors") for n in names)
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()

@@ -1,0 +1,41 @@
+// One job: its status, step progress and thumbnails, filled in live from its event stream; a cancel button.
+
+import { call, events } from "./api.js";
+import { h, progressBar, replace } from "./dom.js";
+import { card, details, ended } from "./gallery.js";
+
+export async function jobPage(view, id, signal) {
+  const head = h("div", { class: "head" });
+  const bar = h("div", {}, progressBar(0, "steps"));
+  const body = h("div", { class: "grid" });
+  const panel = h("aside", { class: "details", hidden: true });
+  replace(view, head, bar, body, panel);
+  const select = (job, output) => details(panel, job, output);
+
+  const render = (job) => {
+    const cancel = h("button", { type: "button", class: "cancel", disabled: ended(job), onclick: async () => {
+      cancel.disabled = true;
+      try { render(await call("DELETE", `/v1/jobs/${id}`)); } catch (e) { head.append(h("p", { class: "error" }, e.message)); }
+    } }, "Cancel");
+    replace(head, h("h2", {}, "Job ", h("code", {}, job.id)),
+      h("p", {}, h("span", { class: `badge ${job.status}`, id: "job-status" }, job.status),
+        ` ${job.model} · seed ${job.seed} · ${job.request.num_images} image(s)`), cancel);
+    replace(body, card(job, select));
+    if (ended(job)) replace(bar, progressBar(1, "steps"));
+  };
+
+  let job = await call("GET", `/v1/jobs/${id}`);
+  render(job);
+  for await (const event of events(`/v1/jobs/${id}/events`, signal)) {
+    if (event.event === "progress") {
+      replace(bar, progressBar(event.data.step / event.data.steps, "steps"));
+    } else if (ENDS.has(event.event)) {
+      job = await call("GET", `/v1/jobs/${id}`);  // the record with its download links
+      render(job);
+    } else {
+      render(event.data);
+    }
+  }
+}
+
+const ENDS = new Set(["succeeded", "failed", "cancelled"]);

@@ -1,0 +1,72 @@
+"""The fleet at a glance, as the web page and `GET /v1/fleet` show it: queue depth and the oldest waiting job
+per priority, the workers alive, and images stored per minute over the last hour.
+
+Everything is read from Redis when asked. Workers announce themselves on each lease renewal
+(shared/leases.py `announce`); images are counted per minute where a job's success is recorded (shared/outcomes.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import redis
+from pydantic import BaseModel
+
+from genfleet.shared import keys
+from genfleet.shared.jobstore import JobStore
+from genfleet.shared.leases import WorkerView
+from genfleet.shared.queue import PRIORITY_STEPS, priority_lists
+
+MINUTES = 60  # the images-per-minute window
+_MINUTE_TTL_S = 2 * MINUTES * 60
+
+
+class QueueView(BaseModel):
+    priority: str
+    depth: int
+    oldest_age_s: float  # 0 when nothing waits
+
+
+class FleetView(BaseModel):
+    queues: list[QueueView]
+    workers: list[WorkerView]
+    images_per_minute: list[int]  # the last `MINUTES` whole minutes, oldest first, then the current one
+    models: list[str]  # what a job may ask for; the first is the default
+
+
+def oldest_age(store: JobStore, queue_list: str, now: datetime) -> float:
+    """Seconds the oldest message of one priority list has waited: kombu LPUSHes and BRPOPs, so it is the
+    one at the tail, and its task id is the job id, whose record says when it was queued."""
+    raw = store.redis.lindex(queue_list, -1)
+    if raw is None:
+        return 0.0
+    try:
+        job_id = json.loads(raw)["headers"]["id"]
+    except (ValueError, KeyError, TypeError):
+        return 0.0
+    job = store.get(job_id)
+    return max(0.0, (now - job.created_at).total_seconds()) if job else 0.0
+
+
+def queues(store: JobStore, queue: str) -> Iterator[QueueView]:
+    now = datetime.now(UTC)
+    for priority, name in zip(PRIORITY_STEPS, priority_lists(queue), strict=True):
+        yield QueueView(priority=priority.value, depth=store.redis.llen(name),
+                        oldest_age_s=oldest_age(store, name, now))
+
+
+def count_images(r: redis.Redis, n: int, at: float | None = None) -> None:
+    minute = int((at or time.time()) // 60)
+    pipe = r.pipeline(transaction=False)
+    pipe.incrby(keys.images_minute(minute), n)
+    pipe.expire(keys.images_minute(minute), _MINUTE_TTL_S)
+    pipe.execute()
+
+
+def images_per_minute(r: redis.Redis, now: float | None = None) -> list[int]:
+    current = int((now or time.time()) // 60)
+    counts = r.mget([keys.images_minute(m) for m in range(current - MINUTES, current + 1)])
+    return [int(c) if c else 0 for c in counts]
