@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+import redis
+
 from genfleet.shared import fleet
 from genfleet.shared.batches import BatchStore
 from genfleet.shared.jobstore import Written
@@ -29,7 +31,10 @@ class Outcomes:
         if not written or not job.status.terminal:
             return
         if job.status is JobStatus.succeeded:
-            fleet.count_images(self.batches.redis, len(job.outputs))
+            try:
+                fleet.count_images(self.batches.redis, len(job.outputs))
+            except redis.RedisError:  # a chart's count: never worth sending a recorded job round again
+                log.warning("could not count job %s's images for the web page's chart", job.id)
         if job.request.webhook_url:
             self.notify(str(job.request.webhook_url), job_event(job))
         if written is Written.batch_done and job.batch_id:

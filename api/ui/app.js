@@ -44,6 +44,13 @@ async function route() {
 }
 
 window.addEventListener("hashchange", route);
+// a 401 met by a button or a form (outside `route`) asks for a key too; anything else is shown where it happened
+window.addEventListener("unhandledrejection", (event) => {
+  if (event.reason instanceof Unauthorized) {
+    event.preventDefault();
+    askForKey(true);
+  }
+});
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("forget-key").addEventListener("click", () => { forgetKey(); route(); });
   route();

@@ -1,7 +1,7 @@
 // The submit form: one job, or a file of prompts (one a line: plain text, or JSON Lines as the API takes them)
 // as a batch sharing the form's parameters. The API validates; its errors are shown next to their fields.
 
-import { ApiError, call } from "./api.js";
+import { ApiError, call, Unauthorized } from "./api.js";
 import { h, replace } from "./dom.js";
 
 const NUMBERS = ["width", "height", "steps", "guidance", "seed", "num_images"];
@@ -92,7 +92,7 @@ export async function submitPage(view) {
         location.hash = `#/jobs/${job.id}`;
       }
     } catch (error) {
-      if (error.name === "Unauthorized") throw error;
+      if (error instanceof Unauthorized) throw error;  // the page asks for a key (app.js)
       showErrors(el, error);
     }
   });
