@@ -32,8 +32,8 @@ from genfleet.shared.schema import TERMINAL, Job, JobStatus
 _SUSPECT_TTL_S = 24 * 3600
 _DEAD_LETTER_CAP = 10_000
 
-# KEYS: job, event stream, batch counts (a hash: total, running, succeeded, failed, cancelled).
-# ARGV: new JSON, ttl seconds, new status, stream maxlen, "1" if the job belongs to a batch.
+# KEYS: job, event stream, batch counts (a hash: total, running, succeeded, failed, cancelled), queued index.
+# ARGV: new JSON, ttl seconds, new status, stream maxlen, "1" if the job belongs to a batch, job id.
 # Returns -1 no record, 0 refused (already terminal), 1 written, 2 written and it was the batch's last job.
 _TERMINAL_LUA = ", ".join(f"{s.value} = true" for s in sorted(TERMINAL))
 _UPDATE = """
@@ -45,6 +45,7 @@ local old = cjson.decode(cur)['status']
 if terminal(old) then return 0 end
 local new = ARGV[3]
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if old == 'queued' and new ~= 'queued' then redis.call('ZREM', KEYS[4], ARGV[6]) end
 if old ~= new or new == 'running' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', new, 'data', ARGV[1])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -60,10 +61,12 @@ if finished >= (tonumber(c[1]) or 0) then return 2 end
 return 1
 """
 
-# KEYS: job, the queue's priority list. ARGV: record JSON, ttl seconds, message. 1 if stored and pushed, else 0.
+# KEYS: job, the queue's priority list, queued index. ARGV: record JSON, ttl seconds, message, now, job id.
+# 1 if stored and pushed, else 0.
 _SUBMIT = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
 redis.call('LPUSH', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
 return 1
 """
 
@@ -94,7 +97,8 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(keys.job(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s)
         pipe.zadd(keys.UNPUBLISHED, {str(job.id): time.time()}, nx=True)
-        created, _ = pipe.execute()
+        pipe.zadd(keys.QUEUED, {str(job.id): time.time()}, nx=True)
+        created, _, _ = pipe.execute()
         return bool(created)
 
     def submit(self, job: Job, queue_list: str, message: str) -> bool:
@@ -102,8 +106,8 @@ class JobStore:
         durability rule, returns once it holds (else raises NotDurable). False (nothing written) if the id
         exists."""
         pipe = self.redis.pipeline(transaction=False)
-        self._submit(keys=[keys.job(job.id), queue_list], args=[job.model_dump_json(), self.ttl_s, message],
-                     client=pipe)
+        self._submit(keys=[keys.job(job.id), queue_list, keys.QUEUED],
+                     args=[job.model_dump_json(), self.ttl_s, message, time.time(), str(job.id)], client=pipe)
         return bool(self._execute_durably(pipe)[0])
 
     def _execute_durably(self, pipe: redis.client.Pipeline) -> list[Any]:
@@ -122,7 +126,9 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=True)
         for job in jobs:
             pipe.set(keys.job(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s)
-        pipe.zadd(keys.UNPUBLISHED, dict.fromkeys((str(j.id) for j in jobs), time.time()), nx=True)
+        listed = dict.fromkeys((str(j.id) for j in jobs), time.time())
+        pipe.zadd(keys.UNPUBLISHED, listed, nx=True)
+        pipe.zadd(keys.QUEUED, listed, nx=True)
         pipe.execute()
 
     def published(self, job_ids: Sequence[UUID | str]) -> None:
@@ -138,6 +144,15 @@ class JobStore:
         ids = self.redis.zrange(keys.UNPUBLISHED, 0, time.time() - older_than_s, byscore=True, offset=0, num=count)
         return [i.decode() for i in cast(list[bytes], ids)]
 
+    def queued_ids(self) -> list[str]:
+        """Every job whose status is queued, oldest first (one read: the reconciler wants a snapshot)."""
+        return [i.decode() for i in cast(list[bytes], self.redis.zrange(keys.QUEUED, 0, -1))]
+
+    def unlist(self, job_ids: Sequence[str]) -> None:
+        """Drops ids from the queued index (their records expired while they waited)."""
+        if job_ids:
+            self.redis.zrem(keys.QUEUED, *job_ids)
+
     def get(self, job_id: UUID | str) -> Job | None:
         raw = self.redis.get(keys.job(job_id))
         return Job.model_validate_json(raw) if raw else None
@@ -151,8 +166,8 @@ class JobStore:
         """The update script's KEYS and ARGV for `job`."""
         counts = keys.batch_counts(job.batch_id) if job.batch_id else keys.job(job.id)
         in_batch = "1" if job.batch_id else "0"
-        return ([keys.job(job.id), keys.events(job.id), counts],
-                [job.model_dump_json(), self.ttl_s, job.status.value, MAXLEN, in_batch])
+        return ([keys.job(job.id), keys.events(job.id), counts, keys.QUEUED],
+                [job.model_dump_json(), self.ttl_s, job.status.value, MAXLEN, in_batch, str(job.id)])
 
     def update(self, job: Job) -> Written:
         """Writes `job` unless the stored record is already terminal (falsy then). A terminal status returns once

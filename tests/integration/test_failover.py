@@ -1,6 +1,7 @@
 """Faults the way production has them, with default settings: a worker killed as a whole (an OOM kill, a lost
 node, a spot preemption), a live worker running a job far longer than a lease, an S3 endpoint that dies in the
-middle of a write, a poison job that keeps killing its process. Each test checks the records (attempt counts:
+middle of a write, a poison job that keeps killing its process, a Redis connection reset while a popped message
+is on the wire. Each test checks the records (attempt counts:
 what ran twice) and the bucket (exactly the expected objects)."""
 
 import json
@@ -11,10 +12,11 @@ import time
 from datetime import datetime
 
 import httpx
+import pytest
 
 from genfleet.shared import keys
 from genfleet.shared.queue import queue_depth
-from tests.faults import FlakyEndpoint
+from tests.faults import BrokenPop, FlakyEndpoint
 from tests.helpers import objects, pool_children, versions, wait_for, wait_status, wait_terminal
 from tests.integration.test_reliability import post
 
@@ -195,3 +197,23 @@ def test_the_rest_of_a_half_published_batch_is_published_exactly_once(stack, red
     queued = [m for lst in ("", ":3", ":6") for m in redis.lrange(stack.settings.queue + lst, 0, -1)]
     ids = [json.loads(m)["headers"]["id"] for m in queued]
     assert len(ids) == 1500 and len(set(ids)) == 1500  # every job once, none twice
+
+
+def test_a_message_whose_pop_reply_was_cut_is_published_again_and_runs(stack, redis, redis_url):
+    host, _, port = redis_url.removeprefix("redis://").partition("/")[0].partition(":")
+    if not port:
+        pytest.skip(f"the proxy needs Redis over TCP, not {redis_url}")
+    proxy = BrokenPop(int(port))
+    api = stack.start_api()
+    proxy.armed.set()  # the worker's first BRPOP that returns a message never reaches it
+    worker = stack.start_worker(GENFLEET_REDIS_URL=redis_url.replace(f":{port}/", f":{proxy.port}/"), **ONE_TRY)
+    job = post(api)
+    wait_for(lambda: proxy.lost == 1, 30, "the proxy never cut a BRPOP reply", worker)
+    # kombu had popped the message on the server and recorded nothing: before the fix, the job stayed queued
+    # for good. The worker reconnects, asks for a reconciliation, and the API's sweeper publishes it again.
+    done = wait_terminal(api, job["id"], timeout_s=60)
+    assert done["status"] == "succeeded" and done["attempts"] == 1
+    api_log = next(p for p in stack.tmp.glob("api-*.log")).read_text()
+    assert "published 1 queued job(s) whose message was lost" in api_log
+    assert redis.zcard(keys.QUEUED) == 0
+    wait_for(lambda: redis.hlen("unacked") == 0, 10, "the message that ran was never acked")  # it acks after the record

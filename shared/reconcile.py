@@ -1,0 +1,90 @@
+"""Publishing again the queued jobs that no message carries any more.
+
+kombu's Redis transport pops a message (BRPOP) and only then records it as unacked, from the client. If the
+connection breaks in between (a Redis failover; a reset while the reply is on the wire), the pop has happened
+on the server and the message is gone: its job stays `queued` for ever (kombu#305; reliability.md, "kombu's
+pop-then-record window"). That can only happen to a consumer whose connection broke, so every consumer asks
+for a check as it (re)connects (shared/leases.py, `HoldMessages.start`), and the next sweep (shared/sweeper.py)
+runs `reconcile` once.
+
+The check reads the queued index first, then every message Redis holds (the priority lists, then kombu's
+unacked hash), then the records again: a job still `queued` whose id no message carries is published again.
+A job recorded but not yet published (a batch being sent) is the sweeper's, and is left to it. A message that
+moves between the two reads (restored from unacked to a list) can be missed and its job sent twice; the job
+store's rules make the second message a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import cast
+
+import redis
+from celery import Celery
+
+from genfleet.shared import keys
+from genfleet.shared.jobstore import JobStore
+from genfleet.shared.metrics import RECONCILED
+from genfleet.shared.queue import UNACKED, priority_lists, publish_many
+from genfleet.shared.schema import JobStatus
+
+log = logging.getLogger(__name__)
+_CHUNK = 1000
+
+
+def take_request(r: redis.Redis) -> bool:
+    """Whether a reconciliation was asked for, clearing the request (atomically: one sweeper takes it)."""
+    pipe = r.pipeline(transaction=True)
+    pipe.exists(keys.RECONCILE)
+    pipe.delete(keys.RECONCILE)
+    asked, _ = pipe.execute()
+    return bool(asked)
+
+
+def _task_id(raw: bytes | str) -> str | None:
+    try:
+        message = json.loads(raw)
+        if isinstance(message, list):  # kombu's unacked hash holds [message, exchange, routing key]
+            message = message[0]
+        return str(message["headers"]["id"])
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def _list_messages(r: redis.Redis, name: str) -> Iterator[bytes]:
+    for start in range(0, r.llen(name), _CHUNK):
+        yield from cast(list[bytes], r.lrange(name, start, start + _CHUNK - 1))
+
+
+def carried(r: redis.Redis, queue: str) -> set[str]:
+    """The task ids of every message Redis holds for `queue`: waiting in its lists, or delivered and unacked."""
+    ids: set[str | None] = set()
+    for name in priority_lists(queue):
+        ids.update(_task_id(m) for m in _list_messages(r, name))
+    ids.update(_task_id(m) for _, m in r.hscan_iter(UNACKED, count=_CHUNK))
+    ids.discard(None)
+    return cast(set[str], ids)
+
+
+def reconcile(store: JobStore, app: Celery, queue: str) -> int:
+    """One check; returns how many jobs it published again."""
+    listed = store.queued_ids()
+    unpublished = {i.decode() for i in cast(list[bytes], store.redis.zrange(keys.UNPUBLISHED, 0, -1))}
+    held = carried(store.redis, queue)
+    lost, gone = [], []
+    for start in range(0, len(listed), _CHUNK):
+        chunk = [i for i in listed[start:start + _CHUNK] if i not in held and i not in unpublished]
+        for job_id, job in zip(chunk, store.get_many(chunk), strict=True):
+            if job is None:
+                gone.append(job_id)
+            elif job.status is JobStatus.queued:
+                lost.append(job)
+    store.unlist(gone)
+    if lost:
+        publish_many(lost, store, app, queue)
+        log.warning("published %d queued job(s) whose message was lost", len(lost),
+                    extra={"job_ids": [str(j.id) for j in lost[:20]]})
+    RECONCILED.inc(len(lost))
+    return len(lost)
