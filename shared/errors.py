@@ -5,6 +5,10 @@ from __future__ import annotations
 import redis
 
 
+class SafetyUnavailable(Exception):
+    """Images are to be checked (GENFLEET_SAFETY) but the safety checker's weights are not on this machine."""
+
+
 class StorageUnavailable(Exception):
     """Storage stayed unreachable for the whole outage window (shared/storage.py's RideOut): the job fails, with
     a dead-letter record."""

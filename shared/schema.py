@@ -135,6 +135,7 @@ class ImageOutput(BaseModel):
     width: int
     height: int
     attempts: list[Attempt] = []
+    nsfw: bool | None = Field(None, description="the safety checker's flag (GENFLEET_SAFETY); null: not checked")
     # Filled in by the API when it answers: a presigned GET URL (S3) or a local path; never stored.
     download_url: str | None = None
 

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(3, ge=1, le=100)
     # A storage outage is waited out, with backoff, this long per call; then the job fails with a dead letter.
     storage_outage_s: int = Field(180, ge=1, le=3600)
+    # The safety flag (workers/safety.py): off | keep | separate (stored under flagged/) | fail (the job fails).
+    safety: str = Field("off", pattern="^(off|keep|separate|fail)$")
+    safety_checker: str = "CompVis/stable-diffusion-safety-checker"  # a folder or a cached HF id; never downloaded
     png_compress_level: int = Field(1, ge=0, le=9)
     # The GPU fast path per model (shared/fastpath.py), and where compiled kernels are kept across restarts.
     fastpath: dict[str, FastPath] = {}

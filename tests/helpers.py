@@ -150,3 +150,22 @@ def versions(s3: Any, stack: Stack, job_id: str) -> dict[str, int]:
         name = v["Key"].rsplit("/", 1)[1]
         counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def make_safety_checker(folder: Path, flags: bool) -> Path:
+    """A small `StableDiffusionSafetyChecker` with random weights (no real one can be downloaded here), saved with
+    its image processor. Its thresholds are set so that it flags every image (`flags`) or none: the checker's own
+    forward pass runs either way, and the test can say what the flag must be."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    small = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
+    config = CLIPConfig(text_config={**small, "vocab_size": 100}, projection_dim=32,
+                        vision_config={**small, "image_size": 32, "patch_size": 8})
+    checker = StableDiffusionSafetyChecker(config)
+    # a concept is flagged when cosine(image, concept) - threshold > 0: a threshold of -2 always, of 2 never
+    checker.concept_embeds_weights.data.fill_(-2.0 if flags else 2.0)
+    checker.special_care_embeds_weights.data.fill_(2.0)
+    checker.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

@@ -33,6 +33,7 @@ from genfleet.workers.batching import AcceleratorBatches, Reconnected, Report, S
 from genfleet.workers.fastpath import use_compile_cache
 from genfleet.workers.models import PipelineCache, resolve_device
 from genfleet.workers.runner import Context, start_batch
+from genfleet.workers.safety import SafetyChecker
 from genfleet.workers.sampling import Sampler
 from genfleet.workers.scoring import ScorerSet
 from genfleet.workers.writer import BoundedWriter, Outstanding
@@ -75,6 +76,7 @@ def context() -> Context:
             sampler=Sampler(device, settings.max_batch, settings.fastpath),
             writer=BoundedWriter(settings.write_threads, settings.write_queue),
             outcomes=Outcomes(BatchStore(store), storage, lambda url, event: notify(app, settings.queue, url, event)),
+            safety=SafetyChecker(settings.safety_checker, device),
         )
     return _context
 

@@ -27,6 +27,7 @@ class Candidate:
     image: Image.Image | None = None  # the kept picture
     best: Attempt | None = None  # the attempt that made it
     attempts: list[Attempt] = field(default_factory=list)
+    nsfw: bool | None = None  # the safety checker's flag on the kept picture (workers/safety.py); None: unchecked
 
     @property
     def seed(self) -> int:

@@ -34,6 +34,7 @@ from genfleet.workers.encode import manifest_bytes, png_bytes
 from genfleet.workers.models import PipelineCache
 from genfleet.workers.quality import Candidate, sample_with_retries
 from genfleet.workers.results import Failed
+from genfleet.workers.safety import Policy, SafetyChecker, check
 from genfleet.workers.sampling import Sampler, StopCheck, group_jobs
 from genfleet.workers.scoring import ScorerSet
 from genfleet.workers.writer import BoundedWriter
@@ -53,10 +54,12 @@ class Context:
     sampler: Sampler
     writer: BoundedWriter
     outcomes: Outcomes
+    safety: SafetyChecker
 
 
-def image_key(job: Job, index: int) -> str:
-    return f"{job.id}/{index}.png"
+def image_key(job: Job, index: int, flagged: bool = False) -> str:
+    """Where an image is stored; under `flagged/` when the safety checker flagged it and GENFLEET_SAFETY=separate."""
+    return f"{'flagged/' if flagged else ''}{job.id}/{index}.png"
 
 
 def manifest_key(job: Job) -> str:
@@ -149,10 +152,11 @@ def write_job(job: Job, slots: list[Candidate], timings: dict[str, float], ctx: 
     try:
         outputs = []
         for i, slot in enumerate(slots):
-            key, image = image_key(job, i), slot.image
+            key, image = image_key(job, i, bool(slot.nsfw) and ctx.settings.safety == Policy.separate), slot.image
             assert image is not None, "every slot was offered an image before the job is written"
             output = ImageOutput(index=i, url=ctx.storage.url(key), key=key, seed=slot.seed, score=slot.score,
-                                 scores=slot.scores, width=image.width, height=image.height, attempts=slot.attempts)
+                                 scores=slot.scores, width=image.width, height=image.height, attempts=slot.attempts,
+                                 nsfw=slot.nsfw)
             t_enc = time.perf_counter()
             data = png_bytes(image, job, output, ctx.settings.png_compress_level)
             encode_s += time.perf_counter() - t_enc
@@ -218,6 +222,7 @@ def start_batch(messages: list[Job], ctx: Context) -> Started:
             results = sample_with_retries(ctx.sampler, ctx.pipelines.get(key.model), key, jobs,
                                           ctx.scorers, ctx.settings.quality_threshold,
                                           ctx.settings.quality_attempts, step_hook(jobs, ctx))
+            results = check(results, ctx.safety, Policy(ctx.settings.safety))
         except SoftTimeLimitExceeded:
             reason = f"time limit: the batch ran past {ctx.settings.soft_time_limit_s}s"
             for _, left in groups[g:]:

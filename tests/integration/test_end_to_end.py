@@ -4,10 +4,12 @@ import io
 import json
 
 import httpx
+import numpy as np
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import BUCKET, free_port, wait_for, wait_terminal
+from genfleet import supervisor
+from tests.helpers import BUCKET, free_port, make_safety_checker, objects, wait_for, wait_terminal
 
 
 def test_job_lands_in_s3_with_metadata_and_manifest(stack, s3):
@@ -80,3 +82,25 @@ def test_worker_metrics_count_what_the_pool_process_did(stack):
     assert got[("genfleet_jobs_finished_total", (("model", "embedded"), ("status", "succeeded")))] == 1.0
     assert got[("genfleet_sample_seconds_count", (("model", "embedded"),))] == 1.0
     assert got[("genfleet_model_load_seconds", (("model", "embedded"),))] > 0
+
+
+def test_the_safety_flag_stores_flagged_images_apart_or_fails_the_job(stack, s3, tmp_path):
+    # a checker built from config (no real one can be downloaded here) whose thresholds flag every image
+    checker = str(make_safety_checker(tmp_path / "checker", flags=True))
+    api = stack.start_api()
+    worker = stack.start_worker(GENFLEET_SAFETY="separate", GENFLEET_SAFETY_CHECKER=checker)
+    job = wait_terminal(api, httpx.post(f"{api}/v1/jobs", json={"prompt": "a red hat", "num_images": 2}).json()["id"])
+    assert job["status"] == "succeeded" and [o["nsfw"] for o in job["outputs"]] == [True, True]
+    prefix = stack.env["GENFLEET_STORAGE_URL"].removeprefix(f"s3://{BUCKET}/")
+    for out in job["outputs"]:
+        assert out["key"] == f"flagged/{job['id']}/{out['index']}.png"
+        png = Image.open(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{out['key']}")["Body"].read()))
+        assert png.text["nsfw"] == "true"
+        assert np.asarray(png.convert("RGB")).std() > 4  # flagged, never blacked out
+    assert objects(s3, stack, job["id"]) == ["manifest.json"]  # only the manifest under the job's own prefix
+
+    supervisor.stop(worker, grace_s=10)
+    stack.start_worker(GENFLEET_SAFETY="fail", GENFLEET_SAFETY_CHECKER=checker)
+    failed = wait_terminal(api, httpx.post(f"{api}/v1/jobs", json={"prompt": "a red hat"}).json()["id"])
+    assert failed["status"] == "failed" and "safety checker flagged image(s) [0]" in failed["error"]
+    assert objects(s3, stack, failed["id"]) == [] and failed["outputs"] == []

@@ -19,6 +19,7 @@ from genfleet.shared.settings import Settings
 from genfleet.shared.storage import LocalStorage
 from genfleet.workers.models import PipelineCache, load_pipeline
 from genfleet.workers.runner import Context, run_batch
+from genfleet.workers.safety import SafetyChecker
 from genfleet.workers.sampling import Sampler, group_key
 from genfleet.workers.scoring import ScorerSet
 from genfleet.workers.writer import BoundedWriter
@@ -59,7 +60,8 @@ def make_ctx(redis, tmp_path, pipe, max_batch=8, **settings) -> Context:
     ctx = Context(settings=settings, store=store, storage=storage, pipelines=pipelines,
                   scorers=ScorerSet(settings.scorer_names), sampler=Sampler(DEVICE, max_batch),
                   writer=BoundedWriter(2, 4),
-                  outcomes=Outcomes(BatchStore(store), storage, lambda url, event: notified.append((url, event))))
+                  outcomes=Outcomes(BatchStore(store), storage, lambda url, event: notified.append((url, event))),
+                  safety=SafetyChecker(settings.safety_checker, DEVICE))
     ctx.notified = notified  # type: ignore[attr-defined]  # kept on the context for the tests to read
     return ctx
 
