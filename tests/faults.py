@@ -89,19 +89,24 @@ class FlakyEndpoint:
 
     def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
         try:
-            while data := src.recv(65536):
-                if from_client and self._should_die(data):
-                    self._die()
-                    return
-                if from_client and self.latency_s and _starts_request(data):
-                    time.sleep(self.latency_s)
-                dst.sendall(data)
+            while (data := src.recv(65536)) and self._relay(data, src, dst, from_client):
+                pass
         except OSError:
             pass
         finally:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.close()
+
+    def _relay(self, data: bytes, src: socket.socket, dst: socket.socket, from_client: bool) -> bool:
+        """Passes one chunk on; False ends the connection."""
+        if from_client and self._should_die(data):
+            self._die()
+            return False
+        if from_client and self.latency_s and _starts_request(data):
+            time.sleep(self.latency_s)
+        dst.sendall(data)
+        return True
 
     def _should_die(self, data: bytes) -> bool:
         """Counts request starts."""
@@ -144,26 +149,19 @@ class BrokenPop(FlakyEndpoint):
         self._popping: dict[socket.socket, bool] = {}  # per client connection: its last command was a BRPOP
         super().__init__(target_port)
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+    def _relay(self, data: bytes, src: socket.socket, dst: socket.socket, from_client: bool) -> bool:
         client = src if from_client else dst
-        try:
-            while data := src.recv(65536):
-                if from_client:
-                    self._popping[client] = b"\r\nBRPOP\r\n" in data.upper()
-                elif self.armed.is_set() and self._popping.get(client) and data.startswith(b"*2\r\n"):
-                    self.armed.clear()
-                    self.lost += 1
-                    # RST, so the client reads "connection reset by peer". SHUT_RD wakes the thread blocked in
-                    # recv() on the other direction; the last close() then resets (close() alone would wait for it).
-                    for c in (src, dst):
-                        with contextlib.suppress(OSError):
-                            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                            c.shutdown(socket.SHUT_RD)
-                    return
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
+        if from_client:
+            self._popping[client] = b"\r\nBRPOP\r\n" in data.upper()
+        elif self.armed.is_set() and self._popping.get(client) and data.startswith(b"*2\r\n"):
+            self.armed.clear()
+            self.lost += 1
+            # RST, so the client reads "connection reset by peer". SHUT_RD wakes the thread blocked in recv() on
+            # the other direction; the last close() then resets (close() alone would wait for that thread).
+            for c in (src, dst):
                 with contextlib.suppress(OSError):
-                    s.close()
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    c.shutdown(socket.SHUT_RD)
+            return False
+        dst.sendall(data)
+        return True
