@@ -140,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
                    *(keys.events(k) for k in made if not k.startswith("genfleet:"))]
         for start in range(0, len(written), 1000):
             r.unlink(*written[start:start + 1000])
+        record = keys.job("")
+        ids = [k.removeprefix(record) for k in made if k.startswith(record) or not k.startswith("genfleet:")]
+        for start in range(0, len(ids), 1000):  # the jobs it left queued, from the job store's index
+            r.zrem(keys.QUEUED, *ids[start:start + 1000])
     return 0
 
 
