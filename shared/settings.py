@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,6 +13,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from genfleet.shared.fastpath import FastPath
 
 PLACEHOLDER = "REPLACE_ME"  # what deploy/ puts where a secret belongs
+
+
+class Safety(StrEnum):
+    """What the safety checker's flag does to an image (workers/safety.py)."""
+
+    off = "off"  # no checker runs; `nsfw` stays null
+    keep = "keep"  # stored like any other, flagged in the record
+    separate = "separate"  # stored under `flagged/{job_id}/` instead of `{job_id}/`
+    fail = "fail"  # the job fails, naming the flagged images; nothing of it is stored
 
 
 class Settings(BaseSettings):
@@ -52,8 +62,7 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(3, ge=1, le=100)
     # A storage outage is waited out, with backoff, this long per call; then the job fails with a dead letter.
     storage_outage_s: int = Field(180, ge=1, le=3600)
-    # The safety flag (workers/safety.py): off | keep | separate (stored under flagged/) | fail (the job fails).
-    safety: str = Field("off", pattern="^(off|keep|separate|fail)$")
+    safety: Safety = Safety.off  # the safety flag (workers/safety.py)
     safety_checker: str = "CompVis/stable-diffusion-safety-checker"  # a folder or a cached HF id; never downloaded
     png_compress_level: int = Field(1, ge=0, le=9)
     # The GPU fast path per model (shared/fastpath.py), and where compiled kernels are kept across restarts.

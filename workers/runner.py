@@ -28,13 +28,13 @@ from genfleet.shared.failpoints import failpoint
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.outcomes import Outcomes
 from genfleet.shared.schema import ImageOutput, Job, JobStatus
-from genfleet.shared.settings import Settings
+from genfleet.shared.settings import Safety, Settings
 from genfleet.shared.storage import Storage
 from genfleet.workers.encode import manifest_bytes, png_bytes
 from genfleet.workers.models import PipelineCache
 from genfleet.workers.quality import Candidate, sample_with_retries
 from genfleet.workers.results import Failed
-from genfleet.workers.safety import Policy, SafetyChecker, check
+from genfleet.workers.safety import SafetyChecker, check
 from genfleet.workers.sampling import Sampler, StopCheck, group_jobs
 from genfleet.workers.scoring import ScorerSet
 from genfleet.workers.writer import BoundedWriter
@@ -152,7 +152,7 @@ def write_job(job: Job, slots: list[Candidate], timings: dict[str, float], ctx: 
     try:
         outputs = []
         for i, slot in enumerate(slots):
-            key, image = image_key(job, i, bool(slot.nsfw) and ctx.settings.safety == Policy.separate), slot.image
+            key, image = image_key(job, i, bool(slot.nsfw) and ctx.settings.safety is Safety.separate), slot.image
             assert image is not None, "every slot was offered an image before the job is written"
             output = ImageOutput(index=i, url=ctx.storage.url(key), key=key, seed=slot.seed, score=slot.score,
                                  scores=slot.scores, width=image.width, height=image.height, attempts=slot.attempts,
@@ -222,7 +222,7 @@ def start_batch(messages: list[Job], ctx: Context) -> Started:
             results = sample_with_retries(ctx.sampler, ctx.pipelines.get(key.model), key, jobs,
                                           ctx.scorers, ctx.settings.quality_threshold,
                                           ctx.settings.quality_attempts, step_hook(jobs, ctx))
-            results = check(results, ctx.safety, Policy(ctx.settings.safety))
+            results = check(results, ctx.safety, ctx.settings.safety)
         except SoftTimeLimitExceeded:
             reason = f"time limit: the batch ran past {ctx.settings.soft_time_limit_s}s"
             for _, left in groups[g:]:

@@ -2,11 +2,8 @@
 job's record, its PNG and its manifest, and never blacks it out (the checker's own forward zeroes what it flags:
 it is handed throwaway arrays, and only its flags are read).
 
-`GENFLEET_SAFETY` says what a flag does:
-- `off` (the default): no checker runs; `nsfw` stays null;
-- `keep`: a flagged image is stored like any other, flagged in the record;
-- `separate`: it is stored under `flagged/{job_id}/` instead of `{job_id}/`, so a bucket policy can keep it apart;
-- `fail`: its job fails, naming the flagged images, and nothing of it is stored.
+`GENFLEET_SAFETY` says what a flag does (`Safety` in shared/settings.py): `off` (the default), `keep`, `separate`
+(under `flagged/`, so a bucket policy can keep flagged images apart) or `fail`.
 
 The checker loads from `GENFLEET_SAFETY_CHECKER` (a folder, or a Hugging Face id already in the local cache), on
 first use; it is never downloaded. Without its weights, a job that needs it fails saying so: a fleet told to
@@ -16,7 +13,6 @@ check images does not pass unchecked ones.
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -24,17 +20,11 @@ import torch
 from PIL import Image
 
 from genfleet.shared.errors import SafetyUnavailable
+from genfleet.shared.settings import Safety
 from genfleet.workers.quality import Candidate
 from genfleet.workers.results import Failed, Ok
 
 log = logging.getLogger(__name__)
-
-
-class Policy(StrEnum):
-    off = "off"
-    keep = "keep"
-    separate = "separate"
-    fail = "fail"
 
 
 class Flagged(Exception):
@@ -72,12 +62,12 @@ class SafetyChecker:
         return [bool(f) for f in nsfw]
 
 
-def check(results: list[Ok[list[Candidate]] | Failed], checker: SafetyChecker, policy: Policy
+def check(results: list[Ok[list[Candidate]] | Failed], checker: SafetyChecker, policy: Safety
           ) -> list[Ok[list[Candidate]] | Failed]:
     """Flags the kept image of every slot, in one checker call for the group; under `fail`, a job with a flagged
     image becomes `Failed`. Without the checker, every job of the group fails with the reason."""
     slots = [s for r in results if isinstance(r, Ok) for s in r.value]
-    if policy is Policy.off or not slots:
+    if policy is Safety.off or not slots:
         return results
     try:
         flags = checker.flags([s.image for s in slots])  # type: ignore[misc]  # every slot holds an image by now
@@ -86,7 +76,7 @@ def check(results: list[Ok[list[Candidate]] | Failed], checker: SafetyChecker, p
         return [Failed(e) if isinstance(r, Ok) else r for r in results]
     for slot, flag in zip(slots, flags, strict=True):
         slot.nsfw = flag
-    if policy is not Policy.fail:
+    if policy is not Safety.fail:
         return results
     checked: list[Ok[list[Candidate]] | Failed] = []
     for r in results:

@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 
 from genfleet.shared.errors import SafetyUnavailable
+from genfleet.shared.settings import Safety
 from genfleet.workers.quality import Candidate
 from genfleet.workers.results import Failed, Ok
-from genfleet.workers.safety import Flagged, Policy, SafetyChecker, check
+from genfleet.workers.safety import Flagged, SafetyChecker, check
 from genfleet.workers.sampling import ImageSpec
 from tests.helpers import make_safety_checker
 
@@ -37,21 +38,21 @@ def test_the_checker_flags_without_touching_the_images(tmp_path, flags):
 
 def test_policies(tmp_path):
     checker = SafetyChecker(str(make_safety_checker(tmp_path, flags=True)), CPU)
-    kept = check(results_of(pictures(3)), checker, Policy.separate)
+    kept = check(results_of(pictures(3)), checker, Safety.separate)
     assert [s.nsfw for r in kept if isinstance(r, Ok) for s in r.value] == [True, True, True]
     assert isinstance(kept[1], Failed)  # a job that had already failed stays as it was
 
-    failed = check(results_of(pictures(3)), checker, Policy.fail)
+    failed = check(results_of(pictures(3)), checker, Safety.fail)
     assert all(isinstance(r, Failed) for r in failed)
     assert isinstance(failed[0].error, Flagged) and "image(s) [0, 1]" in str(failed[0].error)
     assert isinstance(failed[2].error, Flagged) and "image(s) [0]" in str(failed[2].error)
 
-    unchecked = check(results_of(pictures(3)), checker, Policy.off)
+    unchecked = check(results_of(pictures(3)), checker, Safety.off)
     assert [s.nsfw for r in unchecked if isinstance(r, Ok) for s in r.value] == [None, None, None]
 
 
 def test_without_weights_every_job_of_the_group_fails_saying_so(tmp_path):
     checker = SafetyChecker(str(tmp_path / "nowhere"), CPU)
-    checked = check(results_of(pictures(3)), checker, Policy.keep)
+    checked = check(results_of(pictures(3)), checker, Safety.keep)
     assert isinstance(checked[0], Failed) and isinstance(checked[0].error, SafetyUnavailable)
     assert "GENFLEET_SAFETY_CHECKER" in checked[0].reason and isinstance(checked[2], Failed)
