@@ -7,7 +7,6 @@ Everything is read from Redis when asked. Workers announce themselves on each le
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from pydantic import BaseModel
 from genfleet.shared import keys
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.leases import WorkerView
-from genfleet.shared.queue import PRIORITY_STEPS, priority_lists
+from genfleet.shared.queue import PRIORITY_STEPS, priority_lists, task_id
 
 MINUTES = 60  # the images-per-minute window
 _MINUTE_TTL_S = 2 * MINUTES * 60
@@ -41,11 +40,8 @@ def oldest_age(store: JobStore, queue_list: str, now: datetime) -> float:
     """Seconds the oldest message of one priority list has waited: kombu LPUSHes and BRPOPs, so it is the
     one at the tail, and its task id is the job id, whose record says when it was queued."""
     raw = store.redis.lindex(queue_list, -1)
-    if raw is None:
-        return 0.0
-    try:
-        job_id = json.loads(raw)["headers"]["id"]
-    except (ValueError, KeyError, TypeError):
+    job_id = task_id(raw) if raw is not None else None
+    if job_id is None:
         return 0.0
     job = store.get(job_id)
     return max(0.0, (now - job.created_at).total_seconds()) if job else 0.0
@@ -58,15 +54,15 @@ def queues(store: JobStore, queue: str) -> Iterator[QueueView]:
                         oldest_age_s=oldest_age(store, name, now))
 
 
-def count_images(r: redis.Redis, n: int, at: float | None = None) -> None:
-    minute = int((at or time.time()) // 60)
+def count_images(r: redis.Redis, n: int) -> None:
+    minute = int(time.time() // 60)
     pipe = r.pipeline(transaction=False)
     pipe.incrby(keys.images_minute(minute), n)
     pipe.expire(keys.images_minute(minute), _MINUTE_TTL_S)
     pipe.execute()
 
 
-def images_per_minute(r: redis.Redis, now: float | None = None) -> list[int]:
-    current = int((now or time.time()) // 60)
+def images_per_minute(r: redis.Redis) -> list[int]:
+    current = int(time.time() // 60)
     counts = r.mget([keys.images_minute(m) for m in range(current - MINUTES, current + 1)])
     return [int(c) if c else 0 for c in counts]

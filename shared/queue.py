@@ -99,6 +99,18 @@ def _send(app: Celery, job: Job, queue: str, producer: Producer | None = None,
                   kwargsrepr="{}", declare=declare)
 
 
+def task_id(raw: bytes | str) -> str | None:
+    """The task id (a job's id) of a message as kombu keeps it in Redis: waiting in a list, or delivered and held
+    in its unacked hash as [message, exchange, routing key]; None for what is not a task message."""
+    try:
+        message = json.loads(raw)
+        if isinstance(message, list):
+            message = message[0]
+        return str(message["headers"]["id"])
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
 def task_message(app: Celery, job: Job, queue: str) -> tuple[str, str]:
     """The Redis list, and the message, that `_send` would have kombu push for `job`, built without sending it,
     so that the record and the message can go to Redis in one atomic step. Celery builds the task message

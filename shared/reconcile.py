@@ -16,7 +16,6 @@ store's rules make the second message a no-op.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from typing import cast
@@ -27,30 +26,20 @@ from celery import Celery
 from genfleet.shared import keys
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.metrics import RECONCILED
-from genfleet.shared.queue import UNACKED, priority_lists, publish_many
+from genfleet.shared.queue import UNACKED, priority_lists, publish_many, task_id
 from genfleet.shared.schema import JobStatus
 
 log = logging.getLogger(__name__)
 _CHUNK = 1000
 
 
-def take_request(r: redis.Redis) -> bool:
+def _take_request(r: redis.Redis) -> bool:
     """Whether a reconciliation was asked for, clearing the request (atomically: one sweeper takes it)."""
     pipe = r.pipeline(transaction=True)
     pipe.exists(keys.RECONCILE)
     pipe.delete(keys.RECONCILE)
     asked, _ = pipe.execute()
     return bool(asked)
-
-
-def _task_id(raw: bytes | str) -> str | None:
-    try:
-        message = json.loads(raw)
-        if isinstance(message, list):  # kombu's unacked hash holds [message, exchange, routing key]
-            message = message[0]
-        return str(message["headers"]["id"])
-    except (ValueError, KeyError, TypeError, IndexError):
-        return None
 
 
 def _list_messages(r: redis.Redis, name: str) -> Iterator[bytes]:
@@ -62,8 +51,8 @@ def carried(r: redis.Redis, queue: str) -> set[str]:
     """The task ids of every message Redis holds for `queue`: waiting in its lists, or delivered and unacked."""
     ids: set[str | None] = set()
     for name in priority_lists(queue):
-        ids.update(_task_id(m) for m in _list_messages(r, name))
-    ids.update(_task_id(m) for _, m in r.hscan_iter(UNACKED, count=_CHUNK))
+        ids.update(task_id(m) for m in _list_messages(r, name))
+    ids.update(task_id(m) for _, m in r.hscan_iter(UNACKED, count=_CHUNK))
     ids.discard(None)
     return cast(set[str], ids)
 
@@ -88,3 +77,14 @@ def reconcile(store: JobStore, app: Celery, queue: str) -> int:
                     extra={"job_ids": [str(j.id) for j in lost[:20]]})
     RECONCILED.inc(len(lost))
     return len(lost)
+
+
+def reconcile_if_asked(store: JobStore, app: Celery, queue: str) -> int:
+    """`reconcile` once if a consumer asked for it; a check that fails leaves the request for the next sweep."""
+    if not _take_request(store.redis):
+        return 0
+    try:
+        return reconcile(store, app, queue)
+    except BaseException:
+        store.redis.set(keys.RECONCILE, "1")
+        raise

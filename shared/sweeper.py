@@ -22,7 +22,7 @@ from genfleet.shared import keys
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.metrics import SWEPT
 from genfleet.shared.queue import publish_many
-from genfleet.shared.reconcile import reconcile, take_request
+from genfleet.shared.reconcile import reconcile_if_asked
 from genfleet.shared.schema import JobStatus
 
 log = logging.getLogger(__name__)
@@ -45,13 +45,7 @@ def sweep(store: JobStore, app: Celery, queue: str, grace_s: float) -> int:
             store.published([i for i in ids if i not in sent])  # cancelled or gone: only dropped from the list
             published += len(jobs)
         SWEPT.inc(published)
-        if take_request(store.redis):
-            try:
-                published += reconcile(store, app, queue)
-            except BaseException:
-                store.redis.set(keys.RECONCILE, "1")  # asked for still: the next sweep tries again
-                raise
-        return published
+        return published + reconcile_if_asked(store, app, queue)
     finally:
         store.redis.delete(keys.SWEEPER_LOCK)
 
