@@ -14,7 +14,6 @@ from pydantic import BaseModel
 from genfleet.api.auth import Who, owned
 from genfleet.api.jobs import with_links
 from genfleet.api.state import AppState
-from genfleet.shared.batches import manifest_key
 from genfleet.shared.schema import Job, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["batches"])
@@ -75,8 +74,6 @@ def batch_manifest(batch_id: UUID, state: AppState, who: Who) -> dict[str, Any]:
     batch = owned(state.batches.get(batch_id), who, "batch", batch_id)
     if batch.status != "finished":
         raise HTTPException(status.HTTP_409_CONFLICT, f"batch {batch_id} has not finished")
-    key = manifest_key(batch.id)
-    if not state.storage.exists(key):  # its writer died between the last outcome and the manifest
-        state.batches.write_manifest(batch.id, state.storage)
+    key = state.batches.finished_manifest(batch, state.storage)
     manifest: dict[str, Any] = json.loads(state.storage.get(key))
     return manifest

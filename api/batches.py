@@ -23,7 +23,7 @@ from genfleet.api.auth import Caller, Who, owned
 from genfleet.api.jobs import LIMITS, IdempotencyKey
 from genfleet.api.state import AppState, State
 from genfleet.shared import metrics
-from genfleet.shared.batches import Batch, BatchItem, BatchRequest, manifest_key, new_jobs
+from genfleet.shared.batches import Batch, BatchItem, BatchRequest, new_jobs
 from genfleet.shared.queue import publish_many
 
 router = APIRouter(prefix="/v1", tags=["batches"])
@@ -125,9 +125,7 @@ def _view(batch_id: UUID, state: State, who: Caller) -> Batch:
     batch = owned(state.batches.get(batch_id), who, "batch", batch_id)
     if batch.status != "finished":
         return batch
-    key = manifest_key(batch.id)
-    if not state.storage.exists(key):
-        state.batches.write_manifest(batch.id, state.storage)
+    key = state.batches.finished_manifest(batch, state.storage)
     return batch.model_copy(update={"manifest_url": state.storage.link(key, state.settings.presign_expiry_s)})
 
 

@@ -142,6 +142,14 @@ class BatchStore:
             finished = finished or Written.batch_done in results
         return cancelled, finished
 
+    def finished_manifest(self, batch: Batch, storage: Storage) -> str:
+        """The key of a finished batch's manifest, written here first if its writer died between recording the
+        last outcome and writing it."""
+        key = manifest_key(batch.id)
+        if not storage.exists(key):
+            self.write_manifest(batch.id, storage)
+        return key
+
     def write_manifest(self, batch_id: UUID | str, storage: Storage) -> bool:
         """The batch's results manifest, create-if-absent; False if the batch is unknown or not finished."""
         batch = self.get(batch_id)
