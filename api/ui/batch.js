@@ -8,7 +8,7 @@ import { card, details } from "./gallery.js";
 const PAGE = 48;
 
 export async function batchPage(view, id, signal) {
-  const state = { offset: 0, order: "submitted", only: "all", batch: null };
+  const state = { offset: 0, order: "submitted", only: "all" };
   const head = h("div", { class: "head" });
   const bar = h("div", {}, progressBar(0, "batch"));
   const grid = h("div", { class: "grid" });

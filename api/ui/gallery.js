@@ -3,7 +3,7 @@
 
 import { age, h, imageSource, replace, score } from "./dom.js";
 
-const ENDED = new Set(["succeeded", "failed", "cancelled"]);
+export const ENDED = new Set(["succeeded", "failed", "cancelled"]);  // job statuses, and their event names
 export const ended = (job) => ENDED.has(job.status);
 
 function thumbnail(job, output, select) {

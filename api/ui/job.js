@@ -2,7 +2,7 @@
 
 import { call, events } from "./api.js";
 import { h, progressBar, replace } from "./dom.js";
-import { card, details, ended } from "./gallery.js";
+import { card, details, ended, ENDED } from "./gallery.js";
 
 export async function jobPage(view, id, signal) {
   const head = h("div", { class: "head" });
@@ -29,7 +29,7 @@ export async function jobPage(view, id, signal) {
   for await (const event of events(`/v1/jobs/${id}/events`, signal)) {
     if (event.event === "progress") {
       replace(bar, progressBar(event.data.step / event.data.steps, "steps"));
-    } else if (ENDS.has(event.event)) {
+    } else if (ENDED.has(event.event)) {
       job = await call("GET", `/v1/jobs/${id}`);  // the record with its download links
       render(job);
     } else {
@@ -37,5 +37,3 @@ export async function jobPage(view, id, signal) {
     }
   }
 }
-
-const ENDS = new Set(["succeeded", "failed", "cancelled"]);
