@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 
 RESTORE_INTERVAL_S = 2  # how often a consumer looks for messages whose lease ran out
 RENEWALS_PER_TIMEOUT = 5  # a lease survives four missed renewals (a busy event loop, a Redis blip)
+# kombu's restore sweep runs under a Redis lock (`unacked_mutex`) that expires after 300 s by default: a consumer
+# SIGKILLed in the middle of its sweep (or a Redis killed under one, with the lock kept in its append-only file)
+# stopped every sweep in the fleet for five minutes, and a dead worker's jobs with them (the chaos run caught
+# it). A sweep takes milliseconds; two that overlap once the lock expires restore nothing twice, because kombu
+# restores each message in a transaction that watches its unacked hash.
+RESTORE_MUTEX_EXPIRE_S = 5
 # An app setting: the models a worker keeps warm. Set, each renewal also announces the worker (`announce`).
 ANNOUNCE_MODELS = "genfleet_announce_models"
 
@@ -46,9 +52,10 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def transport_options(visibility_timeout_s: int) -> dict[str, Any]:
-    """kombu options for short leases: sweep often, and scan on every sweep (kombu's default scans every 10th)."""
+    """kombu options for short leases: sweep often, scan on every sweep (kombu's default scans every 10th), and
+    never let a dead sweeper's lock hold the others off for long."""
     return {"visibility_timeout": visibility_timeout_s, "unacked_restore_interval": RESTORE_INTERVAL_S,
-            "unacked_restore_throttle": 1}
+            "unacked_restore_throttle": 1, "unacked_mutex_expire": RESTORE_MUTEX_EXPIRE_S}
 
 
 class WorkerView(BaseModel):

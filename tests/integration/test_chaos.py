@@ -17,5 +17,7 @@ def test_chaos_loses_nothing_and_duplicates_nothing(capsys):
     assert summary["lost"] == 0 and summary["duplicated_effects"] == 0, summary
     assert summary["extra_objects"] == 0 and summary["missing_objects"] == 0, summary
     assert summary["worker_kills"] >= 2 and summary["redis_kills"] == 1, summary
-    assert summary["recoveries"] >= 1, summary  # kills that caught jobs running: they ran again within the lease
+    assert summary["recoveries"] >= 1, summary  # kills that caught jobs held: they ran again within the lease
+    # from the kill each job recovered from (a job a later kill caught again is measured from that one): about a
+    # lease (20 s) and a sweep, plus a second lease where the Redis restart came in between
     assert summary["recovery_p50_s"] <= 30 and summary["recovery_p99_s"] <= 60, summary

@@ -16,7 +16,7 @@ import pytest
 
 from genfleet.shared import keys
 from genfleet.shared.queue import queue_depth
-from tests.faults import BrokenPop, FlakyEndpoint
+from tests.faults import BrokenPop, FlakyEndpoint, die_holding_restore_lock
 from tests.helpers import objects, pool_children, versions, wait_for, wait_status, wait_terminal
 from tests.integration.test_reliability import post
 
@@ -32,12 +32,16 @@ def kill_whole(worker) -> float:
     return time.time()
 
 
-def test_jobs_of_a_worker_killed_whole_run_again_within_seconds(stack, s3):
-    """Default lease (GENFLEET_VISIBILITY_TIMEOUT_S unset): running and prefetched jobs come back in seconds."""
+def test_jobs_of_a_worker_killed_whole_run_again_within_seconds(stack, s3, redis):
+    """Default lease (GENFLEET_VISIBILITY_TIMEOUT_S unset): running and prefetched jobs come back in seconds, even
+    when another consumer was killed in the middle of its restore sweep just before (kombu's lock then stayed
+    held for its default 300 s, and no consumer swept: the chaos run found it)."""
     api = stack.start_api()
     worker = stack.start_worker(**ONE_TRY, GENFLEET_MAX_BATCH="2")
     jobs = [post(api, seed=i, steps=30, num_images=2) for i in range(8)]
     wait_status(api, jobs[0]["id"], "running")
+    die_holding_restore_lock(stack.env["GENFLEET_REDIS_URL"], stack.env)
+    assert redis.exists("unacked_mutex")  # left behind by the dead sweeper
     killed_at = kill_whole(worker)
     before = {j["id"]: httpx.get(f"{api}/v1/jobs/{j['id']}").json() for j in jobs}
     stranded = [i for i, b in before.items() if b["status"] in ("queued", "running")]
