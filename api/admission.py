@@ -38,15 +38,20 @@ def invalid(loc: Loc, value: Any, msg: str) -> RequestValidationError:
 
 def check_model(params: JobParams, settings: Settings, loc: Loc = ("body",)) -> str:
     """The model the job runs on (the server's default when unset), once it is served here and takes the
-    job's size and scheduler; else 422 naming each field at fault."""
+    job's size, scheduler, task and adapters; else 422 naming each field at fault."""
     chosen = params.model or settings.model
     if chosen not in settings.models:
         raise invalid((*loc, "model"), params.model,
                       f"model {chosen!r} is not served here; choose one of {settings.models}")
-    misfits = params.misfits(chosen)
-    if misfits:
-        raise RequestValidationError([{"type": "value_error", "loc": (*loc, field), "input": value, "msg": msg}
-                                      for field, value, msg in misfits])
+    misfits = [*settings.registry.spec(chosen).misfits(params, chosen), *params.task_misfits()]
+    errors = [{"type": "value_error", "loc": (*loc, field), "input": value, "msg": msg}
+              for field, value, msg in misfits]
+    declared = sorted(settings.adapters)
+    errors += [{"type": "value_error", "loc": (*loc, "adapters", n, "name"), "input": a.name,
+                "msg": f"adapter {a.name!r} is not declared here (GENFLEET_ADAPTERS); declared: {declared}"}
+               for n, a in enumerate(params.adapters) if a.name not in settings.adapters]
+    if errors:
+        raise RequestValidationError(errors)
     return chosen
 
 
@@ -79,15 +84,16 @@ def admit(state: State, who: Caller, jobs: int, images: int, queue: Callable[[],
                             headers={"Retry-After": "5"}) from e
 
 
-def idempotent(state: State, request: Request, who: Caller, key: str | None, body: str,
+def idempotent(state: State, request: Request, who: Caller, key: str | None, body: Callable[[], str],
                make: Callable[[], Made]) -> tuple[str, Made | None]:
     """Runs `make` once per (tenant, key, body): (its resource's id, what it made), or, for a repeat,
-    (the first request's resource id, None)."""
+    (the first request's resource id, None). `body` gives the request's canonical body, asked for only when a
+    key is given."""
     if key is None:
         made = make()
         return str(made.id), made
     ledger = state.idempotency
-    fp = fingerprint(request.url.path, body)
+    fp = fingerprint(request.url.path, body())
     earlier = ledger.begin(who.tenant, key, fp)
     if earlier is not None:
         return earlier, None

@@ -16,24 +16,25 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import REGISTRY
 
-from genfleet.api import batch_results, batches, events, fleet, health, jobs, ui
+from genfleet.api import batch_results, batches, events, fleet, health, inputs, jobs, ui
 from genfleet.api.errors import BodyLimit, redis_unavailable, validation_error
 from genfleet.api.observe import ObserveRequests
 from genfleet.api.queue_metrics import QueueCollector
 from genfleet.api.state import attach, build
 from genfleet.shared import logs
 from genfleet.shared.jobstore import JobStore
+from genfleet.shared.queue import model_queues, webhook_queue
 from genfleet.shared.settings import Settings, get_settings
 from genfleet.shared.sweeper import Sweeper
 
 _collector: QueueCollector | None = None
 
 
-def _register_queue_metrics(store: JobStore, queue: str) -> None:
+def _register_queue_metrics(store: JobStore, settings: Settings) -> None:
     global _collector
     if _collector is not None:  # one per process: a second app (tests) replaces the first
         REGISTRY.unregister(_collector)
-    _collector = QueueCollector(store, queue)
+    _collector = QueueCollector(store, model_queues(settings), webhook_queue(settings.queue))
     REGISTRY.register(_collector)
 
 
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sweeper = Sweeper(state.store, state.publisher, settings.queue, settings.publish_grace_s)
+        sweeper = Sweeper(state.store, state.publisher, settings)
         sweeper.start()
         yield
         sweeper.stop()
@@ -54,8 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="genfleet", version=metadata.version("genfleet"), lifespan=lifespan,
                   description="Queue text-to-image jobs; GPU workers generate, score and store the images.")
     attach(app, state)
-    _register_queue_metrics(state.store, settings.queue)
-    for module in (jobs, events, batches, batch_results, fleet, health):
+    _register_queue_metrics(state.store, settings)
+    for module in (jobs, inputs, events, batches, batch_results, fleet, health):
         app.include_router(module.router)
     ui.mount(app, settings)
 

@@ -20,11 +20,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from genfleet.api.admission import Loc, admit, check_model, check_webhook, idempotent, invalid
 from genfleet.api.auth import Caller, Who, owned
+from genfleet.api.inputs import resolve
 from genfleet.api.jobs import LIMITS, IdempotencyKey
 from genfleet.api.state import AppState, State
 from genfleet.shared import metrics
 from genfleet.shared.batches import Batch, BatchItem, BatchRequest, new_jobs
-from genfleet.shared.queue import publish_many
+from genfleet.shared.queue import publish_many, queue_for
 
 router = APIRouter(prefix="/v1", tags=["batches"])
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ async def _read(request: Request, params: str | None, webhook_url: str | None) -
 def _queue_batch(body: BatchRequest, state: State, who: Caller) -> Batch:
     model = check_model(body.params, state.settings, ("body", "params"))
     check_webhook(body.webhook_url, state.settings)
+    body = body.model_copy(update={"params": resolve(body.params, model, state, who, ("body", "params"))})
     batch = Batch(tenant=who.tenant, model=model, total=len(body.prompts), webhook_url=body.webhook_url)
     try:
         jobs = new_jobs(batch, body, state.settings.model)
@@ -86,7 +88,7 @@ def _queue_batch(body: BatchRequest, state: State, who: Caller) -> Batch:
 
     def queue() -> None:
         state.batches.create(batch, jobs)
-        publish_many(jobs, state.store, state.publisher, state.settings.queue)
+        publish_many(jobs, state.store, state.publisher, queue_for(state.settings, model))
 
     def undo() -> None:
         try:
@@ -111,9 +113,8 @@ async def create_batch(request: Request, response: Response, state: AppState, wh
     """Queues up to 10,000 prompts. JSON: a `BatchRequest`. JSON Lines: one prompt a line (a JSON string or
     `{"prompt", "negative_prompt", "seed"}`), shared parameters in the `params` query parameter."""
     body = await _read(request, params, webhook_url)
-    fp_body = body.model_dump_json()
     batch_id, made = await run_in_threadpool(
-        idempotent, state, request, who, idempotency_key, fp_body, lambda: _queue_batch(body, state, who))
+        idempotent, state, request, who, idempotency_key, body.model_dump_json, lambda: _queue_batch(body, state, who))
     response.headers["Location"] = f"/v1/batches/{batch_id}"
     if made is None:
         response.headers["Idempotent-Replayed"] = "true"

@@ -9,6 +9,7 @@ from genfleet.api.auth import Who
 from genfleet.api.state import AppState
 from genfleet.shared import fleet, leases
 from genfleet.shared.fleet import FleetView
+from genfleet.shared.queue import model_queues
 
 router = APIRouter(prefix="/v1", tags=["fleet"])
 
@@ -18,6 +19,6 @@ def get_fleet(state: AppState, who: Who) -> FleetView:
     """Queue depth and the oldest waiting job per priority (every tenant's: the queue is shared), the workers
     that renewed their leases within one visibility timeout, and images stored in each of the last 60 minutes."""
     r, settings = state.store.redis, state.settings
-    return FleetView(queues=list(fleet.queues(state.store, settings.queue)),
+    return FleetView(queues=list(fleet.queues(state.store, model_queues(settings))),
                      workers=leases.workers(r, settings.visibility_timeout_s),
                      images_per_minute=fleet.images_per_minute(r), models=settings.models)

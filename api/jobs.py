@@ -8,12 +8,15 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response, status
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from genfleet.api.admission import admit, check_model, check_webhook, idempotent
 from genfleet.api.auth import Caller, Who, owned
+from genfleet.api.inputs import resolve
 from genfleet.api.state import AppState, State
 from genfleet.shared import metrics
-from genfleet.shared.queue import enqueue
+from genfleet.shared.queue import enqueue, queue_for
 from genfleet.shared.schema import Job, JobRequest, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -37,9 +40,17 @@ def with_links(job: Job, state: State) -> Job:
     return job.model_copy(update={"outputs": outputs})
 
 
-def _queue_one(body: JobRequest, state: State, who: Caller) -> Job:
+def as_json(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A record serialised once, by pydantic; returned as is, FastAPI would first validate it again against the
+    route's response model (a tenth of a fast POST's time)."""
+    return Response(model.model_dump_json(), status_code, headers, media_type="application/json")
+
+
+def _queue_one(body: JobRequest, model: str, state: State, who: Caller) -> Job:
+    body = resolve(body, model, state, who)
     job = Job.new(body, state.settings.model, who.tenant)
-    admit(state, who, 1, body.num_images, lambda: enqueue(job, state.store, state.publisher, state.settings.queue))
+    queue = queue_for(state.settings, job.model)
+    admit(state, who, 1, body.num_images, lambda: enqueue(job, state.store, state.publisher, queue))
     metrics.JOBS_ENQUEUED.labels(job.model, body.priority.value).inc()
     log.info("job queued", extra={"job_id": str(job.id), "tenant": who.tenant, "model": job.model,
                                   "priority": body.priority.value})
@@ -47,18 +58,19 @@ def _queue_one(body: JobRequest, state: State, who: Caller) -> Job:
 
 
 @router.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=Job, responses=LIMITS)
-def create_job(body: JobRequest, request: Request, response: Response, state: AppState, who: Who,
-               idempotency_key: IdempotencyKey = None) -> Job:
+async def create_job(body: JobRequest, request: Request, state: AppState, who: Who,
+                     idempotency_key: IdempotencyKey = None) -> Response:
     """Queues one job. With an `Idempotency-Key`, a retried request returns the same job and queues nothing."""
-    check_model(body, state.settings)
+    model = check_model(body, state.settings)
     check_webhook(body.webhook_url, state.settings)
-    job_id, job = idempotent(state, request, who, idempotency_key, body.model_dump_json(),
-                             lambda: _queue_one(body, state, who))
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    # the blocking calls (inputs, admission, record and publish, the idempotency ledger) in one thread-pool hop
+    job_id, job = await run_in_threadpool(idempotent, state, request, who, idempotency_key, body.model_dump_json,
+                                          lambda: _queue_one(body, model, state, who))
+    headers = {"Location": f"/v1/jobs/{job_id}"}
     if job is None:  # a replay: the job as it stands now
-        response.headers["Idempotent-Replayed"] = "true"
-        job = owned(state.store.get(job_id), who, "job", UUID(job_id))
-    return with_links(job, state)
+        headers["Idempotent-Replayed"] = "true"
+        job = await run_in_threadpool(lambda: owned(state.store.get(job_id), who, "job", UUID(job_id)))
+    return as_json(with_links(job, state), status.HTTP_202_ACCEPTED, headers)
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses={404: {"description": "no such job"}})

@@ -14,7 +14,7 @@ import redis
 from fastapi import HTTPException, status
 
 from genfleet.shared import keys, metrics
-from genfleet.shared.queue import queue_depth
+from genfleet.shared.queue import model_queues, queue_depth
 from genfleet.shared.settings import Settings
 
 # KEYS[1] counter; ARGV: amount, limit, expiry seconds. Returns 1 admitted, 0 refused.
@@ -71,7 +71,7 @@ class Limits:
 
     def check_depth(self, adding: int = 1) -> None:
         """503 when the queue already holds more waiting messages than `GENFLEET_MAX_QUEUE_DEPTH`."""
-        depth = sum(queue_depth(self.redis, self.settings.queue).values())
+        depth = sum(sum(queue_depth(self.redis, q).values()) for q in model_queues(self.settings))
         if depth + adding > self.settings.max_queue_depth:
             raise _refuse("backpressure", f"the queue holds {depth} waiting jobs (bound "
                                           f"{self.settings.max_queue_depth}); try again later", 10,

@@ -15,12 +15,14 @@ from prometheus_client.registry import Collector
 
 from genfleet.shared.fleet import oldest_age
 from genfleet.shared.jobstore import JobStore
-from genfleet.shared.queue import PRIORITY_STEPS, priority_lists, webhook_queue
+from genfleet.shared.queue import PRIORITY_STEPS, priority_lists
 
 
 class QueueCollector(Collector):
-    def __init__(self, store: JobStore, queue: str) -> None:
-        self.store, self.queue = store, queue
+    """Every model's queue (shared/queue.py `queue_for`), by priority, and the webhook deliverer's."""
+
+    def __init__(self, store: JobStore, queues: list[str], webhooks: str) -> None:
+        self.store, self.queues, self.webhooks = store, queues, webhooks
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("genfleet_queue_depth", "Messages waiting in the queue (not yet reserved)",
@@ -29,11 +31,12 @@ class QueueCollector(Collector):
                                 labels=["queue", "priority"])
         now = datetime.now(UTC)
         try:
-            for priority, name in zip(PRIORITY_STEPS, priority_lists(self.queue), strict=True):
-                depth.add_metric([self.queue, priority.value], self.store.redis.llen(name))
-                age.add_metric([self.queue, priority.value], oldest_age(self.store, name, now))
-            webhooks = webhook_queue(self.queue)
-            depth.add_metric([webhooks, "normal"], sum(self.store.redis.llen(n) for n in priority_lists(webhooks)))
+            for queue in self.queues:
+                for priority, name in zip(PRIORITY_STEPS, priority_lists(queue), strict=True):
+                    depth.add_metric([queue, priority.value], self.store.redis.llen(name))
+                    age.add_metric([queue, priority.value], oldest_age(self.store, name, now))
+            depth.add_metric([self.webhooks, "normal"],
+                             sum(self.store.redis.llen(n) for n in priority_lists(self.webhooks)))
         except redis.RedisError:
             return  # Redis down: no sample rather than a wrong one (the scrape itself still succeeds)
         yield depth

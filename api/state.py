@@ -64,8 +64,8 @@ def of(app: FastAPI) -> State:
     return state
 
 
-def _state(request: Request) -> State:
-    return of(request.app)
+async def _state(request: Request) -> State:
+    return of(request.app)  # async: a plain read, so FastAPI runs it inline rather than on its thread pool
 
 
 AppState = Annotated[State, Depends(_state)]

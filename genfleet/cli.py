@@ -21,7 +21,7 @@ from genfleet import supervisor
 from genfleet.client import Client, SubmitError, download, submit, wait
 from genfleet.shared.batches import BatchStore
 from genfleet.shared.jobstore import JobStore
-from genfleet.shared.queue import enqueue, publisher
+from genfleet.shared.queue import enqueue, priority_lists, publisher, queue_for
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import TERMINAL, Job, JobRequest, Priority
 from genfleet.shared.settings import Settings, get_settings
@@ -95,7 +95,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
             app = publisher(settings, url)
             jobs = [Job.new(r, settings.model) for r in requests]
             for job in jobs:
-                enqueue(job, store, app, settings.queue)
+                enqueue(job, store, app, queue_for(settings, job.model))
             print(f"queued {len(jobs)} job(s); waiting" + ("" if args.no_worker else f" (worker log: {log})"))
             done = _wait(store, [j.id for j in jobs], worker, log, args.timeout)
         except (RuntimeError, TimeoutError) as e:
@@ -191,6 +191,16 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_queues(args: argparse.Namespace, settings: Settings) -> int:
+    """Each served model's queue and its Redis lists, most urgent first: what KEDA's triggers and a worker's
+    GENFLEET_WORKER_MODELS refer to. One JSON line a model."""
+    for model in settings.models:
+        queue = queue_for(settings, model)
+        print(json.dumps({"model": model, "family": settings.registry.family(model).value, "queue": queue,
+                          "lists": priority_lists(queue)}))
+    return 0
+
+
 def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
     with supervisor.redis_for(settings) as url:
         return _run_children([supervisor.spawn(supervisor.webhooks_command(settings), supervisor.child_env(url))])
@@ -250,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_submit)
     h = sub.add_parser("webhooks", help="deliver webhooks (a small Celery worker; no GPU)")
     h.set_defaults(func=cmd_webhooks)
+    sub.add_parser("queues", help="each served model's queue and Redis lists (for KEDA), as JSON lines"
+                   ).set_defaults(func=cmd_queues)
     for name, module in PROGRAMS.items():
         sub.add_parser(name, help=f"python -m {module} (--help for its options)")
     return p

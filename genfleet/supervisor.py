@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from genfleet.embedded_redis import embedded_redis
-from genfleet.shared.queue import webhook_queue
+from genfleet.shared.queue import model_queues, webhook_queue
 from genfleet.shared.settings import Settings
 
 
@@ -42,7 +42,10 @@ def _celery_worker(module: str, name: str, pool: str, concurrency: int, queue: s
 
 
 def worker_command(settings: Settings, loglevel: str = "INFO") -> list[str]:
-    return _celery_worker("genfleet.workers.app", "genfleet", "prefork", 1, settings.queue, loglevel)
+    """A worker consuming the queues of the models it serves, its first model's first (kombu's Redis transport
+    then takes a waiting job of that model before another model's of the same priority)."""
+    return _celery_worker("genfleet.workers.app", "genfleet", "prefork", 1,
+                          ",".join(model_queues(settings, settings.serving)), loglevel)
 
 
 def webhooks_command(settings: Settings, loglevel: str = "INFO") -> list[str]:

@@ -47,11 +47,13 @@ def oldest_age(store: JobStore, queue_list: str, now: datetime) -> float:
     return max(0.0, (now - job.created_at).total_seconds()) if job else 0.0
 
 
-def queues(store: JobStore, queue: str) -> Iterator[QueueView]:
+def queues(store: JobStore, queues: list[str]) -> Iterator[QueueView]:
+    """Per priority, over every model's queue: the jobs waiting, and the oldest one's age."""
     now = datetime.now(UTC)
-    for priority, name in zip(PRIORITY_STEPS, priority_lists(queue), strict=True):
-        yield QueueView(priority=priority.value, depth=store.redis.llen(name),
-                        oldest_age_s=oldest_age(store, name, now))
+    for step, priority in enumerate(PRIORITY_STEPS):
+        names = [priority_lists(queue)[step] for queue in queues]
+        yield QueueView(priority=priority.value, depth=sum(store.redis.llen(n) for n in names),
+                        oldest_age_s=max(oldest_age(store, n, now) for n in names))
 
 
 def count_images(r: redis.Redis, n: int) -> None:

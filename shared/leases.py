@@ -43,7 +43,8 @@ RENEWALS_PER_TIMEOUT = 5  # a lease survives four missed renewals (a busy event 
 # it). A sweep takes milliseconds; two that overlap once the lock expires restore nothing twice, because kombu
 # restores each message in a transaction that watches its unacked hash.
 RESTORE_MUTEX_EXPIRE_S = 5
-# An app setting: the models a worker keeps warm. Set, each renewal also announces the worker (`announce`).
+# An app setting: the models a worker keeps warm. Set, each renewal also announces the worker (`announce`);
+# a generating worker's pool process reports them after every batch.
 ANNOUNCE_MODELS = "genfleet_announce_models"
 
 # Who runs a job, as its record names it: the host and the worker's main process. Pool processes are forked
@@ -106,7 +107,6 @@ class HoldMessages(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery shi
     def __init__(self, c: Consumer, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
         self.timeout_s = c.app.conf.broker_transport_options["visibility_timeout"]
-        self.models: list[str] | None = c.app.conf.get(ANNOUNCE_MODELS)
         self.tref = None
 
     def start(self, c: Consumer) -> None:
@@ -153,8 +153,9 @@ class HoldMessages(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery shi
                     pipe.expire(key, int(self.timeout_s * (RENEWALS_PER_TIMEOUT - 1) / RENEWALS_PER_TIMEOUT))
                 if held:
                     pipe.zadd(channel.unacked_index_key, dict.fromkeys(held, time.time()), xx=True)
-                if self.models is not None:  # a generating worker (not the webhook deliverer) shows on the page
-                    announce(pipe, WORKER_ID, self.models, len(held))
+                models: list[str] | None = c.app.conf.get(ANNOUNCE_MODELS)  # kept current by workers/batching.py
+                if models is not None:  # a generating worker (not the webhook deliverer) shows on the page
+                    announce(pipe, WORKER_ID, models, len(held))
                 pipe.execute()
         except Exception:  # a Redis outage: kombu reconnects; the next tick renews
             log.warning("could not renew the lease of %d message(s)", len(held), exc_info=True)

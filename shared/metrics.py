@@ -53,6 +53,10 @@ SWEPT = Counter("genfleet_jobs_swept_total", "Recorded jobs a crash had left unp
 DEAD_LETTERS = Counter("genfleet_dead_letters_total", "Jobs failed for good and kept as dead letters", ["kind"])
 MODEL_LOAD_SECONDS = Gauge("genfleet_model_load_seconds", "Seconds the last load of a model took", ["model"],
                            multiprocess_mode="max")
+MODEL_LOADS = Counter("genfleet_model_loads_total", "Pipelines loaded into a worker process", ["model"])
+MODEL_EVICTIONS = Counter("genfleet_model_evictions_total", "Pipelines evicted to stay within the memory budget",
+                          ["model"])
+ADAPTER_LOADS = Counter("genfleet_adapter_loads_total", "LoRA adapters loaded into a pipeline", ["model", "adapter"])
 
 
 def multiprocess_registry() -> CollectorRegistry:

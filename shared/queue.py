@@ -6,7 +6,9 @@ The API publishes by task name, so it never imports the worker (nor torch).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
 import uuid
 from contextlib import suppress
 from typing import Any
@@ -46,6 +48,21 @@ def priority_lists(queue: str) -> list[str]:
 
 def webhook_queue(queue: str) -> str:
     return f"{queue}.webhooks"
+
+
+def queue_for(settings: Settings, model: str) -> str:
+    """The queue of `model`'s jobs. The default model's is `GENFLEET_QUEUE`; every other model has one of its
+    own, so a worker consumes only the models it serves (GENFLEET_WORKER_MODELS) and a job waits for a worker
+    that holds, or may load, its model. `genfleet queues` prints them (KEDA's triggers name their lists)."""
+    if model == settings.model:
+        return settings.queue
+    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[-40:]
+    return f"{settings.queue}.m.{slug}-{hashlib.sha256(model.encode()).hexdigest()[:6]}"
+
+
+def model_queues(settings: Settings, models: list[str] | None = None) -> list[str]:
+    """The queues of `models` (every model served, unset), the default model's first."""
+    return [queue_for(settings, m) for m in (models if models is not None else settings.models)]
 
 
 def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
@@ -159,6 +176,15 @@ def publish_many(jobs: list[Job], store: JobStore, app: Celery, queue: str) -> N
                     _send(app, job, queue, producer, None if start == n == 0 else [])  # declare once
             store.published([job.id for job in chunk])
             failpoint("publish.after-chunk")
+
+
+def publish_routed(jobs: list[Job], store: JobStore, app: Celery, settings: Settings) -> None:
+    """`publish_many`, each job to its model's queue."""
+    by_queue: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_queue.setdefault(queue_for(settings, job.model), []).append(job)
+    for queue, routed in by_queue.items():
+        publish_many(routed, store, app, queue)
 
 
 def queue_depth(r: redis.Redis, queue: str) -> dict[str, int]:

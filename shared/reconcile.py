@@ -26,8 +26,9 @@ from celery import Celery
 from genfleet.shared import keys
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.metrics import RECONCILED
-from genfleet.shared.queue import UNACKED, priority_lists, publish_many, task_id
+from genfleet.shared.queue import UNACKED, model_queues, priority_lists, publish_routed, task_id
 from genfleet.shared.schema import JobStatus
+from genfleet.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 _CHUNK = 1000
@@ -47,21 +48,21 @@ def _list_messages(r: redis.Redis, name: str) -> Iterator[bytes]:
         yield from cast(list[bytes], r.lrange(name, start, start + _CHUNK - 1))
 
 
-def carried(r: redis.Redis, queue: str) -> set[str]:
-    """The task ids of every message Redis holds for `queue`: waiting in its lists, or delivered and unacked."""
+def carried(r: redis.Redis, queues: list[str]) -> set[str]:
+    """The task ids of every message Redis holds for `queues`: waiting in their lists, or delivered and unacked."""
     ids: set[str | None] = set()
-    for name in priority_lists(queue):
+    for name in (n for queue in queues for n in priority_lists(queue)):
         ids.update(task_id(m) for m in _list_messages(r, name))
     ids.update(task_id(m) for _, m in r.hscan_iter(UNACKED, count=_CHUNK))
     ids.discard(None)
     return cast(set[str], ids)
 
 
-def reconcile(store: JobStore, app: Celery, queue: str) -> int:
+def reconcile(store: JobStore, app: Celery, settings: Settings) -> int:
     """One check; returns how many jobs it published again."""
     listed = store.queued_ids()
     unpublished = {i.decode() for i in cast(list[bytes], store.redis.zrange(keys.UNPUBLISHED, 0, -1))}
-    held = carried(store.redis, queue)
+    held = carried(store.redis, model_queues(settings))
     lost, gone = [], []
     for start in range(0, len(listed), _CHUNK):
         chunk = [i for i in listed[start:start + _CHUNK] if i not in held and i not in unpublished]
@@ -72,19 +73,19 @@ def reconcile(store: JobStore, app: Celery, queue: str) -> int:
                 lost.append(job)
     store.unlist(gone)
     if lost:
-        publish_many(lost, store, app, queue)
+        publish_routed(lost, store, app, settings)
         log.warning("published %d queued job(s) whose message was lost", len(lost),
                     extra={"job_ids": [str(j.id) for j in lost[:20]]})
     RECONCILED.inc(len(lost))
     return len(lost)
 
 
-def reconcile_if_asked(store: JobStore, app: Celery, queue: str) -> int:
+def reconcile_if_asked(store: JobStore, app: Celery, settings: Settings) -> int:
     """`reconcile` once if a consumer asked for it; a check that fails leaves the request for the next sweep."""
     if not _take_request(store.redis):
         return 0
     try:
-        return reconcile(store, app, queue)
+        return reconcile(store, app, settings)
     except BaseException:
         store.redis.set(keys.RECONCILE, "1")
         raise

@@ -12,25 +12,13 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 MAX_SEED = 2**63 - 1
 EMBEDDED = "embedded"
-# (smallest, largest) side in pixels; the embedded model is trained at 32x32 and convolutional beyond that.
-_SIDE_LIMITS = {EMBEDDED: (16, 128)}
-_DEFAULT_SIDE_LIMITS = (64, 2048)
+MAX_ADAPTERS = 4
 
 Side = Annotated[int, Field(multiple_of=8, ge=8, le=2048, description="pixels, a multiple of 8")]
-
-
-def side_limits(model: str) -> tuple[int, int]:
-    return _SIDE_LIMITS.get(model, _DEFAULT_SIDE_LIMITS)
-
-
-def schedulers_for(model: str) -> frozenset[Scheduler]:
-    """The schedulers a model takes. The embedded model diffuses in pixel space on a cosine schedule: it needs a
-    multistep solver with thresholding (Euler's first sigma there is enormous, and its pictures saturate)."""
-    return _SCHEDULERS.get(model, frozenset(Scheduler))
 
 
 class Priority(StrEnum):
@@ -49,7 +37,25 @@ class Scheduler(StrEnum):
     unipc = "unipc"
 
 
-_SCHEDULERS = {EMBEDDED: frozenset({Scheduler.dpmpp_2m, Scheduler.unipc})}
+class Task(StrEnum):
+    """What a job asks of its model: a picture from a prompt, one redrawn from an input image, or an input image
+    with the region its mask marks (white) repainted."""
+
+    text_to_image = "text-to-image"
+    image_to_image = "image-to-image"
+    inpaint = "inpaint"
+
+
+# How far an input image is noised when a job gives no `strength`: diffusers' own defaults.
+DEFAULT_STRENGTH = {Task.image_to_image: 0.8, Task.inpaint: 1.0}
+
+
+class AdapterRef(BaseModel):
+    """A LoRA adapter a job asks for, by the name the server declares it under (GENFLEET_ADAPTERS)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: str = Field(min_length=1, max_length=100)
+    weight: float = Field(1.0, ge=-4.0, le=4.0, description="how strongly it applies; 1 as trained")
 
 
 class JobStatus(StrEnum):
@@ -85,24 +91,43 @@ class JobParams(BaseModel):
     model: str | None = Field(None, min_length=1, max_length=200, description="unset: the server's default")
     priority: Priority = Field(Priority.normal, description="high runs before normal, normal before low")
 
-    def misfits(self, model: str) -> list[tuple[str, Any, str]]:
-        """What `model` cannot take here: (field, value, why) for each. The API asks with the model a job will
-        run on (the server's default when `model` is unset)."""
-        lo, hi = side_limits(model)
-        found: list[tuple[str, Any, str]] = [(name, side, f"{name} {side} is outside {lo}..{hi} for model {model!r}")
-                 for name, side in (("width", self.width), ("height", self.height))
-                 if side is not None and not lo <= side <= hi]
-        if self.scheduler is not None and self.scheduler not in schedulers_for(model):
-            found.append(("scheduler", self.scheduler.value, f"model {model!r} takes the schedulers "
-                          f"{sorted(s.value for s in schedulers_for(model))}"))
+    task: Task = Field(Task.text_to_image, description="image-to-image and inpaint take an input `image`")
+    image: str | None = Field(None, min_length=1, max_length=4000, description="the input image: an id from "
+                              "`POST /v1/inputs`, or an s3:// or presigned URL of an object in this server's storage")
+    mask: str | None = Field(None, min_length=1, max_length=4000, description="inpaint only: white is repainted; "
+                             "given as `image` is, the same size as the image")
+    strength: float | None = Field(None, gt=0.0, le=1.0, description="how far the input image is noised before "
+                                   "it is redrawn; unset: 0.8 for image-to-image, 1 for inpaint")
+    adapters: list[AdapterRef] = Field(default_factory=list, max_length=MAX_ADAPTERS,
+                                       description="LoRA adapters by declared name, with weights")
+
+    @field_validator("adapters")
+    @classmethod
+    def _distinct(cls, adapters: list[AdapterRef]) -> list[AdapterRef]:
+        names = [a.name for a in adapters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each adapter may be named once: {names}")
+        return adapters
+
+    def task_misfits(self) -> list[tuple[str, Any, str]]:
+        """What the job's task needs and lacks, or has and does not take: (field, value, why) for each."""
+        needs, takes = _TASK_INPUTS[self.task]
+        found: list[tuple[str, Any, str]] = []
+        for name in ("image", "mask", "strength"):
+            value = getattr(self, name)
+            if value is None and name in needs:
+                found.append((name, None, f"task {self.task.value} needs {name!r}"))
+            elif value is not None and name not in takes:
+                found.append((name, value, f"task {self.task.value} takes no {name!r}"))
         return found
 
-    @model_validator(mode="after")
-    def _fits_model(self) -> JobParams:
-        misfits = self.misfits(self.model) if self.model else []
-        if misfits:
-            raise ValueError(misfits[0][2])
-        return self
+
+# task: (the inputs it needs, the inputs it takes)
+_TASK_INPUTS: dict[Task, tuple[set[str], set[str]]] = {
+    Task.text_to_image: (set(), set()),
+    Task.image_to_image: ({"image"}, {"image", "strength"}),
+    Task.inpaint: ({"image", "mask"}, {"image", "mask", "strength"}),
+}
 
 
 class JobRequest(JobParams):

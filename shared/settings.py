@@ -11,6 +11,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genfleet.shared.fastpath import FastPath
+from genfleet.shared.registry import SCORERS, Family, Registry
 
 PLACEHOLDER = "REPLACE_ME"  # what deploy/ puts where a secret belongs
 
@@ -35,6 +36,23 @@ class Settings(BaseSettings):
     model: str = "embedded"
     # Other models the API accepts in a job's `model` field, comma-separated (the default model always is).
     extra_models: str = ""
+    # The family of a model the registry cannot tell by its name (shared/registry.py), as JSON: {"name": "sdxl"}
+    model_families: dict[str, Family] = {}
+    # A worker's models, comma-separated, the first warmed as it starts; unset: every model served. It consumes
+    # their queues only (a queue per model: workers/app.py), so a deployment can be given one model group.
+    worker_models: str = ""
+    # The pipelines a worker keeps warm, least recently used evicted first, fit in this many MiB (GPU memory on
+    # a GPU, host memory on the CPU); 0: no bound. Pinned models are never evicted.
+    model_memory_mb: int = Field(0, ge=0)
+    pinned_models: str = ""
+    # LoRA adapters a job may name, as JSON {"name": "source"}: a local file or folder, an object in this storage
+    # (s3://..., or a key), or hf://owner/repo[/file], read from the local cache unless downloads are allowed.
+    adapters: dict[str, str] = {}
+    adapter_download: bool = False
+    adapter_slots: int = Field(8, ge=1, le=64, description="adapters a worker keeps loaded per pipeline")
+    # Inputs of image-to-image and inpaint jobs (POST /v1/inputs, or a URL into this storage)
+    max_input_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_input_pixels: int = Field(2048 * 2048, ge=64 * 64)
     api_keys: str | None = None
     metrics_port: int = 9101
     webhooks_metrics_port: int = 9102  # the webhook deliverer's own, so it can share a host with a worker
@@ -99,7 +117,7 @@ class Settings(BaseSettings):
                              "limit cuts a batch short while it waits for storage")
         return self
 
-    @field_validator("fastpath", mode="before")
+    @field_validator("fastpath", "model_families", "adapters", mode="before")
     @classmethod
     def _fastpath_json(cls, value: object) -> object:
         # from the environment pydantic-settings decodes it; given as a string elsewhere (a manifest), decode it here
@@ -129,9 +147,9 @@ class Settings(BaseSettings):
     @field_validator("scorers")
     @classmethod
     def _known_scorers(cls, value: str) -> str:
-        unknown = {n.strip() for n in value.split(",")} - {"auto", "technical", "adherence", "clip"}
+        unknown = {n.strip() for n in value.split(",")} - {"auto", *SCORERS}
         if unknown:
-            raise ValueError(f"GENFLEET_SCORERS: unknown scorer(s) {sorted(unknown)}; use technical, adherence, clip")
+            raise ValueError(f"GENFLEET_SCORERS: unknown scorer(s) {sorted(unknown)}; use {', '.join(SCORERS)}")
         return value
 
     @property
@@ -142,6 +160,19 @@ class Settings(BaseSettings):
     @property
     def models(self) -> list[str]:
         return [self.model, *(m.strip() for m in self.extra_models.split(",") if m.strip() and m.strip() != self.model)]
+
+    @property
+    def serving(self) -> list[str]:
+        """This worker's models, the one it warms first."""
+        return [m.strip() for m in self.worker_models.split(",") if m.strip()] or self.models
+
+    @property
+    def pinned(self) -> set[str]:
+        return {m.strip() for m in self.pinned_models.split(",") if m.strip()}
+
+    @property
+    def registry(self) -> Registry:
+        return Registry(self.model_families)
 
 
 @lru_cache(maxsize=1)

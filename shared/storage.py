@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import boto3
 import tenacity
@@ -44,9 +44,21 @@ class Storage(Protocol):
     def check(self) -> None:
         """Raises when the storage cannot be reached (for readiness probes)."""
 
+    def key_of(self, ref: str) -> str | None:
+        """The key of an object of this storage named by `ref` (its `url`, a link to it, or the key itself), or
+        None when `ref` points anywhere else: a job's input is read from this storage, never fetched."""
+
 
 def _join(prefix: str, key: str) -> str:
     return f"{prefix.strip('/')}/{key}" if prefix.strip("/") else key
+
+
+def _plain_key(ref: str) -> str | None:
+    """`ref` as a key, when it is one: relative, no scheme, no `..` or empty segment."""
+    parts = ref.split("/")
+    if "://" in ref or ref.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        return None
+    return ref
 
 
 class LocalStorage:
@@ -89,6 +101,14 @@ class LocalStorage:
 
     def link(self, key: str, expires_s: int) -> str:
         return str(self._path(key))
+
+    def key_of(self, ref: str) -> str | None:
+        parsed = urlparse(ref)
+        path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(ref) if ref.startswith("/") else None
+        if path is None:
+            return _plain_key(ref)
+        path = path.resolve()
+        return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) and path != self.root else None
 
     def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -138,6 +158,26 @@ class S3Storage:
     def check(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)
 
+    def key_of(self, ref: str) -> str | None:
+        parsed = urlparse(ref)
+        if parsed.scheme == "s3":
+            if parsed.netloc != self.bucket:
+                return None
+            full = parsed.path.lstrip("/")
+        elif parsed.scheme in ("http", "https"):  # a presigned link: path-style or virtual-hosted
+            endpoint = urlparse(self.client.meta.endpoint_url)
+            path = unquote(parsed.path).lstrip("/")
+            if parsed.netloc == endpoint.netloc and path.startswith(f"{self.bucket}/"):
+                full = path.removeprefix(f"{self.bucket}/")
+            elif parsed.netloc == f"{self.bucket}.{endpoint.netloc}":
+                full = path
+            else:
+                return None
+        else:
+            return _plain_key(ref)
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        return _plain_key(full.removeprefix(prefix)) if full.startswith(prefix) else None
+
 
 def transient(e: BaseException) -> bool:
     """Whether an error means "the endpoint is away", not "this request is wrong"."""
@@ -181,6 +221,9 @@ class RideOut:
 
     def check(self) -> None:
         self.inner.check()
+
+    def key_of(self, ref: str) -> str | None:
+        return self.inner.key_of(ref)
 
 
 def open_storage(url: str, s3_endpoint_url: str | None = None) -> Storage:

@@ -21,31 +21,32 @@ from celery import Celery
 from genfleet.shared import keys
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.metrics import SWEPT
-from genfleet.shared.queue import publish_many
+from genfleet.shared.queue import publish_routed
 from genfleet.shared.reconcile import reconcile_if_asked
 from genfleet.shared.schema import JobStatus
+from genfleet.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 5.0
 
 
-def sweep(store: JobStore, app: Celery, queue: str, grace_s: float) -> int:
+def sweep(store: JobStore, app: Celery, settings: Settings) -> int:
     """One sweep; returns how many jobs it published."""
     if not store.redis.set(keys.SWEEPER_LOCK, "1", nx=True, ex=120):
         return 0  # another process is sweeping
     try:
         published = 0
-        while ids := store.unpublished(grace_s):
+        while ids := store.unpublished(settings.publish_grace_s):
             jobs = [j for j in store.get_many(ids) if j is not None and j.status is JobStatus.queued]
             if jobs:
-                publish_many(jobs, store, app, queue)  # marks them published as it goes
+                publish_routed(jobs, store, app, settings)  # marks them published as it goes
                 log.warning("published %d job(s) a crash had left unsent", len(jobs))
             sent = {str(j.id) for j in jobs}
             store.published([i for i in ids if i not in sent])  # cancelled or gone: only dropped from the list
             published += len(jobs)
         SWEPT.inc(published)
-        return published + reconcile_if_asked(store, app, queue)
+        return published + reconcile_if_asked(store, app, settings)
     finally:
         store.redis.delete(keys.SWEEPER_LOCK)
 
@@ -53,9 +54,9 @@ def sweep(store: JobStore, app: Celery, queue: str, grace_s: float) -> int:
 class Sweeper(threading.Thread):
     """Sweeps every `INTERVAL_S` until `stop()`; a failed sweep (Redis away) is logged and tried again."""
 
-    def __init__(self, store: JobStore, app: Celery, queue: str, grace_s: float) -> None:
+    def __init__(self, store: JobStore, app: Celery, settings: Settings) -> None:
         super().__init__(name="genfleet-sweeper", daemon=True)
-        self.args, self.stopping = (store, app, queue, grace_s), threading.Event()
+        self.args, self.stopping = (store, app, settings), threading.Event()
 
     def run(self) -> None:
         while not self.stopping.wait(INTERVAL_S):

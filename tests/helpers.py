@@ -169,3 +169,22 @@ def make_safety_checker(folder: Path, flags: bool) -> Path:
     checker.save_pretrained(folder)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
+
+
+def make_lora(unet: Any, folder: Path, seed: int, rank: int = 4) -> Path:
+    """A small LoRA on `unet`'s attention projections, with random weights in both factors (peft's default
+    zeroes one, which would change nothing), saved as diffusers' LoRA file. `unet` is changed: pass a copy.
+    No LoRA can be downloaded here, and a random one is enough to tell its effect apart."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(save_directory=str(folder), unet_lora_layers=state,
+                                              safe_serialization=True)
+    return folder / "pytorch_lora_weights.safetensors"

@@ -35,7 +35,7 @@ from genfleet.workers.models import PipelineCache, resolve_device
 from genfleet.workers.runner import Context, start_batch
 from genfleet.workers.safety import SafetyChecker
 from genfleet.workers.sampling import Sampler
-from genfleet.workers.scoring import ScorerSet
+from genfleet.workers.scoring import ScorerOptions, ScorerSet
 from genfleet.workers.writer import BoundedWriter, Outstanding
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ app = consumer(
     # unacknowledged, and counts against the prefetch, until its write ends)
     worker_prefetch_multiplier=3 * settings.max_batch,
     worker_cancel_long_running_tasks_on_connection_loss=True,
-    **{ANNOUNCE_MODELS: [settings.model]},  # the one it loads as it starts (workers/app.py `_warm`)
+    **{ANNOUNCE_MODELS: settings.serving[:1]},  # the one it loads as it starts (`_warm`); then what it holds
 )
 app.steps["consumer"].add(Reconnected)
 configure_celery_logging(settings.log_format)
@@ -71,8 +71,9 @@ def context() -> Context:
             settings=settings,
             store=store,
             storage=storage,
-            pipelines=PipelineCache(device, settings.fastpath),
-            scorers=ScorerSet(settings.scorer_names, settings.clip_model, device),
+            pipelines=PipelineCache(device, settings.fastpath, settings.registry, settings.model_memory_mb * 2**20,
+                                    settings.pinned),
+            scorers=ScorerSet(settings.scorer_names, ScorerOptions(settings.clip_model, device), settings.registry),
             sampler=Sampler(device, settings.max_batch, settings.fastpath),
             writer=BoundedWriter(settings.write_threads, settings.write_queue),
             outcomes=Outcomes(BatchStore(store), storage, lambda url, event: notify(app, settings.queue, url, event)),
@@ -163,7 +164,7 @@ def _written(finished: dict[str, Job | BaseException]) -> dict[str, Settle]:
 def drain() -> Report:
     """Waits for this process's outstanding writes and reports them (run when no batch follows)."""
     written = _written(_writes.wait())
-    return Report(now=[], written=written, outstanding=len(_writes))
+    return Report(now=[], written=written, outstanding=len(_writes), warm=context().pipelines.warm)
 
 
 @app.task(name=GENERATE_TASK, base=JobBatches, flush_every=settings.max_batch,
@@ -191,15 +192,14 @@ def generate(requests: list[Any]) -> Report:
             observe(started)
             now.append(Settle.ack)
     observe_device(context(), batch.call_seconds)
-    return Report(now=now, written=_written(_writes.collect()), outstanding=len(_writes))
+    return Report(now=now, written=_written(_writes.collect()), outstanding=len(_writes),
+                  warm=context().pipelines.warm)
 
 
 @signals.worker_process_init.connect
 def _warm(**_) -> None:
     """Loads the default model as the process starts, so the first job does not pay for it."""
-    ctx = context()
-    ctx.pipelines.get(settings.model)
-    metrics.MODEL_LOAD_SECONDS.labels(settings.model).set(ctx.pipelines.load_seconds[settings.model])
+    context().pipelines.get(settings.serving[0])
 
 
 @signals.worker_init.connect

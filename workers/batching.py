@@ -42,7 +42,7 @@ from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
-from genfleet.shared.leases import release
+from genfleet.shared.leases import ANNOUNCE_MODELS, release
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class Report:
     now: list[Settle]
     written: dict[str, Settle] = field(default_factory=dict)
     outstanding: int = 0  # writes the pool process still holds after this report
+    warm: list[str] | None = None  # the models the pool process holds now, most recently used first
 
 
 class AcceleratorBatches(Batches):
@@ -113,9 +114,12 @@ class AcceleratorBatches(Batches):
         else:
             req.reject(requeue=True)
 
-    def _settle(self, written: dict[str, Settle]) -> None:
-        """Acts on the earlier requests whose writes a report says have ended."""
-        for task_id, how in written.items():
+    def _settle(self, report: Report) -> None:
+        """Acts on the earlier requests whose writes a report says have ended, and announces the models the
+        pool process holds (each lease renewal carries them: shared/leases.py)."""
+        if report.warm is not None:
+            self.app.conf[ANNOUNCE_MODELS] = report.warm
+        for task_id, how in report.written.items():
             req = self.writing.pop(task_id, None)
             if req is not None:
                 self._act(req, how)
@@ -160,7 +164,7 @@ class AcceleratorBatches(Batches):
             if report is None:
                 on_error(RuntimeError("drain raised"))
                 return
-            self._settle(report.written)
+            self._settle(report)
             if not report.outstanding and self.writing:
                 # the pool process holds no more writes, yet some were never reported: their process was
                 # replaced without an error reaching us. Back to the queue, rather than draining forever.
@@ -218,7 +222,7 @@ class AcceleratorBatches(Batches):
                 return
             for req, how in zip(requests, report.now, strict=True):
                 self._act(req, how)
-            self._settle(report.written)
+            self._settle(report)
             self._finished()
 
         def on_error(exc: BaseException) -> None:

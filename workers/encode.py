@@ -20,7 +20,10 @@ def png_bytes(image: Image.Image, job: Job, out: ImageOutput, compress_level: in
                        ("score", "" if score is None else f"{score:.4f}"), ("scores", json.dumps(out.scores)),
                        ("job_id", str(job.id)), ("steps", "" if req.steps is None else str(req.steps)),
                        ("guidance", "" if req.guidance is None else str(req.guidance)),
-                       ("scheduler", req.scheduler or ""),
+                       ("scheduler", req.scheduler or ""), ("task", req.task.value),
+                       ("image", req.image or ""), ("mask", req.mask or ""),
+                       ("strength", "" if req.strength is None else str(req.strength)),
+                       ("adapters", json.dumps([a.model_dump() for a in req.adapters])),
                        ("nsfw", "" if out.nsfw is None else str(out.nsfw).lower())):
         info.add_text(key, value)
     buf = io.BytesIO()

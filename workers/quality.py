@@ -7,13 +7,22 @@ same attempts. The retries of a whole group go through the sampler together: one
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from PIL import Image
 
 from genfleet.shared.schema import MAX_SEED, Attempt, Job
 from genfleet.workers.results import Failed, Ok, attempt
-from genfleet.workers.sampling import GroupKey, ImageSpec, Pipeline, Sampler, StopCheck, image_specs, sample_group
+from genfleet.workers.sampling import (
+    GroupKey,
+    ImageSpec,
+    Inputs,
+    Pipeline,
+    Sampler,
+    StopCheck,
+    image_specs,
+    sample_group,
+)
 from genfleet.workers.scoring import ScorerSet, Scores, overall
 
 _RETRY_STRIDE = 1_000_003  # a prime: retry seeds never collide with the seeds of a job's other images
@@ -59,15 +68,15 @@ def retry_seed(spec: ImageSpec, attempt: int) -> int:
 
 
 def sample_with_retries(sampler: Sampler, pipe: Pipeline, key: GroupKey, jobs: list[Job], scorers: ScorerSet,
-                        threshold: float, max_attempts: int, should_stop: StopCheck | None = None
-                        ) -> list[Ok[list[Candidate]] | Failed]:
+                        threshold: float, max_attempts: int, should_stop: StopCheck | None = None,
+                        inputs: Inputs | None = None) -> list[Ok[list[Candidate]] | Failed]:
     """Per job: its candidates (best image per slot, with attempts), or how its sampling failed."""
     results: list[Ok[list[Candidate]] | Failed] = []
-    for job, sampled in zip(jobs, sample_group(sampler, pipe, key, jobs, should_stop), strict=True):
+    for job, sampled in zip(jobs, sample_group(sampler, pipe, key, jobs, should_stop, inputs), strict=True):
         if isinstance(sampled, Failed):
             results.append(sampled)
             continue
-        slots = [Candidate(spec) for spec in image_specs(job)]
+        slots = [Candidate(spec) for spec in image_specs(job, inputs)]
         scores_of = scorers.score(key.model, sampled.value, [job.request.prompt] * len(sampled.value))
         for slot, image, scores in zip(slots, sampled.value, scores_of, strict=True):
             slot.offer(image, slot.spec.seed, scores, threshold)
@@ -76,7 +85,7 @@ def sample_with_retries(sampler: Sampler, pipe: Pipeline, key: GroupKey, jobs: l
         retry = [s for r in results if isinstance(r, Ok) for s in r.value if s.wants_retry(threshold)]
         if not retry or (should_stop is not None and should_stop()):
             break
-        specs = [ImageSpec(s.spec.prompt, s.spec.negative, retry_seed(s.spec, n)) for s in retry]
+        specs = [replace(s.spec, seed=retry_seed(s.spec, n)) for s in retry]
         retried = attempt(sampler.sample, pipe, key, specs, should_stop)
         if isinstance(retried, Failed):  # a failed retry keeps what the job already has
             break

@@ -11,6 +11,7 @@ exists), and the job store keeps the first terminal status. `run_batch` waits fo
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -20,22 +21,25 @@ from datetime import UTC, datetime
 from enum import Enum
 
 from celery.exceptions import SoftTimeLimitExceeded
+from PIL import Image
 
 from genfleet.shared import leases
 from genfleet.shared.errors import NotDurable, StorageUnavailable
 from genfleet.shared.events import publish_progress
 from genfleet.shared.failpoints import failpoint
+from genfleet.shared.fastpath import Compile, fastpath_for
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.outcomes import Outcomes
 from genfleet.shared.schema import ImageOutput, Job, JobStatus
 from genfleet.shared.settings import Safety, Settings
 from genfleet.shared.storage import Storage
+from genfleet.workers.adapters import AdapterError, AdapterSlots
 from genfleet.workers.encode import manifest_bytes, png_bytes
 from genfleet.workers.models import PipelineCache
 from genfleet.workers.quality import Candidate, sample_with_retries
-from genfleet.workers.results import Failed
+from genfleet.workers.results import Failed, Ok
 from genfleet.workers.safety import SafetyChecker, check
-from genfleet.workers.sampling import Sampler, StopCheck, group_jobs
+from genfleet.workers.sampling import GroupKey, Inputs, Sampler, StopCheck, group_jobs
 from genfleet.workers.scoring import ScorerSet
 from genfleet.workers.writer import BoundedWriter
 
@@ -188,6 +192,42 @@ def step_hook(jobs: list[Job], ctx: Context) -> StopCheck:
     return hook
 
 
+def load_inputs(jobs: list[Job], storage: Storage) -> tuple[Inputs, dict[str, Failed]]:
+    """The input images of image-to-image and inpaint jobs, decoded (RGB images, greyscale masks); and the jobs
+    whose inputs could not be read, with why."""
+    inputs: Inputs = {}
+    unreadable: dict[str, Failed] = {}
+    for job in jobs:
+        for key, mode in ((job.request.image, "RGB"), (job.request.mask, "L")):
+            if key is None or key in inputs:
+                continue
+            try:
+                inputs[key] = Image.open(io.BytesIO(storage.get(key))).convert(mode)
+            except (OSError, ValueError, StorageUnavailable) as e:
+                unreadable[str(job.id)] = Failed(RuntimeError(f"input {key}: {type(e).__name__}: {e}"))
+    return inputs, unreadable
+
+
+def sample_jobs(key: GroupKey, jobs: list[Job], ctx: Context) -> list[Ok[list[Candidate]] | Failed]:
+    """One group's images: its inputs read, its pipeline for its task, its adapters active, then sampled, scored,
+    retried and checked. A job whose input cannot be read fails alone; an adapter that will not load fails the
+    group (every job of it asked for that adapter)."""
+    inputs, unreadable = load_inputs(jobs, ctx.storage)
+    readable = [j for j in jobs if str(j.id) not in unreadable]
+    pipe = ctx.pipelines.get(key.model)
+    compiled = fastpath_for(key.model, ctx.settings.fastpath).compile is not Compile.off
+    try:
+        AdapterSlots.of(pipe, ctx.settings.adapter_slots, hotswap=compiled).activate(
+            key.adapters, key.model, ctx.settings.adapters, ctx.storage, ctx.settings.adapter_download)
+    except AdapterError as e:
+        return [Failed(e)] * len(jobs)
+    results = sample_with_retries(ctx.sampler, ctx.pipelines.get(key.model, key.task), key, readable, ctx.scorers,
+                                  ctx.settings.quality_threshold, ctx.settings.quality_attempts,
+                                  step_hook(readable, ctx), inputs) if readable else []
+    checked = iter(check(results, ctx.safety, ctx.settings.safety))
+    return [unreadable.get(str(j.id)) or next(checked) for j in jobs]
+
+
 def run_batch(messages: list[Job], ctx: Context) -> list[Job | None]:
     """`start_batch`, then waits for its writes: each job's record as stored, or None (left for later)."""
     return [o.result() if isinstance(o, Future) else o for o in start_batch(messages, ctx).outcomes]
@@ -215,14 +255,11 @@ def start_batch(messages: list[Job], ctx: Context) -> Started:
             runnable.append(job)
         outcome[n] = None if claimed in (Claim.held, Claim.later) else job
     order = {job.id: n for n, job in enumerate(messages)}
-    groups = list(group_jobs(runnable).items())
+    groups = list(group_jobs(runnable, ctx.settings.registry).items())
     for g, (key, jobs) in enumerate(groups):
         t0 = time.perf_counter()
         try:
-            results = sample_with_retries(ctx.sampler, ctx.pipelines.get(key.model), key, jobs,
-                                          ctx.scorers, ctx.settings.quality_threshold,
-                                          ctx.settings.quality_attempts, step_hook(jobs, ctx))
-            results = check(results, ctx.safety, ctx.settings.safety)
+            results = sample_jobs(key, jobs, ctx)
         except SoftTimeLimitExceeded:
             reason = f"time limit: the batch ran past {ctx.settings.soft_time_limit_s}s"
             for _, left in groups[g:]:

@@ -1,7 +1,9 @@
 """Batched sampling: group jobs that can share a pipeline call, one generator per image, split on out-of-memory.
 
-Jobs share a call when everything that must be equal inside one diffusers call is equal: model, size, steps,
-guidance and scheduler. Prompts, negative prompts and seeds are per image.
+Jobs share a call when everything that must be equal inside one diffusers call is equal: model, task, size,
+steps, guidance, scheduler, strength and adapters. Prompts, negative prompts, seeds and input images are per
+image. A job's unset steps and guidance are its model's defaults (shared/registry.py), so a job that names them
+and one that leaves them to the model share a call.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import torch
 from PIL import Image
 
 from genfleet.shared.fastpath import FastPath, fastpath_for
-from genfleet.shared.schema import MAX_SEED, Job, Scheduler
+from genfleet.shared.registry import Registry
+from genfleet.shared.schema import MAX_SEED, Job, Scheduler, Task
 from genfleet.workers.fastpath import bucket, slice_vae
 from genfleet.workers.results import Failed, Ok, attempt
 from genfleet.workers.schedulers import use_scheduler
@@ -32,17 +35,23 @@ class GroupKey(NamedTuple):
     steps: int | None
     guidance: float | None
     scheduler: Scheduler | None = None  # None: the model's own
+    task: Task = Task.text_to_image
+    strength: float | None = None  # image-to-image and inpaint
+    adapters: tuple[tuple[str, float], ...] = ()  # (name, weight), by name
 
 
-def group_key(job: Job) -> GroupKey:
-    r = job.request
-    return GroupKey(job.model, r.width, r.height, r.steps, r.guidance, r.scheduler)
+def group_key(job: Job, registry: Registry | None = None) -> GroupKey:
+    r, spec = job.request, (registry or Registry()).spec(job.model)
+    steps = r.steps if r.steps is not None else spec.steps
+    guidance = r.guidance if r.guidance is not None else spec.guidance
+    adapters = tuple(sorted((a.name, a.weight) for a in r.adapters))
+    return GroupKey(job.model, r.width, r.height, steps, guidance, r.scheduler, r.task, r.strength, adapters)
 
 
-def group_jobs(jobs: Iterable[Job]) -> dict[GroupKey, list[Job]]:
+def group_jobs(jobs: Iterable[Job], registry: Registry | None = None) -> dict[GroupKey, list[Job]]:
     groups: dict[GroupKey, list[Job]] = defaultdict(list)
     for job in jobs:
-        groups[group_key(job)].append(job)
+        groups[group_key(job, registry)].append(job)
     return dict(groups)
 
 
@@ -55,11 +64,17 @@ class ImageSpec:
     prompt: str
     negative: str | None
     seed: int
+    image: Image.Image | None = None  # the input of an image-to-image or inpaint job
+    mask: Image.Image | None = None
 
 
-def image_specs(job: Job) -> list[ImageSpec]:
-    r = job.request
-    return [ImageSpec(r.prompt, r.negative_prompt, image_seed(job, i)) for i in range(r.num_images)]
+Inputs = dict[str, Image.Image]  # input images by storage key, loaded for a batch (workers/runner.py)
+
+
+def image_specs(job: Job, inputs: Inputs | None = None) -> list[ImageSpec]:
+    r, given = job.request, inputs or {}
+    image, mask = given.get(r.image or ""), given.get(r.mask or "")
+    return [ImageSpec(r.prompt, r.negative_prompt, image_seed(job, i), image, mask) for i in range(r.num_images)]
 
 
 class StopCheck(Protocol):
@@ -93,14 +108,20 @@ def interrupter(should_stop: StopCheck, every_s: float = 0.5) -> Callable[..., d
 
 def call_kwargs(key: GroupKey, specs: list[ImageSpec], device: torch.device,
                 should_stop: StopCheck | None = None) -> dict[str, Any]:
-    """One diffusers call for these images; unset options are left to the pipeline's defaults."""
+    """One diffusers call for these images; unset options are left to the pipeline's defaults. An input image
+    sets the size (diffusers' image-to-image pipelines take no width or height)."""
     kwargs: dict[str, Any] = {"prompt": [s.prompt for s in specs],
                     "generator": [torch.Generator(device).manual_seed(s.seed) for s in specs]}
     if any(s.negative for s in specs):
         kwargs["negative_prompt"] = [s.negative or "" for s in specs]
-    optional = {"width": key.width, "height": key.height, "num_inference_steps": key.steps,
-                "guidance_scale": key.guidance}
+    sized = key.task is not Task.image_to_image
+    optional = {"width": key.width if sized else None, "height": key.height if sized else None,
+                "num_inference_steps": key.steps, "guidance_scale": key.guidance}
     kwargs.update({k: v for k, v in optional.items() if v is not None})
+    if key.task is not Task.text_to_image:
+        kwargs.update(image=[s.image for s in specs], strength=key.strength)
+    if key.task is Task.inpaint:
+        kwargs["mask_image"] = [s.mask for s in specs]
     if should_stop is not None:
         kwargs["callback_on_step_end"] = interrupter(should_stop)
     return kwargs
@@ -165,16 +186,17 @@ class Sampler:
 
 
 def sample_group(sampler: Sampler, pipe: Pipeline, key: GroupKey, jobs: list[Job],
-                 should_stop: StopCheck | None = None) -> list[Ok[list[Image.Image]] | Failed]:
+                 should_stop: StopCheck | None = None, inputs: Inputs | None = None
+                 ) -> list[Ok[list[Image.Image]] | Failed]:
     """Images for each job of a group, in one call where possible. If the shared call fails, each job is
     retried alone, so one bad job fails by itself and its batch-mates still succeed."""
-    specs = [image_specs(job) for job in jobs]
+    specs = [image_specs(job, inputs) for job in jobs]
     sampled = attempt(sampler.sample, pipe, key, [s for job_specs in specs for s in job_specs], should_stop)
     if isinstance(sampled, Failed):
         if len(jobs) == 1:
             return [sampled]
         log.warning("batched call for %d jobs failed (%r); running each alone", len(jobs), sampled.error)
-        return [sample_group(sampler, pipe, key, [job], should_stop)[0] for job in jobs]
+        return [sample_group(sampler, pipe, key, [job], should_stop, inputs)[0] for job in jobs]
     flat = sampled.value
     out: list[Ok[list[Image.Image]] | Failed] = []
     for job_specs in specs:

@@ -1,6 +1,7 @@
-"""Image quality scorers, chosen by `GENFLEET_SCORERS`. Each gives a score in [0, 1] per image (higher is
-better) or None where it cannot judge; an image's overall score is the lowest of them, and that is what the
-quality bar applies to. Every scorer's score is recorded in the job record, the PNG and the manifest.
+"""Image quality scorers, chosen by `GENFLEET_SCORERS` (the registry, shared/registry.py, lists them and says
+which families each can judge). Each gives a score in [0, 1] per image (higher is better) or None where it
+cannot judge; an image's overall score is the lowest of them, and that is what the quality bar applies to.
+Every scorer's score is recorded in the job record, the PNG and the manifest.
 
 - technical: NaN or inf, all black (what safety checkers return), blank or near-constant, very low contrast;
 - adherence: the embedded model's prompt-adherence scorer (embedded jobs only);
@@ -10,15 +11,16 @@ quality bar applies to. Every scorer's score is recorded in the job record, the 
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
-from genfleet.shared.schema import EMBEDDED
+from genfleet.shared.registry import SCORERS, Registry
 
 log = logging.getLogger(__name__)
 Scores = dict[str, float | None]
@@ -30,10 +32,21 @@ class Scorer(Protocol):
     def score(self, images: list[Image.Image], prompts: list[str]) -> list[float | None]: ...
 
 
+@dataclass(frozen=True)
+class ScorerOptions:
+    """What a scorer may need to build itself (each entry of the registry's SCORERS is called with these)."""
+
+    clip_model: str = "openai/clip-vit-large-patch14"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
 class TechnicalScorer:
     name = "technical"
     min_std = 4.0  # out of 255: below this a picture is one flat colour (black included)
     full_contrast_std = 16.0  # at or above this the picture has ordinary contrast: score 1
+
+    def __init__(self, options: ScorerOptions | None = None) -> None:
+        pass
 
     def score(self, images: list[Image.Image], prompts: list[str]) -> list[float | None]:
         return [self._one(np.asarray(im.convert("RGB"), dtype=np.float32)) for im in images]
@@ -48,7 +61,7 @@ class TechnicalScorer:
 class AdherenceScorer:
     name = "adherence"
 
-    def __init__(self) -> None:
+    def __init__(self, options: ScorerOptions | None = None) -> None:
         from genfleet.workers.embedded.scorer import load_scorer
 
         self._model = load_scorer()
@@ -63,8 +76,8 @@ class ClipScorer:
     name = "clip"
     low, high = 0.15, 0.35  # typical similarities of unrelated and well-matched pairs for ViT-L/14
 
-    def __init__(self, model: str, device: torch.device) -> None:
-        self.model_name, self.device = model, device
+    def __init__(self, options: ScorerOptions) -> None:
+        self.model_name, self.device = options.clip_model, options.device
         self._model: Any = None  # transformers' CLIPModel and CLIPProcessor, loaded on first use
         self._processor: Any = None
         self._missing = False
@@ -96,22 +109,20 @@ class ClipScorer:
 class ScorerSet:
     """The scorers that apply to each model, loaded once, on first use."""
 
-    def __init__(self, names: list[str] | None = None, clip_model: str = "openai/clip-vit-large-patch14",
-                 device: torch.device | None = None) -> None:
-        self.names = names  # None: "auto", technical for every model plus adherence for embedded
-        self.clip_model, self.device = clip_model, device or torch.device("cpu")
+    def __init__(self, names: list[str] | None = None, options: ScorerOptions | None = None,
+                 registry: Registry | None = None) -> None:
+        self.names = names  # None: "auto", each model's own (the registry says which)
+        self.options, self.registry = options or ScorerOptions(), registry or Registry()
         self._loaded: dict[str, Scorer] = {}
 
     def _get(self, name: str) -> Scorer:
         if name not in self._loaded:
-            makers: dict[str, Callable[[], Scorer]] = {"technical": TechnicalScorer, "adherence": AdherenceScorer,
-                      "clip": lambda: ClipScorer(self.clip_model, self.device)}
-            self._loaded[name] = makers[name]()
+            module, _, attr = SCORERS[name].factory.partition(":")
+            self._loaded[name] = getattr(importlib.import_module(module), attr)(self.options)
         return self._loaded[name]
 
     def names_for(self, model: str) -> list[str]:
-        names = self.names or ["technical", "adherence"]
-        return [n for n in names if n != "adherence" or model == EMBEDDED]
+        return self.registry.scorers_for(model, self.names)
 
     def score(self, model: str, images: list[Image.Image], prompts: list[str]) -> list[Scores]:
         per_scorer = {n: self._get(n).score(images, prompts) for n in self.names_for(model)}

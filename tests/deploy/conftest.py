@@ -20,7 +20,7 @@ _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
 def exported(redis) -> set[str]:
     """Every series name genfleet's processes can export (the scrape-time collector runs against Redis)."""
     families = [f for m in vars(metrics).values() if isinstance(m, MetricWrapperBase) for f in m.describe()]
-    families += list(QueueCollector(JobStore(redis, 60), "genfleet").collect())
+    families += list(QueueCollector(JobStore(redis, 60), ["genfleet"], "genfleet.webhooks").collect())
     return {f.name + suffix for f in families for suffix in _SUFFIXES[f.type]}
 
 

@@ -10,9 +10,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from genfleet.shared.queue import priority_lists
+from genfleet.shared.queue import model_queues, priority_lists
 from genfleet.shared.settings import PLACEHOLDER, Settings
 from tests.deploy.conftest import DEPLOY
+from tests.helpers import settings_of
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (with its built-in kustomize) is not installed")
@@ -67,12 +68,15 @@ def test_settings_in_the_configmap_and_secret_are_ones_genfleet_reads():
                 for k, v in by_kind(docs, "ConfigMap", "genfleet-config")["data"].items() if k.startswith("GENFLEET_")})
 
 
-def test_keda_scales_on_every_priority_list_and_can_reach_zero():
+def test_keda_scales_on_every_priority_list_of_every_served_model_and_can_reach_zero():
     base, zero = render("base"), render("overlays/scale-to-zero")
     scaled = by_kind(base, "ScaledObject", "genfleet-worker")["spec"]
     assert scaled["scaleTargetRef"]["name"] == "genfleet-worker"
     lists = [t["metadata"]["listName"] for t in scaled["triggers"]]
-    assert lists == priority_lists(Settings().queue) and all(t["type"] == "redis" for t in scaled["triggers"])
+    config = by_kind(base, "ConfigMap", "genfleet-config")["data"]
+    served = settings_of(config)
+    assert lists == [name for queue in model_queues(served) for name in priority_lists(queue)]
+    assert all(t["type"] == "redis" for t in scaled["triggers"])
     names = {t["name"] for t in scaled["triggers"]}
     assert set(scaled["advanced"]["scalingModifiers"]["formula"].replace("+", " ").split()) == names
     assert scaled["minReplicaCount"] >= 1

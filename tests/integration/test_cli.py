@@ -102,3 +102,19 @@ def test_submit_names_what_is_wrong(stack, tmp_path):
     assert missing.returncode == 1 and "nope.txt: no such file" in missing.stderr
     down = run_cli("submit", str(bad), "--api", "http://127.0.0.1:9", cwd=tmp_path, env=stack.env)
     assert down.returncode == 1 and "cannot reach the API" in down.stderr
+
+
+def test_queues_names_each_models_queue_and_lists(tmp_path):
+    from genfleet.shared.queue import priority_lists, queue_for
+    from genfleet.shared.settings import Settings
+
+    extra = "stabilityai/sdxl-turbo,some/other-model"
+    out = run_cli("queues", cwd=tmp_path, env={"GENFLEET_EXTRA_MODELS": extra, "GENFLEET_QUEUE": "gf"})
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    settings = Settings(extra_models=extra, queue="gf")
+    assert [line["model"] for line in lines] == ["embedded", "stabilityai/sdxl-turbo", "some/other-model"]
+    assert [line["family"] for line in lines] == ["embedded", "sdxl-turbo", "generic"]
+    assert lines[0]["queue"] == "gf" and len({line["queue"] for line in lines}) == 3
+    for line in lines:
+        assert line["lists"] == priority_lists(queue_for(settings, line["model"]))

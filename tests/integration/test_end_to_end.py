@@ -37,7 +37,7 @@ def test_job_lands_in_s3_with_metadata_and_manifest(stack, s3):
 def test_failing_job_is_recorded_failed_with_reason(stack):
     # A model the worker cannot load: the job fails with a readable reason, the worker keeps serving.
     api = stack.start_api(GENFLEET_EXTRA_MODELS="/nonexistent/model")
-    stack.start_worker()
+    stack.start_worker(GENFLEET_EXTRA_MODELS="/nonexistent/model")  # it consumes that model's queue too
     bad = httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat", "model": "/nonexistent/model"}).json()
     good = httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat"}).json()
     bad, good = wait_terminal(api, bad["id"]), wait_terminal(api, good["id"])

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from genfleet.shared.schema import Job, JobRequest, Scheduler, schedulers_for
+from genfleet.shared.registry import Registry
+from genfleet.shared.schema import Job, JobRequest, Scheduler
 from genfleet.workers.architectures import build
 from genfleet.workers.models import load_pipeline
 from genfleet.workers.sampling import Sampler, group_jobs, group_key, image_specs
@@ -33,7 +34,7 @@ def test_a_scheduler_changes_the_pixels_repeatably_and_the_default_comes_back(em
     assert np.array_equal(pixels(sampler, embedded, None), default)  # the model's own scheduler is back
     # the embedded model's own scheduler is DPM++ 2M with thresholding: asking for it by name changes nothing
     assert np.array_equal(pixels(sampler, embedded, Scheduler.dpmpp_2m), default)
-    assert schedulers_for("embedded") == {Scheduler.dpmpp_2m, Scheduler.unipc}
+    assert Registry().spec("embedded").schedulers == {Scheduler.dpmpp_2m, Scheduler.unipc}
 
 
 def test_every_scheduler_runs_on_the_sd_classes():

@@ -33,22 +33,6 @@ def test_bad_field_is_named(body, field):
     assert field in fields_at_fault(**body)
 
 
-def test_sides_and_schedulers_are_checked_against_the_model():
-    JobRequest(prompt="a", width=64, height=64)
-    with pytest.raises(ValidationError, match="outside 16..128"):
-        JobRequest(prompt="a", width=512, model="embedded")
-    assert JobRequest(prompt="a", width=512, model="runwayml/stable-diffusion-v1-5").width == 512
-    with pytest.raises(ValidationError, match="outside 64..2048"):
-        JobRequest(prompt="a", width=32, model="some/model")
-    with pytest.raises(ValidationError, match="takes the schedulers"):
-        JobRequest(prompt="a", scheduler="euler", model="embedded")
-    assert JobRequest(prompt="a", scheduler="euler", model="some/model").scheduler == "euler"
-    # no model named: the API checks against the model the job will run on (the server's default)
-    unnamed = JobRequest(prompt="a", width=512, scheduler="euler")
-    assert {f for f, _, _ in unnamed.misfits("embedded")} == {"width", "scheduler"}
-    assert unnamed.misfits("some/model") == []
-
-
 def test_job_fixes_seed_and_round_trips_as_json():
     job = Job.new(JobRequest(prompt="a cat"), "embedded", tenant="t")
     assert job.status is JobStatus.queued and job.model == "embedded" and job.id.version == 4

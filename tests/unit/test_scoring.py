@@ -9,7 +9,7 @@ from PIL import Image
 from genfleet.shared.settings import Settings
 from genfleet.workers.quality import Candidate
 from genfleet.workers.sampling import ImageSpec
-from genfleet.workers.scoring import ClipScorer, ScorerSet, TechnicalScorer, overall
+from genfleet.workers.scoring import ClipScorer, ScorerOptions, ScorerSet, TechnicalScorer, overall
 
 
 def noise(seed: int = 0, size: int = 32) -> Image.Image:
@@ -36,7 +36,7 @@ def test_scorers_are_chosen_by_settings():
 
 def test_clip_without_weights_abstains_with_one_clear_message(caplog, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
-    scorers = ScorerSet(["technical", "clip"], clip_model="openai/clip-vit-large-patch14")
+    scorers = ScorerSet(["technical", "clip"], ScorerOptions(clip_model="openai/clip-vit-large-patch14"))
     with caplog.at_level(logging.WARNING):
         first = scorers.score("m", [noise()], ["a cat"])
         scorers.score("m", [noise(1)], ["a cat"])
@@ -60,7 +60,7 @@ def test_clip_scores_with_a_local_model(tmp_path):
     import torch
 
     images, prompts = [noise(), noise(1)], ["a cat", "a hat"]
-    scorer = ClipScorer(str(folder), device=torch.device("cpu"))
+    scorer = ClipScorer(ScorerOptions(str(folder), torch.device("cpu")))
     # Random weights give similarities near 0, which the [0.15, 0.35] mapping clamps to 0: widen the window so
     # the mapping itself is checked, then compare with the model's own cosine similarity, image i with prompt i.
     scorer.low, scorer.high = -1.0, 1.0

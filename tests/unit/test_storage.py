@@ -86,3 +86,23 @@ def test_ride_out_gives_up_after_the_outage_window(s3_server):
     assert 3 <= time.monotonic() - started < 30
     with pytest.raises(FileNotFoundError):  # a wrong request is not an outage: no waiting
         RideOut(LocalStorage(Path("/nonexistent-genfleet")), outage_s=30).get("j/0.png")
+
+
+def test_an_input_url_maps_to_a_key_of_this_storage_or_to_nothing(tmp_path, monkeypatch):
+    # signing a link needs keys, and without them botocore would look for some on the network
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "unit")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    local = LocalStorage(tmp_path)
+    assert local.key_of(local.url("inputs/a.png")) == "inputs/a.png"
+    assert local.key_of(str(tmp_path / "inputs" / "a.png")) == "inputs/a.png"
+    assert local.key_of("inputs/a.png") == "inputs/a.png"
+    for elsewhere in ("/etc/passwd", "file:///etc/passwd", "../outside.png", "inputs/../../x", "http://x/y.png"):
+        assert local.key_of(elsewhere) is None, elsewhere
+    s3 = S3Storage("bucket", "run-1", endpoint_url="http://127.0.0.1:9")  # no request is made
+    assert s3.key_of("s3://bucket/run-1/inputs/a.png") == "inputs/a.png"
+    assert s3.key_of(s3.link("job/0.png", 60)) == "job/0.png"  # a presigned link of its own
+    assert s3.key_of("s3://other/run-1/inputs/a.png") is None
+    assert s3.key_of("s3://bucket/run-2/inputs/a.png") is None  # another prefix: not this server's objects
+    assert s3.key_of("http://evil.example/bucket/run-1/inputs/a.png") is None
+    assert s3.key_of("s3://bucket/run-1/../secrets") is None
