@@ -1,10 +1,12 @@
 """What every POST goes through: the model is served, the webhook target is safe; then one admission path
 (queue depth, rate and quota, then record and publish; on a Redis failure the units are refunded, what was
-recorded is undone and the client gets a 503), wrapped in the Idempotency-Key flow (api/idempotency.py)."""
+recorded is undone and the client gets a 503), wrapped in the Idempotency-Key flow (api/idempotency.py).
+Admission runs on the event loop (async Redis); blocking work (input images, a batch's thousands of records)
+goes to the thread pool in the callables it is given."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -16,7 +18,7 @@ from pydantic import AnyUrl
 from genfleet.api.auth import Caller
 from genfleet.api.idempotency import fingerprint
 from genfleet.api.state import State
-from genfleet.shared.errors import UnsafeTarget
+from genfleet.shared.errors import QueueFull, UnsafeTarget
 from genfleet.shared.schema import JobParams
 from genfleet.shared.settings import Settings
 from genfleet.shared.webhooks import check_target
@@ -67,40 +69,45 @@ def check_webhook(url: AnyUrl | str | None, settings: Settings, loc: Loc = ("bod
         raise invalid(loc, str(url), str(e)) from None
 
 
-def admit(state: State, who: Caller, jobs: int, images: int, queue: Callable[[], None],
-          undo: Callable[[], None] | None = None) -> None:
+async def admit(state: State, who: Caller, jobs: int, images: int, queue: Callable[[], Awaitable[None]],
+                undo: Callable[[], Awaitable[None]] | None = None, bounded: bool = False) -> None:
     """Admits `jobs` jobs of `images` images in all, then runs `queue` (record and publish). If Redis fails on
     the way, the rate units are refunded, `undo` cancels what was recorded, and the client gets a 503: nothing
-    that answer refused is left queued."""
-    state.limits.check_depth(jobs)
-    state.limits.admit(who.key_id, images)
+    that answer refused is left queued. `bounded`: `queue` checks the queue's depth itself, in the same atomic
+    step as its write (a single job's one round trip), and raises QueueFull; the request then costs nothing."""
+    if not bounded:
+        await state.limits.check_depth(jobs)
+    await state.limits.admit(who.key_id, images)
     try:
-        queue()
+        await queue()
+    except QueueFull as e:
+        await state.limits.refund(who.key_id, images, rate=True)
+        raise state.limits.backpressure(e.depth) from None
     except (redis.RedisError, OSError) as e:
-        state.limits.refund(who.key_id, images)
+        await state.limits.refund(who.key_id, images)
         if undo is not None:
-            undo()
+            await undo()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"queue unavailable: {e}",
                             headers={"Retry-After": "5"}) from e
 
 
-def idempotent(state: State, request: Request, who: Caller, key: str | None, body: Callable[[], str],
-               make: Callable[[], Made]) -> tuple[str, Made | None]:
+async def idempotent(state: State, request: Request, who: Caller, key: str | None, body: Callable[[], str],
+                     make: Callable[[], Awaitable[Made]]) -> tuple[str, Made | None]:
     """Runs `make` once per (tenant, key, body): (its resource's id, what it made), or, for a repeat,
     (the first request's resource id, None). `body` gives the request's canonical body, asked for only when a
     key is given."""
     if key is None:
-        made = make()
+        made = await make()
         return str(made.id), made
     ledger = state.idempotency
     fp = fingerprint(request.url.path, body())
-    earlier = ledger.begin(who.tenant, key, fp)
+    earlier = await ledger.begin(who.tenant, key, fp)
     if earlier is not None:
         return earlier, None
     try:
-        made = make()
+        made = await make()
     except BaseException:
-        ledger.abandon(who.tenant, key)
+        await ledger.abandon(who.tenant, key)
         raise
-    ledger.complete(who.tenant, key, fp, str(made.id))
+    await ledger.complete(who.tenant, key, fp, str(made.id))
     return str(made.id), made

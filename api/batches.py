@@ -26,6 +26,7 @@ from genfleet.api.state import AppState, State
 from genfleet.shared import metrics
 from genfleet.shared.batches import Batch, BatchItem, BatchRequest, new_jobs
 from genfleet.shared.queue import publish_many, queue_for
+from genfleet.shared.schema import Job
 
 router = APIRouter(prefix="/v1", tags=["batches"])
 log = logging.getLogger(__name__)
@@ -76,19 +77,24 @@ async def _read(request: Request, params: str | None, webhook_url: str | None) -
         raise _errors(e, ("body",)) from None
 
 
-def _queue_batch(body: BatchRequest, state: State, who: Caller) -> Batch:
+def _prepare(body: BatchRequest, state: State, who: Caller) -> tuple[Batch, list[Job]]:
+    """The batch and its jobs, checked (its inputs read from storage): blocking, run off the event loop."""
     model = check_model(body.params, state.settings, ("body", "params"))
     check_webhook(body.webhook_url, state.settings)
     body = body.model_copy(update={"params": resolve(body.params, model, state, who, ("body", "params"))})
     batch = Batch(tenant=who.tenant, model=model, total=len(body.prompts), webhook_url=body.webhook_url)
     try:
-        jobs = new_jobs(batch, body, state.settings.model)
+        return batch, new_jobs(batch, body, state.settings.model)
     except ValidationError as e:
         raise _errors(e, ("body", "params")) from None
 
+
+async def _queue_batch(body: BatchRequest, state: State, who: Caller) -> Batch:
+    batch, jobs = await run_in_threadpool(_prepare, body, state, who)
+
     def queue() -> None:
         state.batches.create(batch, jobs)
-        publish_many(jobs, state.store, state.publisher, queue_for(state.settings, model))
+        publish_many(jobs, state.store, state.publisher, queue_for(state.settings, batch.model))
 
     def undo() -> None:
         try:
@@ -96,9 +102,10 @@ def _queue_batch(body: BatchRequest, state: State, who: Caller) -> Batch:
         except redis.RedisError:
             log.exception("batch %s: publishing failed and so did cancelling its jobs", batch.id)
 
-    admit(state, who, len(jobs), sum(j.request.num_images for j in jobs), queue, undo)
+    await admit(state, who, len(jobs), sum(j.request.num_images for j in jobs),
+                lambda: run_in_threadpool(queue), lambda: run_in_threadpool(undo))
     metrics.BATCHES_ENQUEUED.inc()
-    metrics.JOBS_ENQUEUED.labels(model, body.params.priority.value).inc(len(jobs))
+    metrics.JOBS_ENQUEUED.labels(batch.model, body.params.priority.value).inc(len(jobs))
     log.info("batch queued", extra={"batch_id": str(batch.id), "tenant": who.tenant, "jobs": len(jobs)})
     return batch
 
@@ -113,8 +120,8 @@ async def create_batch(request: Request, response: Response, state: AppState, wh
     """Queues up to 10,000 prompts. JSON: a `BatchRequest`. JSON Lines: one prompt a line (a JSON string or
     `{"prompt", "negative_prompt", "seed"}`), shared parameters in the `params` query parameter."""
     body = await _read(request, params, webhook_url)
-    batch_id, made = await run_in_threadpool(
-        idempotent, state, request, who, idempotency_key, body.model_dump_json, lambda: _queue_batch(body, state, who))
+    batch_id, made = await idempotent(state, request, who, idempotency_key, body.model_dump_json,
+                                      lambda: _queue_batch(body, state, who))
     response.headers["Location"] = f"/v1/batches/{batch_id}"
     if made is None:
         response.headers["Idempotent-Replayed"] = "true"

@@ -16,8 +16,8 @@ from genfleet.api.auth import Caller, Who, owned
 from genfleet.api.inputs import resolve
 from genfleet.api.state import AppState, State
 from genfleet.shared import metrics
-from genfleet.shared.queue import enqueue, queue_for
-from genfleet.shared.schema import Job, JobRequest, JobStatus
+from genfleet.shared.queue import enqueue, model_queues, queue_for
+from genfleet.shared.schema import Job, JobRequest, JobStatus, Task
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 log = logging.getLogger(__name__)
@@ -46,11 +46,14 @@ def as_json(model: BaseModel, status_code: int = 200, headers: dict[str, str] | 
     return Response(model.model_dump_json(), status_code, headers, media_type="application/json")
 
 
-def _queue_one(body: JobRequest, model: str, state: State, who: Caller) -> Job:
-    body = resolve(body, model, state, who)
+async def _queue_one(body: JobRequest, model: str, state: State, who: Caller) -> Job:
+    if body.task is not Task.text_to_image:  # its input images are read from storage: blocking, off the loop
+        body = await run_in_threadpool(resolve, body, model, state, who)
     job = Job.new(body, state.settings.model, who.tenant)
-    queue = queue_for(state.settings, job.model)
-    admit(state, who, 1, body.num_images, lambda: enqueue(job, state.store, state.publisher, queue))
+    settings = state.settings
+    queue, counted = queue_for(settings, job.model), model_queues(settings)
+    await admit(state, who, 1, body.num_images, bounded=True, queue=lambda: enqueue(
+        job, state.store, state.aredis, state.publisher, queue, settings.max_queue_depth, counted))
     metrics.JOBS_ENQUEUED.labels(job.model, body.priority.value).inc()
     log.info("job queued", extra={"job_id": str(job.id), "tenant": who.tenant, "model": job.model,
                                   "priority": body.priority.value})
@@ -63,9 +66,9 @@ async def create_job(body: JobRequest, request: Request, state: AppState, who: W
     """Queues one job. With an `Idempotency-Key`, a retried request returns the same job and queues nothing."""
     model = check_model(body, state.settings)
     check_webhook(body.webhook_url, state.settings)
-    # the blocking calls (inputs, admission, record and publish, the idempotency ledger) in one thread-pool hop
-    job_id, job = await run_in_threadpool(idempotent, state, request, who, idempotency_key, body.model_dump_json,
-                                          lambda: _queue_one(body, model, state, who))
+    # on the event loop: admission and the record-and-publish step are async Redis calls
+    job_id, job = await idempotent(state, request, who, idempotency_key, body.model_dump_json,
+                                   lambda: _queue_one(body, model, state, who))
     headers = {"Location": f"/v1/jobs/{job_id}"}
     if job is None:  # a replay: the job as it stands now
         headers["Idempotent-Replayed"] = "true"

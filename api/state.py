@@ -49,9 +49,10 @@ def build(settings: Settings, redis_url: str) -> State:
     def webhook(url: str | None, event: dict[str, Any]) -> None:
         notify(app, settings.queue, url, event)
 
-    return State(settings=settings, keys=KeyRing(settings.api_keys), store=store, aredis=async_client(redis_url),
-                 batches=batches, storage=storage, publisher=app, limits=Limits(r, settings),
-                 idempotency=Idempotency(r, settings.idempotency_ttl_s),
+    ar = async_client(redis_url)
+    return State(settings=settings, keys=KeyRing(settings.api_keys), store=store, aredis=ar,
+                 batches=batches, storage=storage, publisher=app, limits=Limits(ar, settings),
+                 idempotency=Idempotency(ar, settings.idempotency_ttl_s),
                  outcomes=Outcomes(batches, storage, webhook))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import json
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 from uuid import UUID
 
 import httpx
+from celery import Celery
 from pydantic import ValidationError
 
 from genfleet import supervisor
@@ -22,7 +24,7 @@ from genfleet.client import Client, SubmitError, download, submit, wait
 from genfleet.shared.batches import BatchStore
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.queue import enqueue, priority_lists, publisher, queue_for
-from genfleet.shared.redis_server import client
+from genfleet.shared.redis_server import async_client, client
 from genfleet.shared.schema import TERMINAL, Job, JobRequest, Priority
 from genfleet.shared.settings import Settings, get_settings
 from genfleet.shared.storage import LocalStorage, open_storage
@@ -80,6 +82,15 @@ def _wait(store: JobStore, ids: list[UUID], worker: subprocess.Popen[bytes] | No
         time.sleep(0.1)
 
 
+async def _enqueue_all(jobs: list[Job], store: JobStore, url: str, app: Celery, settings: Settings) -> None:
+    ar = async_client(url)
+    try:
+        for job in jobs:
+            await enqueue(job, store, ar, app, queue_for(settings, job.model))
+    finally:
+        await ar.aclose()
+
+
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     try:
         requests = _requests(args)
@@ -94,8 +105,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         try:
             app = publisher(settings, url)
             jobs = [Job.new(r, settings.model) for r in requests]
-            for job in jobs:
-                enqueue(job, store, app, queue_for(settings, job.model))
+            asyncio.run(_enqueue_all(jobs, store, url, app, settings))
             print(f"queued {len(jobs)} job(s); waiting" + ("" if args.no_worker else f" (worker log: {log})"))
             done = _wait(store, [j.id for j in jobs], worker, log, args.timeout)
         except (RuntimeError, TimeoutError) as e:

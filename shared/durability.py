@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from genfleet.shared.errors import NotDurable
 
@@ -74,7 +75,7 @@ class Durability:
             raise ValueError("GENFLEET_DURABILITY=fsync needs `appendfsync always` or Redis 7.2+ (WAITAOF)")
         return rule, None
 
-    def wait_on(self, pipe: redis.client.Pipeline) -> None:
+    def wait_on(self, pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline) -> None:
         """Adds the confirming command to `pipe`, after the write it must cover (see `check`)."""
         if self._wait is not None:
             pipe.execute_command(*self._wait)

@@ -26,3 +26,12 @@ class UnsafeTarget(ValueError):
 
 class DeliveryFailed(Exception):
     """A webhook receiver answered, but not with a 2xx: the delivery is retried with backoff."""
+
+
+class QueueFull(Exception):
+    """More messages wait than GENFLEET_MAX_QUEUE_DEPTH allows: nothing was written, and the API answers 503 with
+    Retry-After (backpressure)."""
+
+    def __init__(self, depth: int) -> None:
+        super().__init__(f"the queue holds {depth} waiting jobs")
+        self.depth = depth

@@ -22,9 +22,12 @@ from typing import Any, cast
 from uuid import UUID
 
 import redis
+import redis.asyncio
+from redis.commands.core import Script
 
 from genfleet.shared import keys
 from genfleet.shared.durability import Durability
+from genfleet.shared.errors import QueueFull
 from genfleet.shared.events import MAXLEN
 from genfleet.shared.metrics import DEAD_LETTERS
 from genfleet.shared.schema import TERMINAL, Job, JobStatus
@@ -61,9 +64,16 @@ if finished >= (tonumber(c[1]) or 0) then return 2 end
 return 1
 """
 
-# KEYS: job, the queue's priority list, queued index. ARGV: record JSON, ttl seconds, message, now, job id.
-# 1 if stored and pushed, else 0.
+# KEYS: job, the queue's priority list, queued index, then every list whose waiting messages count against the
+# bound. ARGV: record JSON, ttl seconds, message, now, job id, bound (0: none).
+# 1 if stored and pushed, 0 if the id exists, -(depth) - 1 if as many messages wait as the bound allows.
 _SUBMIT = """
+local bound = tonumber(ARGV[6])
+if bound > 0 then
+  local depth = 0
+  for i = 4, #KEYS do depth = depth + redis.call('LLEN', KEYS[i]) end
+  if depth + 1 > bound then return -depth - 1 end
+end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
 redis.call('LPUSH', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
@@ -101,14 +111,60 @@ class JobStore:
         created, _, _ = pipe.execute()
         return bool(created)
 
-    def submit(self, job: Job, queue_list: str, message: str) -> bool:
+    def submit(self, job: Job, queue_list: str, message: str, bound: int = 0, counted: Sequence[str] = ()) -> bool:
         """Stores a new record and pushes its message onto `queue_list`, atomically, in one round trip; with a
         durability rule, returns once it holds (else raises NotDurable). False (nothing written) if the id
-        exists."""
-        pipe = self.redis.pipeline(transaction=False)
-        self._submit(keys=[keys.job(job.id), queue_list, keys.QUEUED],
-                     args=[job.model_dump_json(), self.ttl_s, message, time.time(), str(job.id)], client=pipe)
-        return bool(self._execute_durably(pipe)[0])
+        exists; QueueFull (nothing written) if the lists `counted` already hold `bound` waiting messages."""
+        return self._submitted(self._script_durably(self._submit, *self._submit_call(job, queue_list, message,
+                                                                                     bound, counted)))
+
+    async def asubmit(self, ar: redis.asyncio.Redis, job: Job, queue_list: str, message: str, bound: int = 0,
+                      counted: Sequence[str] = ()) -> bool:
+        """`submit` on an asyncio client, for the API's event loop (the same script, wait and NOSCRIPT retry as
+        `_script_durably`: a thread-pool hop to the blocking one cost more than the call on two cores)."""
+        script_keys, args = self._submit_call(job, queue_list, message, bound, counted)
+        for loaded in (False, True):
+            pipe = ar.pipeline(transaction=False)
+            pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *args)
+            if self.durability is not None:
+                self.durability.wait_on(pipe)
+            try:
+                replies = await pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if loaded:
+                    raise
+                await ar.script_load(self._submit.script)
+                continue
+            if self.durability is not None:
+                self.durability.check(replies)
+            return self._submitted(replies[0])
+        raise AssertionError("unreachable: the second try returns or raises")
+
+    def _submit_call(self, job: Job, queue_list: str, message: str, bound: int, counted: Sequence[str]
+                     ) -> tuple[list[str], list[Any]]:
+        return ([keys.job(job.id), queue_list, keys.QUEUED, *counted],
+                [job.model_dump_json(), self.ttl_s, message, time.time(), str(job.id), bound])
+
+    @staticmethod
+    def _submitted(reply: int) -> bool:
+        if reply < 0:
+            raise QueueFull(-reply - 1)
+        return bool(reply)
+
+    def _script_durably(self, script: Script, script_keys: list[str], args: list[Any]) -> Any:
+        """One call of `script` with the durability rule's wait pipelined behind it, in one round trip, and its
+        reply. EVALSHA by hand: a redis-py pipeline holding a Script first asks the server whether it has it
+        (SCRIPT EXISTS, a round trip of its own on every call). A server without it (restarted, or a replica
+        just promoted) answers NOSCRIPT without running anything; the script is then loaded and called again."""
+        for loaded in (False, True):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+            try:
+                return self._execute_durably(pipe)[0]
+            except redis.exceptions.NoScriptError:
+                if loaded:
+                    raise
+                self.redis.script_load(script.script)
 
     def _execute_durably(self, pipe: redis.client.Pipeline) -> list[Any]:
         """Runs `pipe` with the durability rule's wait behind its writes, on the same connection, and returns
@@ -175,9 +231,7 @@ class JobStore:
         script_keys, args = self._update_call(job)
         if self.durability is None or not job.status.terminal:
             return Written(self._update(keys=script_keys, args=args))
-        pipe = self.redis.pipeline(transaction=False)
-        self._update(keys=script_keys, args=args, client=pipe)
-        return Written(self._execute_durably(pipe)[0])
+        return Written(self._script_durably(self._update, script_keys, args))
 
     def confirm(self, job_id: UUID | str) -> None:
         """Returns once the durability rule holds for every write made so far, the job's included (else raises

@@ -5,6 +5,7 @@ The API publishes by task name, so it never imports the worker (nor torch).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -14,6 +15,7 @@ from contextlib import suppress
 from typing import Any
 
 import redis
+import redis.asyncio
 from celery import Celery
 from kombu import Producer
 
@@ -149,19 +151,23 @@ def task_message(app: Celery, job: Job, queue: str) -> tuple[str, str]:
     return priority_list(queue, step), json.dumps(envelope)
 
 
-def enqueue(job: Job, store: JobStore, app: Celery, queue: str) -> None:
+async def enqueue(job: Job, store: JobStore, ar: redis.asyncio.Redis, app: Celery, queue: str, bound: int = 0,
+                  counted: list[str] | None = None) -> None:
     """Records the job and pushes its message in one atomic step, one Redis round trip (with the durability
     rule's wait pipelined behind it): no crash can leave one without the other, so a single job needs neither
-    the unpublished ledger nor the sweeper (a batch, published in pipelines of a thousand, does)."""
+    the unpublished ledger nor the sweeper (a batch, published in pipelines of a thousand, does). With a
+    `bound`, the same step refuses the job (QueueFull) when the queues `counted` already hold that many."""
+    lists = [name for q in (counted or []) for name in priority_lists(q)]
     try:
-        if not store.submit(job, *task_message(app, job, queue)):  # and, with a durability rule, waits for it
+        if not await store.asubmit(ar, job, *task_message(app, job, queue), bound, lists):  # and waits on the rule
             raise ValueError(f"job {job.id} exists")
     except redis.RedisError:
         # Not confirmed durable, or Redis went away with the outcome unknown. The caller will hear 503: cancel,
         # so a message that did go out runs nothing (best effort: with Redis away this fails too, and the job may
         # run; a retry with the same Idempotency-Key finds it).
         with suppress(redis.RedisError):
-            store.update(job.model_copy(update={"status": JobStatus.cancelled, "error": "not confirmed durable"}))
+            cancelled = job.model_copy(update={"status": JobStatus.cancelled, "error": "not confirmed durable"})
+            await asyncio.to_thread(store.update, cancelled)
         raise
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
@@ -27,11 +28,14 @@ def client(url: str) -> redis.Redis:
 
 
 def async_client(url: str) -> redis.asyncio.Redis:
-    """A redis.asyncio client for the same URLs (the API's Server-Sent Events wait on it)."""
+    """A redis.asyncio client for the same URLs (the API's admission and its Server-Sent Events run on it), with
+    the same retry as `client`."""
     if url.startswith("redis+socket://"):
         url = "unix://" + url.removeprefix("redis+socket://")
+    retry = AsyncRetry(ExponentialWithJitterBackoff(cap=2.0, base=0.1), retries=8)
     # socket_timeout outlasts the longest XREAD BLOCK (10 s) the events endpoint waits for
-    options: dict[str, Any] = {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 30}
+    options: dict[str, Any] = {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 30,
+                               "retry": retry, "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
     sentinel = SentinelURL.parse(url)
     return sentinel.async_client(**options) if sentinel else redis.asyncio.Redis.from_url(url, **options)
 

@@ -7,8 +7,11 @@ Each round runs both sides, one after the other, in alternating order (the machi
 - api: N sequential POSTs on one keep-alive connection (each records the job and publishes its message);
   throughput, p50 and p99 latency as the client sees them;
 - bare: Celery `send_task` of N job messages, the same bodies, sequentially, in this process;
-- the round's `api_cost_ratio`: the API's seconds per job over the bare publish's (target: at most 2).
-The summary gives the median ratio over the rounds, with its min and max. Then, once:
+- the round's `api_cost_ratio`: the API's seconds per job over the bare publish's (target: at most 2);
+- and `cpu_cost_ratio`: the CPU seconds per job of the API process over those of the publishing process, as the
+  kernel counts them (/proc/PID/stat): what a job costs the process that admits it, without the HTTP client's
+  own time or the latency of a request that waits for its answer before the next one is sent.
+The summary gives the median of each ratio over the rounds, with its min and max. Then, once:
 - batch: one `POST /v1/batches` of `--batch` prompts, seconds until its 202 (target: at most 5 s).
 Queues are named per run and deleted afterwards; nothing runs the jobs.
 """
@@ -45,20 +48,26 @@ def percentile(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
 
-def bench_api(base: str, n: int, made: list[str], round_no: int = 0) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the kernel has charged to process `pid`."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_api(base: str, n: int, made: list[str], round_no: int = 0, pid: int | None = None) -> dict:
     latencies = []
     with httpx.Client(base_url=base, timeout=30) as http:
         for i in range(10):  # warm the connection and the server's code paths
             made.append(http.post("/v1/jobs", json={"prompt": f"warm {i}"}).raise_for_status().json()["id"])
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds(pid or os.getpid())
         for i in range(n):
             s = time.perf_counter()
             r = http.post("/v1/jobs", json={"prompt": f"a purple cat with a red hat {round_no} {i}", "seed": i})
             latencies.append(time.perf_counter() - s)
             made.append(r.raise_for_status().json()["id"])
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, cpu_seconds(pid or os.getpid()) - cpu0
     return {"jobs_per_s": n / total, "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * percentile(latencies, 0.99)}
+            "p99_ms": 1000 * percentile(latencies, 0.99), "cpu_ms_per_job": 1000 * cpu / n}
 
 
 def bench_bare(settings: Settings, redis_url: str, n: int, round_no: int = 0) -> dict:
@@ -67,11 +76,11 @@ def bench_bare(settings: Settings, redis_url: str, n: int, round_no: int = 0) ->
             for i in range(n)]
     for job in jobs[:10]:
         app.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=settings.queue, task_id=str(job.id))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds(os.getpid())
     for job in jobs:
         app.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=settings.queue, task_id=str(job.id))
-    total = time.perf_counter() - t0
-    return {"jobs_per_s": n / total}
+    total, cpu = time.perf_counter() - t0, cpu_seconds(os.getpid()) - cpu0
+    return {"jobs_per_s": n / total, "cpu_ms_per_job": 1000 * cpu / n}
 
 
 def spread(values: list[float]) -> dict:
@@ -119,18 +128,23 @@ def main(argv: list[str] | None = None) -> int:
         for n in range(args.rounds):
             if n % 2:  # alternate which side goes first
                 bare = bench_bare(settings, args.redis_url, args.jobs, n)
-                api_run = bench_api(base, args.jobs, made, n)
+                api_run = bench_api(base, args.jobs, made, n, api.pid)
             else:
-                api_run = bench_api(base, args.jobs, made, n)
+                api_run = bench_api(base, args.jobs, made, n, api.pid)
                 bare = bench_bare(settings, args.redis_url, args.jobs, n)
             rounds.append(emit(measure="round", round=n, api_jobs_per_s=api_run["jobs_per_s"],
                                bare_jobs_per_s=bare["jobs_per_s"], p50_ms=api_run["p50_ms"], p99_ms=api_run["p99_ms"],
-                               api_cost_ratio=bare["jobs_per_s"] / api_run["jobs_per_s"]))
+                               api_cost_ratio=bare["jobs_per_s"] / api_run["jobs_per_s"],
+                               api_cpu_ms_per_job=api_run["cpu_ms_per_job"], bare_cpu_ms_per_job=bare["cpu_ms_per_job"],
+                               cpu_cost_ratio=api_run["cpu_ms_per_job"] / bare["cpu_ms_per_job"]))
         batch = bench_batch(base, args.batch, made) if args.batch else None
-        ratios = spread([r["api_cost_ratio"] for r in rounds])
+        ratios, cpu = spread([r["api_cost_ratio"] for r in rounds]), spread([r["cpu_cost_ratio"] for r in rounds])
         emit(measure="summary", api_jobs_per_s=spread([r["api_jobs_per_s"] for r in rounds]),
              bare_jobs_per_s=spread([r["bare_jobs_per_s"] for r in rounds]),
              p99_ms=spread([r["p99_ms"] for r in rounds]), batch_seconds=batch and batch["seconds_to_accept"],
+             api_cpu_ms_per_job=spread([r["api_cpu_ms_per_job"] for r in rounds]),
+             bare_cpu_ms_per_job=spread([r["bare_cpu_ms_per_job"] for r in rounds]),
+             cpu_cost_ratio=cpu["median"], cpu_ratio_min=cpu["min"], cpu_ratio_max=cpu["max"],
              api_cost_ratio=ratios["median"], ratio_min=ratios["min"], ratio_max=ratios["max"])
     finally:
         supervisor.stop(api, grace_s=5)

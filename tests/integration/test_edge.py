@@ -1,6 +1,7 @@
 """The API's edge against a real Redis and a real uvicorn process: auth, tenancy, idempotency, rate limits,
 quotas, backpressure and webhook-target checks. No worker runs, so every job stays queued."""
 
+import asyncio
 import time
 import uuid
 
@@ -9,6 +10,7 @@ import pytest
 
 from genfleet.api.idempotency import Idempotency, fingerprint
 from genfleet.shared.batches import BatchRequest
+from genfleet.shared.redis_server import async_client
 from tests.helpers import depth
 
 A = {"authorization": "Bearer key-a"}
@@ -56,13 +58,23 @@ def test_a_concurrent_duplicate_gets_409(api, stack, redis):
     # The first request holds its key as `pending` for as long as it queues. Rather than race a real request
     # (on a fast machine it finishes first), the ledger is claimed here exactly as that request claims it.
     body = {"prompts": ["a cat", "a hat"]}
-    ledger = Idempotency(redis, 600)
     fp = fingerprint("/v1/batches", BatchRequest.model_validate(body).model_dump_json())
-    assert ledger.begin("team-a", "dup", fp) is None  # claimed: "in progress"
+
+    def ledger(method: str, *args: str) -> str | None:
+        async def call() -> str | None:
+            r = async_client(stack.env["GENFLEET_REDIS_URL"])
+            try:
+                return await getattr(Idempotency(r, 600), method)(*args)
+            finally:
+                await r.aclose()
+
+        return asyncio.run(call())
+
+    assert ledger("begin", "team-a", "dup", fp) is None  # claimed: "in progress"
     second = httpx.post(f"{api}/v1/batches", json=body, headers={**A, "idempotency-key": "dup"})
     assert second.status_code == 409, second.text
     assert depth(stack, redis) == 0  # the duplicate queued nothing
-    ledger.abandon("team-a", "dup")  # the first request failed: its key is free again
+    ledger("abandon", "team-a", "dup")  # the first request failed: its key is free again
     third = httpx.post(f"{api}/v1/batches", json=body, headers={**A, "idempotency-key": "dup"})
     assert third.status_code == 202 and depth(stack, redis) == 2
 
