@@ -18,6 +18,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -91,8 +92,8 @@ async def upload_input(request: Request, state: AppState, who: Who) -> Response:
     data = await request.body()
     limit = state.settings.max_input_bytes
     if len(data) > limit:
-        return Response(f'{{"detail": "the image is {len(data)} bytes; the limit is {limit} '
-                        f'(GENFLEET_MAX_INPUT_BYTES)"}}', 413, media_type="application/json")
+        return JSONResponse({"detail": [{"type": "too_large", "loc": ["body"], "input": None, "msg": f"the image is "
+                                         f"{len(data)} bytes; the limit is {limit} (GENFLEET_MAX_INPUT_BYTES)"}]}, 413)
     try:
         view = await run_in_threadpool(_store, data, state)
     except Unusable as e:
