@@ -62,6 +62,10 @@ def test_up_serves_api_and_worker_until_terminated(tmp_path, monkeypatch):
         job = httpx.post(f"{base}/v1/jobs", json={"prompt": "a yellow hat", "steps": 4}).json()
         assert wait_terminal(base, job["id"])["status"] == "succeeded"
         assert (tmp_path / "genfleet-output" / job["id"] / "manifest.json").exists()
+        page = httpx.get(f"{base}/ui/")  # the web page, on the embedded default (tests/ui drives it in a browser)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"], page.text[:200]
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert httpx.get(f"{base}/v1/fleet").json()["models"] == ["embedded"]
     finally:
         # SIGTERM, as Kubernetes, Docker and systemd stop it (and Ctrl-C's SIGINT may be ignored: a shell starts
         # background jobs with SIGINT ignored, and Python then leaves it so)
