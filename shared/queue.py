@@ -9,6 +9,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import re
 import uuid
 from contextlib import suppress
@@ -26,6 +27,7 @@ from genfleet.shared.redis_server import kombu_url
 from genfleet.shared.schema import Job, JobStatus, Priority
 from genfleet.shared.settings import Settings
 
+log = logging.getLogger(__name__)
 GENERATE_TASK = "genfleet.generate"
 WEBHOOK_TASK = "genfleet.webhook"
 
@@ -160,7 +162,11 @@ async def enqueue(job: Job, store: JobStore, ar: redis.asyncio.Redis, app: Celer
     lists = [name for q in (counted or []) for name in priority_lists(q)]
     try:
         if not await store.asubmit(ar, job, *task_message(app, job, queue), bound, lists):  # and waits on the rule
-            raise ValueError(f"job {job.id} exists")
+            # The id is fresh, so the record is this job's own: a first try ran and its reply was lost with the
+            # connection, and redis-py sent the script again. Record and message went together; the retry's wait
+            # covered none of it, so confirm the rule now.
+            log.warning("job %s was already recorded by a retried submit; confirming it", job.id)
+            await asyncio.to_thread(store.confirm, job.id)
     except redis.RedisError:
         # Not confirmed durable, or Redis went away with the outcome unknown. The caller will hear 503: cancel,
         # so a message that did go out runs nothing (best effort: with Redis away this fails too, and the job may

@@ -1,5 +1,6 @@
 """The HTTP API as a real uvicorn process, against a real Redis."""
 
+import asyncio
 import base64
 import json
 import uuid
@@ -7,7 +8,9 @@ import uuid
 import httpx
 import pytest
 
-from genfleet.shared.queue import _send, priority_lists, publisher, task_message
+from genfleet.shared.jobstore import JobStore
+from genfleet.shared.queue import _send, enqueue, priority_lists, publisher, task_message
+from genfleet.shared.redis_server import async_client
 from genfleet.shared.schema import Job, JobRequest, Priority
 from tests.helpers import depth
 
@@ -168,3 +171,21 @@ def test_a_jobs_message_is_the_one_kombu_would_push(stack, redis):
             envelope["properties"].pop("delivery_tag")  # a fresh uuid each time
             envelope["body"] = json.loads(base64.b64decode(envelope["body"]))
         assert ours == theirs
+
+
+def test_a_submit_sent_twice_records_and_queues_the_job_once(stack, redis):
+    """redis-py sends a command again when the connection drops before its reply: the record-and-publish script
+    can then meet its own record. The second submit is a success, and the queue holds one message."""
+    job, url = Job.new(JobRequest(prompt="a cat"), "embedded"), stack.env["GENFLEET_REDIS_URL"]
+    store, app = JobStore(redis, 600), publisher(stack.settings, url)
+
+    async def twice() -> None:
+        ar = async_client(url)
+        try:
+            for _ in range(2):
+                await enqueue(job, store, ar, app, stack.settings.queue)
+        finally:
+            await ar.aclose()
+
+    asyncio.run(twice())
+    assert depth(stack, redis) == 1 and store.get(job.id).status.value == "queued"
