@@ -47,13 +47,13 @@ def oldest_age(store: JobStore, queue_list: str, now: datetime) -> float:
     return max(0.0, (now - job.created_at).total_seconds()) if job else 0.0
 
 
-def queues(store: JobStore, queues: list[str]) -> Iterator[QueueView]:
-    """Per priority, over every model's queue: the jobs waiting, and the oldest one's age."""
+def queues(store: JobStore, names: list[str]) -> Iterator[QueueView]:
+    """Per priority, over every model's queue (`names`): the jobs waiting, and the oldest one's age."""
     now = datetime.now(UTC)
     for step, priority in enumerate(PRIORITY_STEPS):
-        names = [priority_lists(queue)[step] for queue in queues]
-        yield QueueView(priority=priority.value, depth=sum(store.redis.llen(n) for n in names),
-                        oldest_age_s=max(oldest_age(store, n, now) for n in names))
+        lists = [priority_lists(queue)[step] for queue in names]
+        yield QueueView(priority=priority.value, depth=sum(store.redis.llen(n) for n in lists),
+                        oldest_age_s=max(oldest_age(store, n, now) for n in lists))
 
 
 def count_images(r: redis.Redis, n: int) -> None:

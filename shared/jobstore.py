@@ -111,17 +111,13 @@ class JobStore:
         created, _, _ = pipe.execute()
         return bool(created)
 
-    def submit(self, job: Job, queue_list: str, message: str, bound: int = 0, counted: Sequence[str] = ()) -> bool:
+    async def submit(self, ar: redis.asyncio.Redis, job: Job, queue_list: str, message: str, bound: int = 0,
+                     counted: Sequence[str] = ()) -> bool:
         """Stores a new record and pushes its message onto `queue_list`, atomically, in one round trip; with a
         durability rule, returns once it holds (else raises NotDurable). False (nothing written) if the id
-        exists; QueueFull (nothing written) if the lists `counted` already hold `bound` waiting messages."""
-        return self._submitted(self._script_durably(self._submit, *self._submit_call(job, queue_list, message,
-                                                                                     bound, counted)))
-
-    async def asubmit(self, ar: redis.asyncio.Redis, job: Job, queue_list: str, message: str, bound: int = 0,
-                      counted: Sequence[str] = ()) -> bool:
-        """`submit` on an asyncio client, for the API's event loop (the same script, wait and NOSCRIPT retry as
-        `_script_durably`: a thread-pool hop to the blocking one cost more than the call on two cores)."""
+        exists; QueueFull (nothing written) if the lists `counted` already hold `bound` waiting messages.
+        On an asyncio client, for the API's event loop: the async twin of `_script_durably` (the same EVALSHA,
+        wait and NOSCRIPT retry), since a thread-pool hop to the blocking one cost more than the call."""
         script_keys, args = self._submit_call(job, queue_list, message, bound, counted)
         for loaded in (False, True):
             pipe = ar.pipeline(transaction=False)

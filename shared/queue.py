@@ -13,6 +13,7 @@ import logging
 import re
 import uuid
 from contextlib import suppress
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -58,10 +59,15 @@ def queue_for(settings: Settings, model: str) -> str:
     """The queue of `model`'s jobs. The default model's is `GENFLEET_QUEUE`; every other model has one of its
     own, so a worker consumes only the models it serves (GENFLEET_WORKER_MODELS) and a job waits for a worker
     that holds, or may load, its model. `genfleet queues` prints them (KEDA's triggers name their lists)."""
-    if model == settings.model:
-        return settings.queue
+    return _queue_name(settings.queue, settings.model, model)
+
+
+@lru_cache(maxsize=1024)
+def _queue_name(base: str, default_model: str, model: str) -> str:  # cached: every POST asks, for every model
+    if model == default_model:
+        return base
     slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[-40:]
-    return f"{settings.queue}.m.{slug}-{hashlib.sha256(model.encode()).hexdigest()[:6]}"
+    return f"{base}.m.{slug}-{hashlib.sha256(model.encode()).hexdigest()[:6]}"
 
 
 def model_queues(settings: Settings, models: list[str] | None = None) -> list[str]:
@@ -161,7 +167,7 @@ async def enqueue(job: Job, store: JobStore, ar: redis.asyncio.Redis, app: Celer
     `bound`, the same step refuses the job (QueueFull) when the queues `counted` already hold that many."""
     lists = [name for q in (counted or []) for name in priority_lists(q)]
     try:
-        if not await store.asubmit(ar, job, *task_message(app, job, queue), bound, lists):  # and waits on the rule
+        if not await store.submit(ar, job, *task_message(app, job, queue), bound, lists):  # and waits on the rule
             # The id is fresh, so the record is this job's own: a first try ran and its reply was lost with the
             # connection, and redis-py sent the script again. Record and message went together; the retry's wait
             # covered none of it, so confirm the rule now.

@@ -154,25 +154,30 @@ class Settings(BaseSettings):
 
     @property
     def scorer_names(self) -> list[str] | None:
-        names = [n.strip() for n in self.scorers.split(",") if n.strip()]
+        names = _names(self.scorers)
         return None if names in ([], ["auto"]) else names
 
     @property
     def models(self) -> list[str]:
-        return [self.model, *(m.strip() for m in self.extra_models.split(",") if m.strip() and m.strip() != self.model)]
+        return [self.model, *(m for m in _names(self.extra_models) if m != self.model)]
 
     @property
     def serving(self) -> list[str]:
         """This worker's models, the one it warms first."""
-        return [m.strip() for m in self.worker_models.split(",") if m.strip()] or self.models
+        return _names(self.worker_models) or self.models
 
     @property
     def pinned(self) -> set[str]:
-        return {m.strip() for m in self.pinned_models.split(",") if m.strip()}
+        return set(_names(self.pinned_models))
 
     @property
     def registry(self) -> Registry:
         return Registry(self.model_families)
+
+
+def _names(value: str) -> list[str]:
+    """A comma-separated setting's entries."""
+    return [n.strip() for n in value.split(",") if n.strip()]
 
 
 @lru_cache(maxsize=1)

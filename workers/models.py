@@ -14,7 +14,6 @@ fails for want of room.
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import time
 from collections import OrderedDict
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
+from kombu.utils.imports import symbol_by_name
 
 from genfleet.shared import metrics
 from genfleet.shared.fastpath import FastPath, fastpath_for
@@ -44,15 +44,10 @@ def from_pretrained(name: str, dtype: torch.dtype) -> DiffusionPipeline:
     return DiffusionPipeline.from_pretrained(name, dtype=dtype)
 
 
-def _loader(spec: str) -> Any:
-    module, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 def load_pipeline(name: str, device: torch.device, registry: Registry | None = None) -> DiffusionPipeline:
     """Loads `name` onto `device`: half precision on a GPU (SDPA attention is diffusers' default there)."""
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    pipe = _loader((registry or Registry()).spec(name).loader)(name, dtype=dtype)
+    pipe = symbol_by_name((registry or Registry()).spec(name).loader)(name, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

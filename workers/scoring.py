@@ -11,13 +11,13 @@ Every scorer's score is recorded in the job record, the PNG and the manifest.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import torch
+from kombu.utils.imports import symbol_by_name
 from PIL import Image
 
 from genfleet.shared.registry import SCORERS, Registry
@@ -117,8 +117,7 @@ class ScorerSet:
 
     def _get(self, name: str) -> Scorer:
         if name not in self._loaded:
-            module, _, attr = SCORERS[name].factory.partition(":")
-            self._loaded[name] = getattr(importlib.import_module(module), attr)(self.options)
+            self._loaded[name] = symbol_by_name(SCORERS[name].factory)(self.options)
         return self._loaded[name]
 
     def names_for(self, model: str) -> list[str]:

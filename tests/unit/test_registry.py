@@ -1,10 +1,10 @@
 """The model registry's light half: which family a model is, what it takes, what it defaults to, which scorers
 judge it. It imports no torch (tests/unit/test_layout.py holds shared/ to that): the API validates with it."""
 
-import importlib
 import json
 
 import pytest
+from kombu.utils.imports import symbol_by_name
 
 from genfleet.shared.registry import FAMILIES, KNOWN, SCORERS, Family, Registry
 from genfleet.shared.schema import JobParams, Scheduler, Task
@@ -69,5 +69,4 @@ def test_defaults_and_scorers_come_from_the_family():
 
 @pytest.mark.parametrize("name", sorted(SCORERS))
 def test_every_scorer_entry_names_a_class_of_the_worker(name):
-    module, _, attr = SCORERS[name].factory.partition(":")
-    assert callable(getattr(importlib.import_module(module), attr))
+    assert callable(symbol_by_name(SCORERS[name].factory))  # as workers/scoring.py resolves it
