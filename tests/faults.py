@@ -22,7 +22,7 @@ import time
 # A consumer's restore sweep, stopped where it holds kombu's lock: the lock taken by kombu's own Mutex, with the
 # expiry genfleet's transport options give every consumer.
 _SWEEPING = """
-import sys, time
+import sys
 from kombu.transport.redis import Mutex
 from genfleet.shared.queue import publisher
 from genfleet.shared.settings import Settings
@@ -31,14 +31,15 @@ with app.connection_for_write() as conn:
     channel = conn.default_channel
     with channel.conn_or_acquire() as client, Mutex(client, channel.unacked_mutex_key, channel.unacked_mutex_expire):
         print("holding", flush=True)
-        time.sleep(600)
+        sys.stdin.read()  # held until the test kills this process (its stdin stays open till then)
 """
 
 
 def die_holding_restore_lock(redis_url: str, env: dict[str, str]) -> None:
     """SIGKILLs a consumer while it holds kombu's restore lock, as an OOM kill in the middle of a sweep does: the
     lock stays in Redis until it expires."""
-    proc = subprocess.Popen([sys.executable, "-c", _SWEEPING, redis_url], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", _SWEEPING, redis_url], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
