@@ -62,9 +62,16 @@ def test_a_hot_swapped_adapter_gives_what_a_freshly_loaded_one_does(loras):
     swapped, fresh = build("tiny-sd"), build("tiny-sd")
     slots = AdapterSlots.of(swapped, slots=1, hotswap=True)  # what a compiled pipeline does: weights in place
     slots.activate((("a", 1.0),), "sd", sources, storage, False)
+    with_a = pixels(swapped, **call)
     slots.activate((("b", 1.0),), "sd", sources, storage, False)
     AdapterSlots.of(fresh, slots=1, hotswap=False).activate((("b", 1.0),), "sd", sources, storage, False)
-    assert np.array_equal(pixels(swapped, **call), pixels(fresh, **call))
+    swapped_b, fresh_b = pixels(swapped, **call), pixels(fresh, **call)
+    assert np.abs(swapped_b - with_a).mean() > 1  # the swap took: b's picture, not a's
+    # The same weights, through other shapes: hot-swap pads every adapter with zeros to one rank and keeps its
+    # scale as a tensor, so sums reassociate and a rounding may land one level apart (1 pixel of 12,288 with
+    # peft 0.21.2), never more.
+    diff = np.abs(swapped_b - fresh_b)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
 def test_an_adapter_from_storage_or_missing(loras, tmp_path):
