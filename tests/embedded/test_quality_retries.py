@@ -1,5 +1,8 @@
 """Quality retries with the shipped embedded model: K = 3 attempts lift prompt adherence, and the record
-shows every attempt. Runs through the worker's own plain functions (run_batch) with real Redis and storage."""
+shows every attempt. Runs through the worker's own plain functions (run_batch) with real Redis and storage.
+
+The scorer chooses which attempt is kept, so the lift is graded by the judge (a rule over pixels that shares
+nothing with the scorer, workers/embedded/judge.py); the scorer's own reading is printed beside it."""
 
 import io
 
@@ -7,6 +10,7 @@ import torch
 from PIL import Image
 
 from genfleet.shared.schema import JobStatus
+from genfleet.workers.embedded import judge
 from genfleet.workers.embedded.data import all_scenes
 from genfleet.workers.embedded.scorer import load_scorer, scene_labels, to_tensor
 from genfleet.workers.models import load_pipeline
@@ -18,11 +22,13 @@ from tests.unit.test_batching import make_ctx, queued
 SCENES = all_scenes(held_out=True) + all_scenes(held_out=False)[::3][:24]
 
 
-def adherence(ctx, jobs, scenes) -> float:
+def adherence(ctx, jobs, scenes) -> dict[str, float]:
+    """The share of kept images that show what was asked, by the judge and by the scorer."""
     images = [Image.open(io.BytesIO(ctx.storage.get(j.outputs[0].key))).convert("RGB") for j in jobs]
     cat, hat = load_scorer().predict(to_tensor(images))
     want = torch.tensor([scene_labels(s) for s in scenes])
-    return float(((cat.argmax(-1) == want[:, 0]) & (hat.argmax(-1) == want[:, 1])).float().mean())
+    by_scorer = float(((cat.argmax(-1) == want[:, 0]) & (hat.argmax(-1) == want[:, 1])).float().mean())
+    return {"judge": float(judge.verdicts(images, scenes).mean()), "scorer": by_scorer}
 
 
 def test_three_attempts_lift_adherence_and_every_attempt_is_recorded(redis, tmp_path):
@@ -41,6 +47,10 @@ def test_three_attempts_lift_adherence_and_every_attempt_is_recorded(redis, tmp_
             assert out.seed in [a.seed for a in out.attempts] and out.score == max(a.score for a in out.attempts)
             assert all(a.reason for a in out.attempts[:-1])  # every retry was for a reason, recorded
             assert set(out.scores) == {"technical", "adherence"}
-    print(f"adherence: first attempt {rates[1]:.3f}, with 3 attempts {rates[3]:.3f}")
-    # Measured with the shipped weights: 0.969 -> 1.000 (docs/embedded-model.md); the target is 0.95.
-    assert rates[3] >= 0.95 and rates[3] > rates[1]
+    for reader in ("judge", "scorer"):
+        print(f"adherence by the {reader}: first attempt {rates[1][reader]:.3f}, 3 attempts {rates[3][reader]:.3f}")
+    # The mechanism: retries raise the figure they choose by (0.969 -> 1.000 with the shipped weights). The outcome,
+    # by the judge: at least the 0.97 target, never below the first attempts (1.000 -> 1.000 here: the judge
+    # passes the first attempts the scorer failed; docs/embedded-model.md)
+    assert rates[3]["scorer"] > rates[1]["scorer"]
+    assert rates[3]["judge"] >= max(0.97, rates[1]["judge"])

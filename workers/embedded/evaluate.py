@@ -1,12 +1,19 @@
-"""`genfleet eval-embedded`: how good is the shipped model? JSON on the last line.
+"""`genfleet eval-embedded`: how good is the shipped model? JSON on the last line (docs/embedded-model.md).
 
-- adherence_seen / adherence_unseen: share of first-attempt images whose every attribute (cat colour or none,
-  hat colour or none), as the scorer reads it, is what the prompt asked; on training pairs and on held-out pairs.
-- frechet_scorer_space: Frechet distance between generated and freshly rendered images of the same scenes, in
-  the adherence scorer's 128-d feature space. It is not Inception FID; `frechet_scorer_space_floor` is the same
-  distance between two rendered sets, the value a perfect generator would get at this sample size.
+Every adherence figure is read twice, by the adherence scorer (a CNN, scorer.py) and by the judge (a rule over
+pixels that learned nothing, judge.py), each with its n and standard error:
+- adherence_seen_pairs / adherence_unseen_pairs: share of first-attempt images of cats in hats that show
+  exactly the asked colours, on training pairs and on held-out pairs (the same kind of scene on both sides);
+  adherence_singles: cats alone and hats alone (training scenes);
+- judge_scorer_agreement: how often the two give the same verdict, over every image generated; the
+  disagreements are drawn in `--disagreements`;
+- frechet_scorer_space: Frechet distance, in the scorer's 128-d feature space (not Inception's), between the
+  generated images and renders of exactly the same scenes; `_floor` is the same distance between two rendered
+  sets of those scenes (other seeds): what a perfect generator would get at this sample size;
+- is_analogue: Inception Score's formula over the scorer's (cat, hat) classes, for the generated images and for
+  renders of the same scenes; its ceiling is the number of distinct scenes asked for;
+- judge_accuracy_rendered / scorer_attribute_accuracy: each reader against rendered pictures of known scenes;
 - seconds_per_64: wall time for 64 images at the shipped resolution and default steps (after a warm-up).
-- scorer_attribute_accuracy: the scorer's per-attribute accuracy on rendered images it never saw.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
+from genfleet.workers.embedded import judge
 from genfleet.workers.embedded.data import Scene, all_scenes, make_dataset, render
+from genfleet.workers.embedded.measures import Rate, frechet, inception_score, joint
 from genfleet.workers.embedded.pipeline import load_embedded
 from genfleet.workers.embedded.scorer import AdherenceScorer, load_scorer, scene_labels, to_tensor
 
@@ -28,6 +37,7 @@ from genfleet.workers.embedded.scorer import AdherenceScorer, load_scorer, scene
 GRID_PROMPTS = ["a purple cat with a red hat", "a red cat with a blue hat", "a yellow cat with a green hat",
                 "a white cat with a purple hat", "a green cat with a pink hat", "a blue cat", "a yellow hat",
                 "a red cat with a green hat", "a blue cat with a white hat", "a pink cat with a orange hat"]
+GRID_HELD_OUT = (0, 7, 8, 9)  # rows of GRID_PROMPTS that are held-out pairs
 
 
 def generate(pipe, prompts: list[str], seed: int, batch: int = 64) -> list[Image.Image]:
@@ -39,21 +49,15 @@ def generate(pipe, prompts: list[str], seed: int, batch: int = 64) -> list[Image
     return images
 
 
-def adherence(scorer: AdherenceScorer, images: list[Image.Image], scenes: list[Scene]) -> float:
+def probabilities(scorer: AdherenceScorer, images) -> tuple[np.ndarray, np.ndarray]:
     cat, hat = scorer.predict(to_tensor(images))
-    want = torch.tensor([scene_labels(s) for s in scenes])
-    return float(((cat.argmax(-1) == want[:, 0]) & (hat.argmax(-1) == want[:, 1])).float().mean())
+    return cat.numpy(), hat.numpy()
 
 
-def frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets (the FID formula, another feature space)."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(cov_a)
-    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)  # same trace-sqrt as sqrtm(cov_a @ cov_b)
-    spread = np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(np.clip(cross, 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + spread)
+def scorer_verdicts(scorer: AdherenceScorer, images: list[Image.Image], scenes: list[Scene]) -> np.ndarray:
+    cat, hat = probabilities(scorer, images)
+    want = np.array([scene_labels(s) for s in scenes])
+    return (cat.argmax(-1) == want[:, 0]) & (hat.argmax(-1) == want[:, 1])
 
 
 def features(scorer: AdherenceScorer, images) -> np.ndarray:
@@ -63,19 +67,53 @@ def features(scorer: AdherenceScorer, images) -> np.ndarray:
 
 def scorer_accuracy(scorer: AdherenceScorer, n: int, seed: int) -> float:
     images, scenes = make_dataset(n, seed=seed, held_out=None)
-    cat, hat = scorer.predict(to_tensor(images))
-    want = torch.tensor([scene_labels(s) for s in scenes])
-    return float(torch.cat([cat.argmax(-1) == want[:, 0], hat.argmax(-1) == want[:, 1]]).float().mean())
+    cat, hat = probabilities(scorer, images)
+    want = np.array([scene_labels(s) for s in scenes])
+    return float(np.concatenate([cat.argmax(-1) == want[:, 0], hat.argmax(-1) == want[:, 1]]).mean())
+
+
+def judge_accuracy(n: int, seed: int) -> float:
+    images, scenes = make_dataset(n, seed=seed, held_out=None)
+    return float(judge.verdicts(list(images.transpose(0, 2, 3, 1)), scenes).mean())
+
+
+def _name(colour: str | None) -> str:
+    return colour or "-"
+
+
+def save_disagreements(path: Path, images: list[Image.Image], scenes: list[Scene], scorer_ok: np.ndarray,
+                       judge_ok: np.ndarray, limit: int = 48, per_row: int = 8, zoom: int = 4) -> int:
+    """Tiles of the images the two readers disagree on, each captioned: asked (cat/hat), what the judge read,
+    and the scorer's verdict. Returns how many there were in all."""
+    idx = np.nonzero(scorer_ok != judge_ok)[0]
+    side, strip = images[0].width * zoom, 36
+    rows = max(1, -(-min(len(idx), limit) // per_row))
+    grid = Image.new("RGB", (side * per_row, (side + strip) * rows), "white")
+    draw = ImageDraw.Draw(grid)
+    for n, i in enumerate(idx[:limit]):
+        x, y = (n % per_row) * side, (n // per_row) * (side + strip)
+        grid.paste(images[i].resize((side, side), Image.Resampling.NEAREST), (x, y))
+        seen = judge.read(images[i])
+        lines = [f"asked {_name(scenes[i].cat)}/{_name(scenes[i].hat)}",
+                 f"judge {_name(seen.cat)}/{_name(seen.hat)}", f"scorer {'yes' if scorer_ok[i] else 'no'}"]
+        draw.multiline_text((x + 2, y + side + 1), "\n".join(lines), fill="black", spacing=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return len(idx)
 
 
 def save_grid(pipe, path: Path, per_row: int = 8, seed: int = 1234, zoom: int = 4) -> None:
+    """The README's samples: one row per GRID_PROMPTS, held-out rows marked by a bar on their left."""
     images = generate(pipe, [p for p in GRID_PROMPTS for _ in range(per_row)], seed)
-    side = images[0].width
-    grid = Image.new("RGB", (side * per_row, side * len(GRID_PROMPTS)))
+    side, bar = images[0].width * zoom, 8
+    grid = Image.new("RGB", (bar + side * per_row, side * len(GRID_PROMPTS)), "white")
+    for row in GRID_HELD_OUT:
+        grid.paste((230, 40, 40), (0, row * side, bar - 2, (row + 1) * side))
     for i, im in enumerate(images):
-        grid.paste(im, ((i % per_row) * side, (i // per_row) * side))
+        at = (bar + (i % per_row) * side, (i // per_row) * side)
+        grid.paste(im.resize((side, side), Image.Resampling.NEAREST), at)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid.resize((grid.width * zoom, grid.height * zoom), Image.Resampling.NEAREST).save(path)
+    grid.save(path)
 
 
 def seconds_per_64(pipe) -> float:
@@ -85,29 +123,50 @@ def seconds_per_64(pipe) -> float:
     return time.perf_counter() - start
 
 
+def _sets(per_prompt: int, per_unseen: int) -> dict[str, list[Scene]]:
+    seen = [s for s in all_scenes(False) if s.cat and s.hat]
+    singles = [s for s in all_scenes(False) if not (s.cat and s.hat)]
+    return {"seen_pairs": [s for s in seen for _ in range(per_prompt)],
+            "unseen_pairs": [s for s in all_scenes(True) for _ in range(per_unseen)],
+            "singles": [s for s in singles for _ in range(per_prompt)]}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="genfleet eval-embedded", description=__doc__.splitlines()[0])
-    ap.add_argument("--per-prompt", type=int, default=8, help="images per prompt for the adherence rates")
+    ap.add_argument("--per-prompt", type=int, default=8, help="images per training scene")
+    ap.add_argument("--per-unseen", type=int, default=24, help="images per held-out pair")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--grid", type=Path, default=Path("docs/embedded-samples.png"))
+    ap.add_argument("--disagreements", type=Path, default=Path("docs/embedded-disagreements.png"))
     args = ap.parse_args(argv)
     pipe, scorer = load_embedded(), load_scorer()
     pipe.set_progress_bar_config(disable=True)
-    result: dict[str, float | int | str] = {}
-    feats: dict[str, list[np.ndarray]] = {"gen": [], "real": []}
-    for name, held in (("seen", False), ("unseen", True)):
-        scenes = [s for s in all_scenes(held) for _ in range(args.per_prompt)]
-        images = generate(pipe, [s.caption for s in scenes], args.seed)
-        result[f"adherence_{name}"] = round(adherence(scorer, images, scenes), 4)
-        feats["gen"].append(features(scorer, images))
-        feats["real"].append(features(scorer, [render(s, args.seed + i) for i, s in enumerate(scenes)]))
-    gen, real = np.concatenate(feats["gen"]), np.concatenate(feats["real"])
-    other, _ = make_dataset(len(real), seed=args.seed + 1, held_out=None)
-    result["frechet_scorer_space"] = round(frechet(gen, real), 3)
-    result["frechet_scorer_space_floor"] = round(frechet(features(scorer, other), real), 3)
+    result: dict[str, object] = {}
+    images: list[Image.Image] = []
+    scenes: list[Scene] = []
+    verdicts: dict[str, list[np.ndarray]] = {"scorer": [], "judge": []}
+    for n, (name, asked) in enumerate(_sets(args.per_prompt, args.per_unseen).items()):
+        made = generate(pipe, [s.caption for s in asked], args.seed + 100_000 * n)
+        by_scorer, by_judge = scorer_verdicts(scorer, made, asked), judge.verdicts(made, asked)
+        result[f"adherence_{name}"] = {"judge": Rate.of(by_judge).as_dict(), "scorer": Rate.of(by_scorer).as_dict()}
+        images, scenes = images + made, scenes + asked
+        verdicts["scorer"].append(by_scorer)
+        verdicts["judge"].append(by_judge)
+    by_scorer, by_judge = np.concatenate(verdicts["scorer"]), np.concatenate(verdicts["judge"])
+    result["judge_scorer_agreement"] = Rate.of(by_scorer == by_judge).as_dict()
+    rendered = [render(s, args.seed + i) for i, s in enumerate(scenes)]
+    again = [render(s, args.seed + 7_000_003 + i) for i, s in enumerate(scenes)]
+    real = features(scorer, rendered)
+    result["frechet_scorer_space"] = round(frechet(features(scorer, images), real), 3)
+    result["frechet_scorer_space_floor"] = round(frechet(features(scorer, again), real), 3)
+    result["is_analogue"] = round(inception_score(joint(*probabilities(scorer, images))), 2)
+    result["is_analogue_rendered"] = round(inception_score(joint(*probabilities(scorer, rendered))), 2)
+    result["is_analogue_ceiling"] = len(set(scenes))
+    result["judge_accuracy_rendered"] = round(judge_accuracy(2000, args.seed + 3), 4)
     result["scorer_attribute_accuracy"] = round(scorer_accuracy(scorer, 2000, args.seed + 2), 4)
     result["seconds_per_64"] = round(seconds_per_64(pipe), 2)
-    result["images_scored"] = len(gen)
+    result["images_scored"] = len(images)
+    result["disagreements"] = save_disagreements(args.disagreements, images, scenes, by_scorer, by_judge)
     save_grid(pipe, args.grid)
     result["grid"] = str(args.grid)
     print(json.dumps(result))
