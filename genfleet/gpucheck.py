@@ -5,6 +5,8 @@ compute is the real one). In order:
 
 - `raw`: the pipeline called directly, eager, at batch 1 and batch B; then compiled (regional) at batch B, with
   the seconds its first call took to compile, and how far its pictures are from eager's at the same seeds;
+- `deep_cache`: SD 1.5 eager at batch B without and with DeepCache (a whole UNet step every 3), alternating
+  `--repeats` times: the median speed-up with its spread, and how far its pictures are from the uncached ones;
 - `cold_start`: a fresh process loading the model and making its first batch, compiled, first with an empty
   compile cache and then with the cache the first left (what a scaled-up worker pays);
 - `system`: `genfleet bench` through the queue at batch B with the fast path, interleaved rounds;
@@ -32,6 +34,7 @@ import torch
 
 from genfleet.bench import emit
 from genfleet.shared.fastpath import Compile, FastPath
+from genfleet.workers import deepcache
 from genfleet.workers.architectures import build, save
 from genfleet.workers.fastpath import apply, use_compile_cache
 from genfleet.workers.models import resolve_device
@@ -98,6 +101,37 @@ def raw(name: str, arch: tuple[str, int, int], device: torch.device, batch: int,
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return rate
+
+
+def timed(pipe: Any, arch: tuple[str, int, int], batch: int, device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    pictures(pipe, arch, batch, device)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def deep_cache(name: str, arch: tuple[str, int, int], device: torch.device, batch: int, repeats: int,
+               interval: int = 3) -> None:
+    """DeepCache's speed-up, as seconds uncached over seconds cached in alternating rounds, and its distance."""
+    pipe = load(arch[0], device)
+    plain = pictures(pipe, arch, 2, device)
+    ratios = []
+    pictures(pipe, arch, batch, device)  # warm both ways
+    deepcache.enable(pipe.unet, interval)
+    pictures(pipe, arch, batch, device)
+    for _ in range(max(repeats, 1)):
+        deepcache.disable(pipe.unet)
+        off = timed(pipe, arch, batch, device)
+        deepcache.enable(pipe.unet, interval)
+        ratios.append(off / timed(pipe, arch, batch, device))
+    cached = pictures(pipe, arch, 2, device)
+    emit(measure="deep_cache", model=name, interval=interval, batch=batch, rounds=len(ratios),
+         speedup=statistics.median(ratios), speedup_min=min(ratios), speedup_max=max(ratios),
+         mean_abs_diff_vs_uncached=float(np.abs(cached - plain).mean()))
+    del pipe
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def cold_start(args: argparse.Namespace) -> None:
@@ -172,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
          torch=torch.__version__, toy=args.toy, batch=args.batch)
     plan = PLANS[args.toy]
     raw("sd15", plan["sd15"], device, args.batch, args.repeats)
+    deep_cache("sd15", plan["sd15"], device, args.batch, args.repeats)
     starts = cold_starts(args, cache)
     system_rate = system(args, work, cache)
     sdxl_rate = raw("sdxl", plan["sdxl"], device, args.batch, args.repeats, batch1=False)

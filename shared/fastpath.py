@@ -2,6 +2,7 @@
 switchable (`GENFLEET_FASTPATH`, JSON: model name, or "*" for every model, to a `FastPath`).
 
     GENFLEET_FASTPATH='{"*": {"compile": "regional", "channels_last": true, "fuse_qkv": true}}'
+    GENFLEET_FASTPATH='{"embedded": {"deep_cache_interval": 3}}'   # one model only
     GENFLEET_COMPILE_CACHE_DIR=/compile-cache   # a volume: a scale-up reuses the compiled kernels
 
 It lives in shared/ because the API validates it with the rest of the settings; workers/fastpath.py applies it.
@@ -34,6 +35,9 @@ class FastPath(BaseModel):
     # Step caching for transformer denoisers (diffusers' first-block cache): reuse the rest of the network's
     # output while the first block's changes less than this; 0 turns it off. The scorers measure its cost.
     step_cache_threshold: float = Field(0.0, ge=0.0, le=1.0)
+    # Step caching for UNet denoisers (DeepCache, workers/deepcache.py): the whole UNet runs every this many
+    # steps, the steps between only its outermost blocks; 0 or 1 turns it off. The scorers measure its cost.
+    deep_cache_interval: int = Field(0, ge=0, le=16)
 
     @property
     def buckets(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from genfleet.shared.fastpath import Compile, FastPath
+from genfleet.workers import deepcache
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ def apply(pipe: Any, fast: FastPath) -> list[str]:
 
         net.enable_cache(FirstBlockCacheConfig(threshold=fast.step_cache_threshold))
         done.append("step_cache")
+    if fast.deep_cache_interval > 1 and deepcache.enable(net, fast.deep_cache_interval):
+        done.append("deep_cache")
     if fast.compile is Compile.regional and getattr(net, "_repeated_blocks", None):
         net.compile_repeated_blocks(fullgraph=True, dynamic=False)
         done.append("compile_regional")
@@ -73,6 +76,15 @@ def apply(pipe: Any, fast: FastPath) -> list[str]:
 def bucket(n: int) -> int:
     """The batch size a call of `n` images runs at when batches are bucketed: the next power of two."""
     return 1 << (n - 1).bit_length()
+
+
+def before_call(pipe: Any, fast: FastPath, n: int) -> None:
+    """What a pipeline call of `n` images needs first: the VAE sliced or not for its size, and a step cache that
+    starts the run afresh."""
+    slice_vae(pipe, fast, n)
+    net = denoiser(pipe)
+    if net is not None:
+        deepcache.reset(net)
 
 
 def slice_vae(pipe: Any, fast: FastPath, n: int) -> None:

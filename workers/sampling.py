@@ -21,7 +21,7 @@ from PIL import Image
 from genfleet.shared.fastpath import FastPath, fastpath_for
 from genfleet.shared.registry import Registry
 from genfleet.shared.schema import MAX_SEED, Job, Scheduler, Task
-from genfleet.workers.fastpath import bucket, slice_vae
+from genfleet.workers.fastpath import before_call, bucket
 from genfleet.workers.results import Failed, Ok, attempt
 from genfleet.workers.schedulers import use_scheduler
 
@@ -166,7 +166,7 @@ class Sampler:
         k, n = self._size_key(key), len(specs)
         fast = fastpath_for(key.model, self.fastpath)
         size = min(bucket(n), self.max_batch) if fast.buckets else n
-        slice_vae(pipe, fast, size)
+        before_call(pipe, fast, size)
         use_scheduler(pipe, key.scheduler)
         padded = specs + [specs[-1]] * (size - n)  # padding's images are computed and dropped
         try:
