@@ -9,6 +9,12 @@ One JSON line each:
    VM's stolen CPU) hits both sides of a ratio alike;
 3. the last line: the median ratio over the rounds with its min and max, and each side's median, min and max.
 
+Each round also says where the CPU went, as the kernel counts it (not as the system reports itself): CPU
+seconds per image of the raw pipeline, and of each part of the system (worker, API, Redis, this process with
+moto's server), and `cpu_bound_ratio`, the raw side's over the system's. When sampling keeps every core busy
+on both sides, that is the ratio the cores allow: the system cannot come closer to the raw pipeline than the
+extra CPU it spends per image lets it.
+
 `--through api` sends the jobs as one `POST /v1/batches` to an API process and waits on `GET /v1/batches/{id}`,
 with images going to S3-compatible storage: `--storage-url s3://bucket/prefix` and `--s3-endpoint` (or
 `GENFLEET_STORAGE_URL` and `GENFLEET_S3_ENDPOINT_URL`), or, when none is named, moto's S3 server started here
@@ -94,29 +100,39 @@ def main(argv: list[str] | None = None) -> None:
     raw_images_per_s(pipe, key, args.batch, device, 1)
     raw1 = emit(measure="raw", batch=1, images_per_s=raw_images_per_s(pipe, key, 1, device, args.repeats))
     kind: type[System] = ThroughAPI if args.through == "api" else InProcess
-    raws, systems, ratios = [], [], []
+    raws, systems, ratios, bounds = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="genfleet-bench-") as tmp, \
             kind(model, request, args.batch, settings, Path(tmp), args.storage_url, args.s3_endpoint) as system:
         for n in range(args.rounds):
             # alternate which side goes first, so a trend in the machine's speed favours neither
             if n % 2 == 0:
-                raw = raw_images_per_s(pipe, key, args.batch, device, args.repeats)
-            cpu0, wall0 = time.process_time(), time.perf_counter()
+                raw, raw_cpu = _raw_round(pipe, key, args, device)
+            before, wall0 = system.cpu_by_part(), time.perf_counter()
             sys_rate = system.images_per_s(args.jobs)
-            # CPU this process spent while the system ran (watching it, and moto's S3 server when started here):
-            # what the measurement itself took from the cores the worker shares
-            watch_cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+            wall, after = time.perf_counter() - wall0, system.cpu_by_part()
             if n % 2 == 1:
-                raw = raw_images_per_s(pipe, key, args.batch, device, args.repeats)
+                raw, raw_cpu = _raw_round(pipe, key, args, device)
+            per_image = {part: (after[part] - before[part]) / args.jobs for part in after}
             raws.append(raw)
             systems.append(sys_rate)
             ratios.append(sys_rate / raw)
+            bounds.append(raw_cpu / sum(per_image.values()))
+            # bench_process_cpu_share: what the measurement itself (the watching, and moto's server when started
+            # here) took from the cores the worker shares
             emit(measure="round", round=n, raw_batched_images_per_s=raw, system_images_per_s=sys_rate,
-                 ratio=ratios[-1], bench_process_cpu_share=watch_cpu)
+                 ratio=ratios[-1], bench_process_cpu_share=(after["bench"] - before["bench"]) / wall,
+                 cpu_s_per_image={"raw": raw_cpu, **per_image}, cpu_bound_ratio=bounds[-1])
     emit(model=args.model, device=str(device), through=args.through, rounds=args.rounds, batch=args.batch,
          raw_batch1_images_per_s=raw1["images_per_s"], raw_batched_images_per_s=spread(raws),
-         system_images_per_s=spread(systems), ratio_min=min(ratios), ratio_max=max(ratios),
-         ratio=statistics.median(ratios))
+         system_images_per_s=spread(systems), cpu_bound_ratio=spread(bounds), ratio_min=min(ratios),
+         ratio_max=max(ratios), ratio=statistics.median(ratios))
+
+
+def _raw_round(pipe, key: GroupKey, args: argparse.Namespace, device: torch.device) -> tuple[float, float]:
+    """The raw pipeline's images/s at batch B, and the CPU seconds per image this process spent on it."""
+    cpu0 = time.process_time()
+    rate = raw_images_per_s(pipe, key, args.batch, device, args.repeats)
+    return rate, (time.process_time() - cpu0) / (args.batch * args.repeats)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import psutil
 
 from genfleet import supervisor
 from genfleet.shared.batches import Batch, BatchItem, BatchRequest, BatchStore, new_jobs
@@ -30,8 +32,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cpu_seconds(proc: psutil.Process) -> float:
+    try:
+        times = proc.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.user + times.system
+
+
 class System:
     """Redis and one worker batching at `batch`; subclasses say how jobs go in and how their end is seen."""
+
+    api: subprocess.Popen | None = None
 
     def __init__(self, model: str, request: dict, batch: int, settings: Settings, workdir: Path,
                  storage_url: str | None, s3_endpoint: str | None) -> None:
@@ -68,6 +80,23 @@ class System:
 
     def images_per_s(self, jobs: int) -> float:
         raise NotImplementedError
+
+    def cpu_by_part(self) -> dict[str, float]:
+        """CPU seconds the kernel has charged so far to each part: the worker (main process and pool), the API,
+        Redis when started here, and this process (the watching, and moto's S3 server when started here)."""
+        me = psutil.Process()
+        worker = psutil.Process(self.worker.pid)
+        worker_pids = {worker.pid} | {p.pid for p in worker.children(recursive=True)}
+        parts = {"worker": 0.0, "api": 0.0, "redis": 0.0, "other": 0.0, "bench": _cpu_seconds(me)}
+        for proc in me.children(recursive=True):
+            if proc.pid in worker_pids:
+                part = "worker"
+            elif self.api is not None and proc.pid == self.api.pid:
+                part = "api"
+            else:
+                part = "redis" if "redis" in proc.name() else "other"
+            parts[part] += _cpu_seconds(proc)
+        return parts
 
     def _check_worker(self) -> None:
         if self.worker.poll() is not None:
@@ -126,7 +155,7 @@ class ThroughAPI(System):
         port, log = _free_port(), self.workdir / "api.log"
         env = {**self.env, "GENFLEET_MAX_QUEUE_DEPTH": "10000000", "GENFLEET_LOG_FORMAT": "text"}
         env.pop("GENFLEET_API_KEYS", None)
-        api = supervisor.spawn(supervisor.api_command("127.0.0.1", port), env, log)
+        api = self.api = supervisor.spawn(supervisor.api_command("127.0.0.1", port), env, log)
         self._exit.callback(supervisor.stop, api)
         self.http = self._exit.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60))
         deadline = time.monotonic() + 60

@@ -24,6 +24,14 @@ def test_bench_prints_interleaved_rounds_ending_with_the_median_ratio(tmp_path, 
     rounds, last = lines[2:5], lines[-1]
     for line in rounds:
         assert line["ratio"] == line["system_images_per_s"] / line["raw_batched_images_per_s"] > 0
+        cpu = line["cpu_s_per_image"]
+        assert set(cpu) == {"raw", "worker", "api", "redis", "other", "bench"}
+        # the kernel's count must find the sampling where it runs, in the worker's pool, not only its main process
+        assert cpu["worker"] > cpu["raw"] / 2 > 0
+        assert (cpu["api"] > 0) == (through == "api")
+        system_cpu = sum(v for part, v in cpu.items() if part != "raw")
+        assert line["cpu_bound_ratio"] == pytest.approx(cpu["raw"] / system_cpu)
+    assert last["cpu_bound_ratio"]["median"] == statistics.median(x["cpu_bound_ratio"] for x in rounds)
     ratios = sorted(line["ratio"] for line in rounds)
     assert (last["ratio_min"], last["ratio"], last["ratio_max"]) == tuple(ratios)  # median of three, and spread
     assert last["system_images_per_s"]["median"] == statistics.median(x["system_images_per_s"] for x in rounds)
