@@ -60,16 +60,17 @@ def pictures(pipe: Any, arch: tuple[str, int, int], batch: int, device: torch.de
     return np.asarray(pipe(**kwargs, output_type="np").images, dtype=np.float32)
 
 
+def timed(pipe: Any, arch: tuple[str, int, int], batch: int, device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    pictures(pipe, arch, batch, device)
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def images_per_s(pipe: Any, arch: tuple[str, int, int], batch: int, device: torch.device, repeats: int) -> float:
     pictures(pipe, arch, batch, device)  # warm: kernels, allocator, autotuning
-    rates = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        pictures(pipe, arch, batch, device)
-        _sync(device)
-        rates.append(batch / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return statistics.median(batch / timed(pipe, arch, batch, device) for _ in range(repeats))
 
 
 def load(arch: str, device: torch.device) -> Any:
@@ -101,14 +102,6 @@ def raw(name: str, arch: tuple[str, int, int], device: torch.device, batch: int,
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return rate
-
-
-def timed(pipe: Any, arch: tuple[str, int, int], batch: int, device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    pictures(pipe, arch, batch, device)
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def deep_cache(name: str, arch: tuple[str, int, int], device: torch.device, batch: int, repeats: int,
