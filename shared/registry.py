@@ -79,10 +79,11 @@ class ModelSpec:
 
 
 FAMILIES: dict[Family, ModelSpec] = {
-    # Trained and shipped by genfleet. It diffuses in pixel space on a cosine schedule, so it needs a multistep
-    # solver with thresholding: Euler's first sigma there is enormous, and its pictures saturate.
-    Family.embedded: ModelSpec(Family.embedded, native=32, sides=(16, 128), steps=12, guidance=10.0,
-                               schedulers=frozenset({Scheduler.dpmpp_2m, Scheduler.unipc}),
+    # Trained and shipped by genfleet: a latent diffusion model on SD's noise schedule. Every scheduler but DDIM
+    # draws it right (docs/embedded-model.md); DDIM clips its x0 estimate to [-1, 1] unless its config says not
+    # to, and in this latent space (unit variance) that ruins every picture.
+    Family.embedded: ModelSpec(Family.embedded, native=64, sides=(32, 256), steps=12, guidance=5.0,
+                               schedulers=_UNET_SCHEDULERS - {Scheduler.ddim},
                                scorers=("technical", "adherence"),
                                loader="genfleet.workers.embedded.pipeline:load_named"),
     Family.sd15: ModelSpec(Family.sd15, native=512, steps=25, guidance=7.5),

@@ -14,7 +14,7 @@ from genfleet.workers.embedded.scorer import load_scorer
 
 
 def test_judge_reads_rendered_scenes_of_every_kind():
-    images, scenes = make_dataset(600, seed=41, held_out=None)
+    images, scenes = make_dataset(600, seed=41, split=None)
     hits = judge.verdicts(list(images.transpose(0, 2, 3, 1)), scenes)
     assert hits.mean() >= 0.97  # 0.998 on 2,000 (docs/embedded-model.md)
     for kind in (lambda s: s.cat and s.hat, lambda s: s.cat and not s.hat, lambda s: s.hat and not s.cat):
@@ -29,8 +29,8 @@ def test_judge_tells_cat_from_hat_by_outline_and_place():
     flipped = ImageOps.flip(render(Scene("blue", "orange"), seed=5))
     assert judge.read(render(Scene("blue", "orange"), seed=5)) == judge.Reading("blue", "orange")
     assert judge.read(flipped).hat == "blue"
-    assert judge.read(Image.new("RGB", (32, 32), (70, 70, 70))) == judge.Reading(None, None)
-    assert judge.read(Image.new("RGB", (32, 32), COLOURS["red"])).hat == "red"  # a flat field: flat bottom
+    assert judge.read(Image.new("RGB", (64, 64), (70, 70, 70))) == judge.Reading(None, None)
+    assert judge.read(Image.new("RGB", (64, 64), COLOURS["red"])).hat == "red"  # a flat field: flat bottom
 
 
 def test_measures():

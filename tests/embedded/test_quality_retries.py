@@ -11,15 +11,15 @@ from PIL import Image
 
 from genfleet.shared.schema import JobStatus
 from genfleet.workers.embedded import judge
-from genfleet.workers.embedded.data import all_scenes
+from genfleet.workers.embedded.data import Split, all_scenes
 from genfleet.workers.embedded.scorer import load_scorer, scene_labels, to_tensor
 from genfleet.workers.models import load_pipeline
 from genfleet.workers.runner import run_batch
 from tests.unit.test_batching import make_ctx, queued
 
-# The 8 held-out pairs, where first attempts miss most, and 24 training prompts: cats with and without hats,
-# hats alone
-SCENES = all_scenes(held_out=True) + all_scenes(held_out=False)[::3][:24]
+# The 8 test pairs (held out, and looked at by no choice), where first attempts miss most, and 24 training
+# prompts: cats with and without hats, hats alone
+SCENES = all_scenes(Split.test) + all_scenes(Split.train)[::3][:24]
 
 
 def adherence(ctx, jobs, scenes) -> dict[str, float]:

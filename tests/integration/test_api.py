@@ -133,9 +133,10 @@ def test_sizes_and_schedulers_are_checked_against_the_model_a_job_runs_on(stack,
                           GENFLEET_EXTRA_MODELS="embedded")
     sd = httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat", "width": 512, "scheduler": "euler"})
     assert sd.status_code == 202, sd.text
-    embedded = httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat", "width": 512, "scheduler": "euler",
+    embedded = httpx.post(f"{api}/v1/jobs", json={"prompt": "a cat", "width": 512, "scheduler": "ddim",
                                                   "model": "embedded"})
     assert embedded.status_code == 422
+    assert {tuple(e["loc"]) for e in embedded.json()["detail"]} == {("body", "width"), ("body", "scheduler")}
     batch = httpx.post(f"{api}/v1/batches", json={"prompts": ["a"], "params": {"width": 32, "scheduler": "ddim"}})
     assert batch.status_code == 422
     assert {tuple(e["loc"]) for e in batch.json()["detail"]} == {("body", "params", "width")}

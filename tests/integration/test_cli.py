@@ -86,7 +86,7 @@ def test_submit_waits_and_downloads(stack, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3 job(s) queued" in r.stdout and "3 succeeded" in r.stdout and "downloaded 6 image(s)" in r.stdout
     pngs = sorted((tmp_path / "out").glob("*/*.png"))
-    assert len(pngs) == 6 and all(Image.open(p).size == (32, 32) for p in pngs)
+    assert len(pngs) == 6 and all(Image.open(p).size == (64, 64) for p in pngs)
     assert "generating" in r.stderr  # the progress bar
     batch_id = r.stdout.split()[1].rstrip(":")
     status = run_cli("status", batch_id, "--api", api, cwd=tmp_path, env=stack.env)

@@ -30,12 +30,14 @@ def test_a_model_is_known_by_name_by_setting_or_by_its_folder(tmp_path):
 
 def test_sizes_schedulers_and_tasks_are_checked_against_the_model():
     assert fields("embedded", width=64, height=64) == set()
-    assert fields("embedded", width=512) == {"width"}  # its sides are 16..128
+    assert fields("embedded", width=512) == {"width"}  # its sides are 32..256
+    assert fields("embedded", width=16) == {"width"}
     assert fields("stable-diffusion-v1-5/stable-diffusion-v1-5", width=512) == set()
     assert fields("some/model", width=32) == {"width"}  # below 64
     assert fields("black-forest-labs/FLUX.1-dev", width=520) == {"width"}  # 16 divides a Flux side
     assert fields("black-forest-labs/FLUX.1-dev", width=512) == set()
-    assert fields("embedded", scheduler="euler") == {"scheduler"}  # pixel space: Euler saturates
+    assert fields("embedded", scheduler="ddim") == {"scheduler"}  # DDIM's x0 clipping ruins its latents
+    assert fields("embedded", scheduler="euler") == set()
     assert fields("stabilityai/stable-diffusion-3-medium-diffusers", scheduler="ddim") == {"scheduler"}  # flow
     assert fields("some/model", scheduler="euler") == set()
     assert fields("some/model", task="inpaint", image="x", mask="y") == {"task"}  # generic: text-to-image only
@@ -56,7 +58,7 @@ def test_a_task_needs_its_inputs_and_refuses_others():
 
 def test_defaults_and_scorers_come_from_the_family():
     r = Registry()
-    assert (r.spec("embedded").steps, r.spec("embedded").guidance) == (12, 10.0)
+    assert (r.spec("embedded").steps, r.spec("embedded").guidance) == (12, 5.0)
     assert r.spec("stabilityai/sd-turbo").steps == 1 and r.spec("stabilityai/sd-turbo").guidance == 0.0
     assert r.spec("some/model").steps is None  # generic: the pipeline's own default
     assert r.scorers_for("embedded", None) == ["technical", "adherence"]

@@ -2,17 +2,22 @@
 
 Every image is drawn at 2x and box-filtered down to `RESOLUTION`, so edges are antialiased the way a photo
 downsample would be. Everything is a pure function of a seed: the same seed gives the same pixels and captions.
+
+The 64 (cat, hat) colour pairs fall in three disjoint splits: training pairs, validation pairs (every choice of
+steps, guidance, checkpoint and architecture is made on them) and test pairs (reported, never chosen by).
+Cats alone and hats alone are all training scenes.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-RESOLUTION = 32
+RESOLUTION = 64
 _SUPER = 2  # draw at 2x, then downsample
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -27,11 +32,24 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 
-# (cat colour, hat colour) pairs never shown in training: each colour is held out once as a cat and once as a
-# hat, so every colour is still seen in both roles, only never in these pairings.
-HELD_OUT: frozenset[tuple[str, str]] = frozenset(
-    (COLOUR_NAMES[i], COLOUR_NAMES[(i + 3) % len(COLOUR_NAMES)]) for i in range(len(COLOUR_NAMES))
-)
+
+
+class Split(StrEnum):
+    train = "train"
+    validation = "validation"
+    test = "test"
+
+
+def _pairs(offset: int) -> frozenset[tuple[str, str]]:
+    """Each colour once as a cat and once as a hat, so every colour is still trained in both roles, only never in
+    these pairings."""
+    n = len(COLOUR_NAMES)
+    return frozenset((COLOUR_NAMES[i], COLOUR_NAMES[(i + offset) % n]) for i in range(n))
+
+
+TEST_PAIRS = _pairs(3)  # the pairs the pixel-space model held out, so earlier figures stay comparable
+VALIDATION_PAIRS = _pairs(5)
+HELD_OUT = TEST_PAIRS | VALIDATION_PAIRS  # never shown in training
 
 
 @dataclass(frozen=True)
@@ -52,15 +70,16 @@ class Scene:
         raise ValueError("a scene shows a cat, a hat or both")
 
 
-def all_scenes(held_out: bool | None = False) -> list[Scene]:
-    """Every scene; `held_out=False` gives the training scenes, True the held-out pairs, None all."""
+def split_of(scene: Scene) -> Split:
+    pair = (scene.cat, scene.hat)
+    return Split.test if pair in TEST_PAIRS else Split.validation if pair in VALIDATION_PAIRS else Split.train
+
+
+def all_scenes(split: Split | None = Split.train) -> list[Scene]:
+    """Every scene of `split` (None: of all three); only the training split has cats alone and hats alone."""
     pairs = [Scene(c, h) for c in COLOUR_NAMES for h in COLOUR_NAMES]
     singles = [Scene(c, None) for c in COLOUR_NAMES] + [Scene(None, h) for h in COLOUR_NAMES]
-    if held_out is None:
-        return pairs + singles
-    if held_out:
-        return [s for s in pairs if (s.cat, s.hat) in HELD_OUT]
-    return [s for s in pairs if (s.cat, s.hat) not in HELD_OUT] + singles
+    return [s for s in pairs + singles if split is None or split_of(s) is split]
 
 
 def _jitter(rgb: tuple[int, int, int], rng: random.Random, amount: int = 18) -> tuple[int, int, int]:
@@ -139,20 +158,21 @@ def render(scene: Scene, seed: int, vivid: bool = False) -> Image.Image:
     return img.resize((RESOLUTION, RESOLUTION), Image.Resampling.BOX)
 
 
-def sample_scenes(n: int, seed: int, held_out: bool | None = False) -> list[Scene]:
-    """`n` scenes drawn with replacement: about 70% cats in hats, 15% cats alone, 15% hats alone."""
+def sample_scenes(n: int, seed: int, split: Split | None = Split.train) -> list[Scene]:
+    """`n` scenes of `split` drawn with replacement: about 70% cats in hats, 15% cats alone, 15% hats alone
+    (pairs only where the split has no singles)."""
     rng = random.Random(seed)
-    scenes = all_scenes(held_out)
+    scenes = all_scenes(split)
     pairs = [x for x in scenes if x.cat and x.hat]
     singles = [x for x in scenes if not (x.cat and x.hat)]
     return [rng.choice(pairs if (rng.random() < 0.7 or not singles) else singles) for _ in range(n)]
 
 
-def make_dataset(n: int, seed: int, held_out: bool | None = False,
+def make_dataset(n: int, seed: int, split: Split | None = Split.train,
                  vivid: float = 0.0) -> tuple[np.ndarray, list[Scene]]:
     """`n` rendered images as uint8 (n, 3, H, W) and their scenes; deterministic in `seed`. A share `vivid`
     of them get backgrounds of any colour."""
-    scenes = sample_scenes(n, seed, held_out)
+    scenes = sample_scenes(n, seed, split)
     images = np.stack([np.asarray(render(sc, seed * 1_000_003 + i, vivid=(i * 0.618034) % 1 < vivid))
                        for i, sc in enumerate(scenes)])
     return images.transpose(0, 3, 1, 2).copy(), scenes

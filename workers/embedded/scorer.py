@@ -1,7 +1,9 @@
 """Prompt adherence for the embedded domain: what does this picture show, and is it what was asked?
 
-A small CNN reads an image and predicts the cat's colour (or no cat) and the hat's colour (or no hat). An
-image's score against a prompt is the probability it gives to exactly what the prompt asks for.
+A small CNN reads an image at 32x32 and predicts the cat's colour (or no cat) and the hat's colour (or no hat). An
+image's score against a prompt is the probability it gives to exactly what the prompt asks for. It reads at
+32x32 whatever the picture's size: colours and layout are all it judges, and a quarter of the pixels trains it
+four times faster.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from PIL import Image
@@ -64,9 +67,14 @@ def to_tensor(images: list[Image.Image] | np.ndarray) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
+def shrink(x: torch.Tensor, side: int) -> torch.Tensor:
+    """A batch box-filtered to `side` (the renderer's own downsampling), unchanged when already there."""
+    return x if x.shape[-1] == side else F.interpolate(x, size=(side, side), mode="area")
+
+
 class AdherenceScorer(ModelMixin, ConfigMixin):
     @register_to_config
-    def __init__(self, colours: int = len(COLOUR_NAMES), width: int = 32) -> None:
+    def __init__(self, colours: int = len(COLOUR_NAMES), width: int = 32, resolution: int = 32) -> None:
         super().__init__()
         w = width
 
@@ -80,7 +88,7 @@ class AdherenceScorer(ModelMixin, ConfigMixin):
         self.hat_head = nn.Linear(4 * w, colours + 1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features_net(x)
+        return self.features_net(shrink(x, self.config.resolution))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(x)
