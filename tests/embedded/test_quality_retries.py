@@ -49,7 +49,7 @@ def test_three_attempts_lift_adherence_and_every_attempt_is_recorded(redis, tmp_
             assert set(out.scores) == {"technical", "adherence"}
     for reader in ("judge", "scorer"):
         print(f"adherence by the {reader}: first attempt {rates[1][reader]:.3f}, 3 attempts {rates[3][reader]:.3f}")
-    # The mechanism: retries raise the figure they choose by (0.969 -> 1.000 with the shipped weights). The outcome,
+    # The mechanism: retries raise the figure they choose by (0.967 -> 1.000 with the shipped weights). The outcome,
     # by the judge: at least the 0.97 target, never below the first attempts (1.000 -> 1.000 here: the judge
     # passes the first attempts the scorer failed; docs/embedded-model.md)
     assert rates[3]["scorer"] > rates[1]["scorer"]
