@@ -39,7 +39,7 @@ def test_post_queues_a_job_with_location(api, stack, redis):
     ({"prompt": "a cat", "unknown": 1}, "unknown"),
     ({"prompt": "a cat", "model": "not/served"}, "model"),
     ({"prompt": "a cat", "scheduler": "plms"}, "scheduler"),  # not one of the list
-    ({"prompt": "a cat", "scheduler": "euler"}, "scheduler"),  # not one the default (embedded) model takes
+    ({"prompt": "a cat", "scheduler": "ddim"}, "scheduler"),  # not one the default (embedded) model takes
     ({"prompt": "a cat", "width": 512}, "width"),  # beyond the default model's sides
     ({}, "prompt"),
 ])
