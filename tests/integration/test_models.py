@@ -71,7 +71,7 @@ def test_bad_inputs_get_a_422_naming_the_field_and_nothing_is_queued(stack, redi
     api = stack.start_api(GENFLEET_MAX_INPUT_BYTES="4096")
     small = upload(api, png(Image.new("RGB", (32, 32), (200, 30, 30)))).json()["id"]
     other_size = upload(api, png(Image.new("L", (48, 32)))).json()["id"]
-    huge = upload(api, png(Image.new("RGB", (256, 256)))).json()["id"]  # over the embedded model's 128
+    huge = upload(api, png(Image.new("RGB", (320, 320)))).json()["id"]  # over the embedded model's 256
     refused = upload(api, b"not a picture at all")
     assert refused.status_code == 422 and "not an image" in refused.text
     noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
