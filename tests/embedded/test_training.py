@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_for
 
 # Each stage's steps at the least its one-cycle schedule takes; a checkpoint every 20 diffusion steps
 TOY = ["--skip-scorer", "--vae-steps", "40", "--pictures", "96", "--steps", "60", "--batch-size", "4",
@@ -35,9 +34,7 @@ def test_a_killed_run_resumes_to_the_weights_of_an_unbroken_one(tmp_path):
     assert unbroken.returncode == 0, err
     killed = train(tmp_path / "b", tmp_path / "b-ckpt")
     checkpoint = tmp_path / "b-ckpt" / "diffusion.pt"
-    deadline = time.monotonic() + 600
-    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(checkpoint.exists, 600, "no diffusion checkpoint was written", proc=killed)
     killed.send_signal(signal.SIGKILL)  # mid-diffusion, after its first checkpoint
     killed.wait(timeout=30)
     assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"

@@ -1,6 +1,6 @@
 """Prompt adherence for the embedded domain: what does this picture show, and is it what was asked?
 
-A small CNN reads an image at 32x32 and predicts the cat's colour (or no cat) and the hat's colour (or no hat). An
+A small CNN reads an image and predicts the cat's colour (or no cat) and the hat's colour (or no hat). An
 image's score against a prompt is the probability it gives to exactly what the prompt asks for. It reads at
 32x32 whatever the picture's size: colours and layout are all it judges, and a quarter of the pixels trains it
 four times faster.
