@@ -68,7 +68,7 @@ def test_a_live_workers_long_job_is_never_run_twice(stack, s3, redis):
     lease = {"GENFLEET_VISIBILITY_TIMEOUT_S": "5", **ONE_TRY}
     api = stack.start_api()
     stack.start_worker(**lease)
-    job = post(api, steps=60, num_images=8, width=64, height=64)
+    job = post(api, steps=60, num_images=8, width=128, height=128)  # ~4x a 64x64 job: well past three leases
     wait_status(api, job["id"], "running")
     # a second worker, idle, restoring any message whose lease ran out every 2 s; it alone consumes a queue of
     # its own, where the duplicate goes (the first worker would otherwise take it itself, behind the job)
@@ -79,6 +79,7 @@ def test_a_live_workers_long_job_is_never_run_twice(stack, s3, redis):
     wait_for(lambda: "leaving this delivery" in second.read_text(), 30, lambda: "the duplicate never reached worker 2")
     done = wait_terminal(api, job["id"], timeout_s=300)
     took = (datetime.fromisoformat(done["finished_at"]) - datetime.fromisoformat(done["started_at"])).total_seconds()
+    print(f"the job ran {took:.1f}s under a 5 s lease")
     assert took > 15, f"the job ran {took:.0f}s: too short to outlive three leases"
     assert done["status"] == "succeeded" and done["attempts"] == 1, done
     assert "job succeeded" not in second.read_text()  # the second worker never ran it
