@@ -2,24 +2,28 @@
 
 One JSON line each:
 1. setup, then the raw pipeline at batch 1 (warm, for reference);
-2. `--rounds` rounds, each timing the raw pipeline at batch B (`--repeats` calls, in this process, warm) and
-   the system (N single-image jobs at once, one worker process batching at B, scoring on, quality retries off,
-   PNGs written to storage, timed from the first publish to the last recorded outcome), the two in alternating
-   order; each round's line carries its own ratio, system over raw, so drift in the machine's speed (a shared
-   VM's stolen CPU) hits both sides of a ratio alike;
+2. `--rounds` rounds, each timing the system (N single-image jobs at once, one worker process batching at B,
+   scoring on, quality retries off, PNGs written to storage, timed from the first publish to the last recorded
+   outcome) between two halves of the raw pipeline at batch B (`--repeats` calls each, in this process, warm):
+   the round's raw figure is both halves' images over both halves' time, so a steady drift in the machine's
+   speed over the round (a shared VM's neighbours) moves both sides of its ratio alike; each round's line
+   carries its own ratio, system over raw, and each half's images/s, which show that drift;
 3. the last line: the median ratio over the rounds with its min and max, and each side's median, min and max.
 
 Each round also says where the CPU went, as the kernel counts it (not as the system reports itself): CPU
-seconds per image of the raw pipeline, and of each part of the system (worker, API, Redis, this process with
-moto's server), and `cpu_bound_ratio`, the raw side's over the system's. When sampling keeps every core busy
-on both sides, that is the ratio the cores allow: the system cannot come closer to the raw pipeline than the
-extra CPU it spends per image lets it.
+seconds per image of the raw pipeline, and of each part of the system (worker, API, Redis, the S3 server when
+started here, and this process's watching), and `cpu_bound_ratio`, the raw side's over the system's. When
+sampling keeps every core busy on both sides, that is the ratio the cores allow: the system cannot come closer
+to the raw pipeline than the extra CPU it spends per image lets it.
 
-`--through api` sends the jobs as one `POST /v1/batches` to an API process and waits on `GET /v1/batches/{id}`,
-with images going to S3-compatible storage: `--storage-url s3://bucket/prefix` and `--s3-endpoint` (or
-`GENFLEET_STORAGE_URL` and `GENFLEET_S3_ENDPOINT_URL`), or, when none is named, moto's S3 server started here
-on loopback (from the `test` extra). `--model` takes `embedded`, an architecture built from config with random
-weights (`sd15`, `sd-turbo`; see workers/architectures.py), or any diffusers model id or folder.
+`--through api` sends the jobs as one `POST /v1/batches` to an API process, with images going to S3-compatible
+storage: `--storage-url s3://bucket/prefix` and `--s3-endpoint` (or `GENFLEET_STORAGE_URL` and
+`GENFLEET_S3_ENDPOINT_URL`), or, when none is named, moto's S3 server started here on loopback as a process of
+its own (from the `test` extra). Either way a round's end is read from the batch's counts in Redis, one small
+read a poll, and confirmed with one `GET /v1/batches/{id}`: polling the API itself twenty times a second would
+charge the watching to the API, on the cores the worker shares. `--model` takes `embedded`, an architecture built
+from config with random weights (`sd15`, `sd-turbo`; see workers/architectures.py), or any diffusers model id
+or folder.
 """
 
 from __future__ import annotations
@@ -71,8 +75,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", default="embedded", help="embedded, sd15, sd-turbo, or a diffusers id/folder")
     ap.add_argument("--batch", type=int, default=8, help="B: the raw batch and the worker's max batch")
     ap.add_argument("--jobs", type=int, default=64, help="N single-image jobs a system round")
-    ap.add_argument("--repeats", type=int, default=3, help="timed raw calls a round")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of raw and system")
+    ap.add_argument("--repeats", type=int, default=3, help="timed raw calls in each half of a round")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds: raw, system, raw")
     ap.add_argument("--through", choices=["queue", "api"], default="queue",
                     help="queue: publish in-process, local storage; api: HTTP API and S3-compatible storage")
     ap.add_argument("--storage-url", default=os.environ.get("GENFLEET_STORAGE_URL"))
@@ -104,23 +108,22 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="genfleet-bench-") as tmp, \
             kind(model, request, args.batch, settings, Path(tmp), args.storage_url, args.s3_endpoint) as system:
         for n in range(args.rounds):
-            # alternate which side goes first, so a trend in the machine's speed favours neither
-            if n % 2 == 0:
-                raw, raw_cpu = _raw_round(pipe, key, args, device)
+            first, first_cpu = _raw_half(pipe, key, args, device)
             before, wall0 = system.cpu_by_part(), time.perf_counter()
             sys_rate = system.images_per_s(args.jobs)
             wall, after = time.perf_counter() - wall0, system.cpu_by_part()
-            if n % 2 == 1:
-                raw, raw_cpu = _raw_round(pipe, key, args, device)
+            second, second_cpu = _raw_half(pipe, key, args, device)
+            raw, raw_cpu = 2 / (1 / first + 1 / second), (first_cpu + second_cpu) / 2  # equal images a half
             per_image = {part: (after[part] - before[part]) / args.jobs for part in after}
             raws.append(raw)
             systems.append(sys_rate)
             ratios.append(sys_rate / raw)
             bounds.append(raw_cpu / sum(per_image.values()))
-            # bench_process_cpu_share: what the measurement itself (the watching, and moto's server when started
-            # here) took from the cores the worker shares
-            emit(measure="round", round=n, raw_batched_images_per_s=raw, system_images_per_s=sys_rate,
-                 ratio=ratios[-1], bench_process_cpu_share=(after["bench"] - before["bench"]) / wall,
+            # bench_process_cpu_share: what the measurement itself (the watching) took from the cores the
+            # worker shares
+            emit(measure="round", round=n, raw_batched_images_per_s=raw, raw_halves_images_per_s=[first, second],
+                 system_images_per_s=sys_rate, ratio=ratios[-1],
+                 bench_process_cpu_share=(after["bench"] - before["bench"]) / wall,
                  cpu_s_per_image={"raw": raw_cpu, **per_image}, cpu_bound_ratio=bounds[-1])
     emit(model=args.model, device=str(device), through=args.through, rounds=args.rounds, batch=args.batch,
          raw_batch1_images_per_s=raw1["images_per_s"], raw_batched_images_per_s=spread(raws),
@@ -128,8 +131,9 @@ def main(argv: list[str] | None = None) -> None:
          ratio_max=max(ratios), ratio=statistics.median(ratios))
 
 
-def _raw_round(pipe, key: GroupKey, args: argparse.Namespace, device: torch.device) -> tuple[float, float]:
-    """The raw pipeline's images/s at batch B, and the CPU seconds per image this process spent on it."""
+def _raw_half(pipe, key: GroupKey, args: argparse.Namespace, device: torch.device) -> tuple[float, float]:
+    """Half a round's raw side: the pipeline's images/s at batch B, and the CPU seconds per image this process
+    spent on it."""
     cpu0 = time.process_time()
     rate = raw_images_per_s(pipe, key, args.batch, device, args.repeats)
     return rate, (time.process_time() - cpu0) / (args.batch * args.repeats)

@@ -1,14 +1,16 @@
 """The system side of `genfleet bench`: a Redis, one worker process and, `--through api`, an API process and
 S3-compatible storage, kept up across rounds; each round times N single-image jobs from the first publish to
-the last recorded outcome."""
+the last recorded outcome, seen in the batch's counts."""
 
 from __future__ import annotations
 
 import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -44,6 +46,7 @@ class System:
     """Redis and one worker batching at `batch`; subclasses say how jobs go in and how their end is seen."""
 
     api: subprocess.Popen | None = None
+    s3: subprocess.Popen | None = None  # moto's server, when started here
 
     def __init__(self, model: str, request: dict, batch: int, settings: Settings, workdir: Path,
                  storage_url: str | None, s3_endpoint: str | None) -> None:
@@ -83,16 +86,18 @@ class System:
 
     def cpu_by_part(self) -> dict[str, float]:
         """CPU seconds the kernel has charged so far to each part: the worker (main process and pool), the API,
-        Redis when started here, and this process (the watching, and moto's S3 server when started here)."""
+        Redis and moto's S3 server when started here, and this process (the watching)."""
         me = psutil.Process()
         worker = psutil.Process(self.worker.pid)
         worker_pids = {worker.pid} | {p.pid for p in worker.children(recursive=True)}
-        parts = {"worker": 0.0, "api": 0.0, "redis": 0.0, "other": 0.0, "bench": _cpu_seconds(me)}
+        parts = {"worker": 0.0, "api": 0.0, "redis": 0.0, "s3": 0.0, "other": 0.0, "bench": _cpu_seconds(me)}
         for proc in me.children(recursive=True):
             if proc.pid in worker_pids:
                 part = "worker"
             elif self.api is not None and proc.pid == self.api.pid:
                 part = "api"
+            elif self.s3 is not None and proc.pid == self.s3.pid:
+                part = "s3"
             else:
                 part = "redis" if "redis" in proc.name() else "other"
             parts[part] += _cpu_seconds(proc)
@@ -105,24 +110,29 @@ class System:
     def _jobs(self, n: int) -> list[JobRequest]:
         return [JobRequest(**{**self.request, "seed": i}) for i in range(n)]
 
+    def _wait_finished(self, batch_id: str) -> Batch:
+        """Polls the batch's record (one small Redis read) until it has finished: cheap enough that the watching
+        costs the worker next to no CPU, and fine enough (`POLL_S`) to add little to a round."""
+        batches = BatchStore(self.store)
+        while (seen := batches.get(batch_id)) is None or seen.status != "finished":
+            self._check_worker()
+            time.sleep(POLL_S)
+        return seen
+
 
 class InProcess(System):
-    """Jobs recorded and published from this process as one batch (what the API does, without HTTP); their end
-    seen from the batch's counts, one small read a poll, so the watching costs the worker next to no CPU."""
+    """Jobs recorded and published from this process as one batch (what the API does, without HTTP)."""
 
     def images_per_s(self, jobs: int) -> float:
         app = publisher(self.settings, self.env["GENFLEET_REDIS_URL"])
-        batches = BatchStore(self.store)
         batch = Batch(model=self.model, total=jobs)
         body = BatchRequest(prompts=[BatchItem(prompt=r.prompt, seed=r.seed) for r in self._jobs(jobs)],
                             params={k: v for k, v in self.request.items() if k != "prompt"})
         stream = new_jobs(batch, body, self.model)
         start = time.perf_counter()
-        batches.create(batch, stream)
+        BatchStore(self.store).create(batch, stream)
         publish_many(stream, self.store, app, self.queue)
-        while (seen := batches.get(batch.id)) is None or seen.status != "finished":
-            self._check_worker()
-            time.sleep(POLL_S)
+        seen = self._wait_finished(str(batch.id))
         elapsed = time.perf_counter() - start
         if seen.counts is None or seen.counts.succeeded != jobs:
             raise RuntimeError(f"bench batch ended with {seen.counts}")
@@ -130,7 +140,8 @@ class InProcess(System):
 
 
 class ThroughAPI(System):
-    """Jobs sent as one `POST /v1/batches`, their end seen through `GET /v1/batches/{id}`; images to S3."""
+    """Jobs sent as one `POST /v1/batches`, their end seen in Redis and confirmed by `GET /v1/batches/{id}`;
+    images to S3."""
 
     def _storage_env(self) -> dict[str, str]:
         if self.storage_url and self.storage_url.startswith("s3://"):
@@ -138,16 +149,19 @@ class ThroughAPI(System):
                     **({"GENFLEET_S3_ENDPOINT_URL": self.s3_endpoint} if self.s3_endpoint else {})}
         try:
             import boto3
-            from moto.server import ThreadedMotoServer
+            import moto.server  # noqa: F401  (only to fail here, with the hint, when it is missing)
         except ImportError:
             raise SystemExit("--through api needs --storage-url s3://... (or moto, from the test extra)") from None
         for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                      "AWS_DEFAULT_REGION": "us-east-1"}.items():
             os.environ.setdefault(k, v)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-        server.start()
-        self._exit.callback(server.stop)
-        endpoint = f"http://127.0.0.1:{server._port}"
+        # a process of its own, so the kernel charges its CPU to it, apart from the watching
+        port = _free_port()
+        self.s3 = supervisor.spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                   dict(os.environ), self.workdir / "s3.log")
+        self._exit.callback(supervisor.stop, self.s3, 5.0)
+        endpoint = f"http://127.0.0.1:{port}"
+        _wait_up(lambda: httpx.get(endpoint, timeout=1), self.s3, self.workdir / "s3.log", "moto's S3 server")
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="genfleet-bench")
         return {"GENFLEET_STORAGE_URL": f"s3://genfleet-bench/{self.queue}", "GENFLEET_S3_ENDPOINT_URL": endpoint}
 
@@ -158,28 +172,30 @@ class ThroughAPI(System):
         api = self.api = supervisor.spawn(supervisor.api_command("127.0.0.1", port), env, log)
         self._exit.callback(supervisor.stop, api)
         self.http = self._exit.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60))
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.http.get("/healthz").raise_for_status()
-                return
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or api.poll() is not None:
-                    raise RuntimeError(f"the API never came up:\n{supervisor.tail(log)}") from None
-                time.sleep(0.1)
+        _wait_up(lambda: self.http.get("/healthz").raise_for_status(), api, log, "the API")
 
     def images_per_s(self, jobs: int) -> float:
         params = {k: v for k, v in self.request.items() if k != "prompt"}
         prompts = [{"prompt": r.prompt, "seed": r.seed} for r in self._jobs(jobs)]
         start = time.perf_counter()
         batch = self.http.post("/v1/batches", json={"prompts": prompts, "params": params}).raise_for_status().json()
-        while True:
-            self._check_worker()
-            batch = self.http.get(f"/v1/batches/{batch['id']}").raise_for_status().json()
-            if batch["status"] == "finished":
-                break
-            time.sleep(POLL_S)
+        self._wait_finished(batch["id"])
         elapsed = time.perf_counter() - start
-        if batch["counts"]["succeeded"] != jobs:
-            raise RuntimeError(f"bench batch ended with {batch['counts']}")
+        # what a client sees: the API must report the batch finished, every job succeeded
+        batch = self.http.get(f"/v1/batches/{batch['id']}").raise_for_status().json()
+        if batch["status"] != "finished" or batch["counts"]["succeeded"] != jobs:
+            raise RuntimeError(f"bench batch ended {batch['status']} with {batch['counts']}")
         return jobs / elapsed
+
+
+def _wait_up(probe: Callable[[], object], proc: subprocess.Popen, log: Path, what: str, timeout_s: float = 60) -> None:
+    """Calls `probe` until it stops raising an HTTP error, or fails with the process's log."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            probe()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{what} never came up:\n{supervisor.tail(log)}") from None
+            time.sleep(0.1)
