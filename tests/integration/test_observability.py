@@ -45,11 +45,11 @@ def _answers(prometheus: str) -> bool:
         return False
 
 
-@pytest.mark.skipif(PROMETHEUS is None, reason="no Prometheus server (apt-get install prometheus)")
-
 def json_lines(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="no Prometheus server (apt-get install prometheus)")
 def test_prometheus_counts_every_image_in_storage(stack, s3, tmp_path):
     api = stack.start_api()
     worker_port = free_port()
