@@ -10,8 +10,8 @@ Each round runs both sides, one after the other, in alternating order (the machi
 - the round's `api_cost_ratio`: the API's seconds per job over the bare publish's (target: at most 2);
 - and `cpu_cost_ratio`: the CPU seconds per job of the API process over those of the publishing process, as the
   kernel counts them: what a job costs the process that admits it, without the HTTP client's own time or the
-  latency of a request that waits for its answer before the next one is sent. The API's is read from
-  /proc/PID/stat, in clock ticks; the publisher's from its own clock, to the nanosecond, since a short run's
+  latency of a request that waits for its answer before the next one is sent. The API's is read with psutil
+  (from /proc/PID/stat, in clock ticks); the publisher's from its own clock, to the nanosecond, since a short run's
   bare publish can take less than a tick (it once read 0, and the ratio divided by it).
 The summary gives the median of each ratio over the rounds, with its min and max. Then, once:
 - batch: one `POST /v1/batches` of `--batch` prompts, seconds until its 202 (target: at most 5 s).
@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 
 from genfleet import supervisor
 from genfleet.shared import keys
@@ -51,9 +52,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time the kernel has charged to process `pid`."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User and system CPU time the kernel has charged to process `pid` (psutil, as `genfleet bench` reads it)."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def bench_api(base: str, n: int, made: list[str], pid: int, round_no: int = 0) -> dict:
