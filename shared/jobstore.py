@@ -35,8 +35,9 @@ from genfleet.shared.schema import TERMINAL, Job, JobStatus
 _SUSPECT_TTL_S = 24 * 3600
 _DEAD_LETTER_CAP = 10_000
 
-# KEYS: job, event stream, batch counts (a hash: total, running, succeeded, failed, cancelled), queued index.
-# ARGV: new JSON, ttl seconds, new status, stream maxlen, "1" if the job belongs to a batch, job id.
+# KEYS: job, event stream, batch counts (a hash: total, running, succeeded, failed, cancelled), queued index,
+# running index. ARGV: new JSON, ttl seconds, new status, stream maxlen, "1" if the job belongs to a batch, job id,
+# now.
 # Returns -1 no record, 0 refused (already terminal), 1 written, 2 written and it was the batch's last job.
 _TERMINAL_LUA = ", ".join(f"{s.value} = true" for s in sorted(TERMINAL))
 _UPDATE = """
@@ -49,6 +50,8 @@ if terminal(old) then return 0 end
 local new = ARGV[3]
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 if old == 'queued' and new ~= 'queued' then redis.call('ZREM', KEYS[4], ARGV[6]) end
+if new == 'running' then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[6])
+elseif old == 'running' then redis.call('ZREM', KEYS[5], ARGV[6]) end
 if old ~= new or new == 'running' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', new, 'data', ARGV[1])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -196,14 +199,22 @@ class JobStore:
         ids = self.redis.zrange(keys.UNPUBLISHED, 0, time.time() - older_than_s, byscore=True, offset=0, num=count)
         return [i.decode() for i in cast(list[bytes], ids)]
 
-    def queued_ids(self) -> list[str]:
-        """Every job whose status is queued, oldest first (one read: the reconciler wants a snapshot)."""
-        return [i.decode() for i in cast(list[bytes], self.redis.zrange(keys.QUEUED, 0, -1))]
+    def unfinished_ids(self) -> list[str]:
+        """Every job whose status is queued, oldest first, then every running one (one read of each index, in
+        one transaction: the reconciler wants a snapshot, and a job moving between them is in one or the other)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrange(keys.QUEUED, 0, -1)
+        pipe.zrange(keys.RUNNING, 0, -1)
+        queued, running = pipe.execute()
+        return [i.decode() for i in [*queued, *running]]
 
     def unlist(self, job_ids: Sequence[str]) -> None:
-        """Drops ids from the queued index (their records expired while they waited)."""
+        """Drops ids from the queued and running indexes (their records expired)."""
         if job_ids:
-            self.redis.zrem(keys.QUEUED, *job_ids)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrem(keys.QUEUED, *job_ids)
+            pipe.zrem(keys.RUNNING, *job_ids)
+            pipe.execute()
 
     def get(self, job_id: UUID | str) -> Job | None:
         raw = self.redis.get(keys.job(job_id))
@@ -214,12 +225,12 @@ class JobStore:
         raws = self.redis.mget([keys.job(i) for i in job_ids]) if job_ids else []
         return [Job.model_validate_json(r) if r else None for r in raws]
 
-    def _update_call(self, job: Job) -> tuple[list[str], list[str | int]]:
+    def _update_call(self, job: Job) -> tuple[list[str], list[str | int | float]]:
         """The update script's KEYS and ARGV for `job`."""
         counts = keys.batch_counts(job.batch_id) if job.batch_id else keys.job(job.id)
         in_batch = "1" if job.batch_id else "0"
-        return ([keys.job(job.id), keys.events(job.id), counts, keys.QUEUED],
-                [job.model_dump_json(), self.ttl_s, job.status.value, MAXLEN, in_batch, str(job.id)])
+        return ([keys.job(job.id), keys.events(job.id), counts, keys.QUEUED, keys.RUNNING],
+                [job.model_dump_json(), self.ttl_s, job.status.value, MAXLEN, in_batch, str(job.id), time.time()])
 
     def update(self, job: Job) -> Written:
         """Writes `job` unless the stored record is already terminal (falsy then). A terminal status returns once

@@ -17,7 +17,10 @@ SWEEPER_LOCK = f"{PREFIX}sweeper:lock"  # one API process sweeps at a time
 # A sorted set (by time queued) of the jobs whose status is `queued`, kept by the job store's scripts; the
 # reconciler (shared/reconcile.py) checks it against the messages Redis holds.
 QUEUED = f"{PREFIX}queued"
-# Set by a consumer as it (re)connects: the next sweep looks for queued jobs that no message carries any more.
+# The same for the jobs whose status is `running`, by the time of their latest start: a job whose worker died and
+# whose redelivered message a broken pop then lost is `running` with no message (shared/reconcile.py).
+RUNNING = f"{PREFIX}running"
+# Set by a consumer as it (re)connects: the next sweep looks for unfinished jobs that no message carries any more.
 RECONCILE = f"{PREFIX}reconcile"
 # A throwaway write whose replication stands for every write before it (JobStore.confirm)
 DURABILITY_MARK = f"{PREFIX}durability-mark"

@@ -48,7 +48,7 @@ GPU_MEMORY_TOTAL = Gauge("genfleet_gpu_memory_total_bytes", "Accelerator memory 
                          multiprocess_mode="livemax")
 GPU_SECONDS = Counter("genfleet_gpu_seconds_total", "Seconds of pipeline calls on a GPU", ["model"])
 RECONCILED = Counter("genfleet_jobs_reconciled_total",
-                     "Queued jobs whose message was lost (a broken pop), published again by the reconciler")
+                     "Unfinished jobs whose message was lost (a broken pop), published again by the reconciler")
 SWEPT = Counter("genfleet_jobs_swept_total", "Recorded jobs a crash had left unpublished, published by the sweeper")
 DEAD_LETTERS = Counter("genfleet_dead_letters_total", "Jobs failed for good and kept as dead letters", ["kind"])
 MODEL_LOAD_SECONDS = Gauge("genfleet_model_load_seconds", "Seconds the last load of a model took", ["model"],

@@ -1,14 +1,18 @@
-"""Publishing again the queued jobs that no message carries any more.
+"""Publishing again the unfinished jobs that no message carries any more.
 
 kombu's Redis transport pops a message (BRPOP) and only then records it as unacked, from the client. If the
 connection breaks in between (a Redis failover; a reset while the reply is on the wire), the pop has happened
 on the server and the message is gone: its job stays `queued` for ever (kombu#305; reliability.md, "kombu's
-pop-then-record window"). That can only happen to a consumer whose connection broke, so every consumer asks
-for a check as it (re)connects (shared/leases.py, `HoldMessages.start`), and the next sweep (shared/sweeper.py)
-runs `reconcile` once.
+pop-then-record window"). A redelivered message can be lost the same way, and its job is then `running`, named
+for the worker that died under it. That can only happen to a consumer whose connection broke, so every
+consumer asks for a check as it (re)connects (shared/leases.py, `HoldMessages.start`), and the next sweep
+(shared/sweeper.py) runs `reconcile` once.
 
-The check reads the queued index first, then every message Redis holds (the priority lists, then kombu's
-unacked hash), then the records again: a job still `queued` whose id no message carries is published again.
+The check reads the queued and running indexes first, then every message Redis holds (the priority lists, then
+kombu's unacked hash), then the records again: a job still `queued`, or still `running` on a worker that no
+longer holds it, whose id no message carries is published again. A live run's message is always in the unacked
+hash (it is recorded there before the worker sees it, and acked only after the outcome), so a running job
+with no message has no live run.
 A job recorded but not yet published (a batch being sent) is the sweeper's, and is left to it. A message that
 moves between the two reads (restored from unacked to a list) can be missed and its job sent twice; the job
 store's rules make the second message a no-op.
@@ -25,6 +29,7 @@ from celery import Celery
 
 from genfleet.shared import keys
 from genfleet.shared.jobstore import JobStore
+from genfleet.shared.leases import holds
 from genfleet.shared.metrics import RECONCILED
 from genfleet.shared.queue import UNACKED, model_queues, priority_lists, publish_routed, task_id
 from genfleet.shared.schema import JobStatus
@@ -60,7 +65,7 @@ def carried(r: redis.Redis, queues: list[str]) -> set[str]:
 
 def reconcile(store: JobStore, app: Celery, settings: Settings) -> int:
     """One check; returns how many jobs it published again."""
-    listed = store.queued_ids()
+    listed = store.unfinished_ids()
     unpublished = {i.decode() for i in cast(list[bytes], store.redis.zrange(keys.UNPUBLISHED, 0, -1))}
     held = carried(store.redis, model_queues(settings))
     lost, gone = [], []
@@ -69,12 +74,14 @@ def reconcile(store: JobStore, app: Celery, settings: Settings) -> int:
         for job_id, job in zip(chunk, store.get_many(chunk), strict=True):
             if job is None:
                 gone.append(job_id)
-            elif job.status is JobStatus.queued:
+            elif job.status is JobStatus.queued or (
+                    # the holds check is cheap insurance: only a job that no message carries gets here
+                    job.status is JobStatus.running and not holds(store.redis, job.worker, job_id)):
                 lost.append(job)
     store.unlist(gone)
     if lost:
         publish_routed(lost, store, app, settings)
-        log.warning("published %d queued job(s) whose message was lost", len(lost),
+        log.warning("published %d unfinished job(s) whose message was lost", len(lost),
                     extra={"job_ids": [str(j.id) for j in lost[:20]]})
     RECONCILED.inc(len(lost))
     return len(lost)

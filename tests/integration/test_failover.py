@@ -219,6 +219,32 @@ def test_a_message_whose_pop_reply_was_cut_is_published_again_and_runs(stack, re
     done = wait_terminal(api, job["id"], timeout_s=60)
     assert done["status"] == "succeeded" and done["attempts"] == 1
     api_log = next(p for p in stack.tmp.glob("api-*.log")).read_text()
-    assert "published 1 queued job(s) whose message was lost" in api_log
+    assert "published 1 unfinished job(s) whose message was lost" in api_log
     assert redis.zcard(keys.QUEUED) == 0
     wait_for(lambda: redis.hlen("unacked") == 0, 10, "the message that ran was never acked")  # it acks after the record
+
+
+def test_a_dead_workers_job_whose_redelivery_was_cut_on_the_wire_is_published_again(stack, s3, redis, redis_url):
+    """The same cut, on a redelivery: a worker SIGKILLed whole while it runs a job, the job's message restored
+    after its lease, and the next worker's pop of it reset on the wire. The job is then `running`, named for the
+    dead worker, with no message anywhere; the reconciler once looked only at `queued` jobs, and it stayed so."""
+    _, _, port = redis_url.removeprefix("redis://").partition("/")[0].partition(":")
+    if not port:
+        pytest.skip(f"the proxy needs Redis over TCP, not {redis_url}")
+    lease = {"GENFLEET_VISIBILITY_TIMEOUT_S": "5", **ONE_TRY}
+    api = stack.start_api()
+    first = stack.start_worker(**lease)
+    job = post(api, steps=60, num_images=2)  # long enough to be caught running
+    wait_status(api, job["id"], "running")
+    kill_whole(first)
+    proxy = BrokenPop(int(port))
+    proxy.armed.set()  # the second worker's first BRPOP that returns a message: the restored one
+    stack.start_worker(GENFLEET_REDIS_URL=redis_url.replace(f":{port}/", f":{proxy.port}/"), **lease)
+    wait_for(lambda: proxy.lost == 1, 60, "the proxy never cut a BRPOP reply")
+    assert httpx.get(f"{api}/v1/jobs/{job['id']}").json()["status"] == "running"
+    done = wait_terminal(api, job["id"], timeout_s=90)
+    assert done["status"] == "succeeded" and done["attempts"] == 2, done  # the killed run, then this one
+    api_log = next(p for p in stack.tmp.glob("api-*.log")).read_text()
+    assert "published 1 unfinished job(s) whose message was lost" in api_log
+    assert redis.zcard(keys.RUNNING) == 0 and redis.zcard(keys.QUEUED) == 0
+    assert objects(s3, stack, job["id"]) == ["0.png", "1.png", "manifest.json"]
