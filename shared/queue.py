@@ -37,6 +37,7 @@ WEBHOOK_TASK = "genfleet.webhook"
 PRIORITY_STEPS = {Priority.high: 0, Priority.normal: 3, Priority.low: 6}
 # kombu's hash of delivered, unacked messages (its Redis transport's default `unacked_key`)
 UNACKED = "unacked"
+UNACKED_INDEX = "unacked_index"  # and its index of them, scored by lease (`unacked_index_key`; shared/leases.py)
 PUBLISH_CHUNK = 1000  # messages per Redis pipeline when publishing many
 _SEP = ":"  # kombu's default separator is "\x06\x16"; a colon keeps list names readable for KEDA and redis-cli
 

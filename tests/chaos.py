@@ -118,25 +118,22 @@ def read(r, job_ids: list[str]) -> list[dict | None]:
     return [json.loads(raw) if raw else None for raw in r.mget([keys.job(j) for j in job_ids])]
 
 
+def starts(r, job_id: str) -> list[tuple[float, dict]]:
+    """Every run of the job, in order, from its event stream: its start (epoch seconds) and its record then."""
+    records = [json.loads(fields[b"data"]) for _, fields in r.xrange(keys.events(job_id))
+               if fields[b"event"] == b"running"]
+    return [(datetime.fromisoformat(rec["started_at"]).timestamp(), rec) for rec in records]
+
+
 def next_start(r, job_id: str, after: float) -> float | None:
-    """The start of the job's first run after `after`, from its event stream (None if it never ran again)."""
-    for _, fields in r.xrange(keys.events(job_id)):
-        if fields[b"event"] == b"running":
-            started = datetime.fromisoformat(json.loads(fields[b"data"])["started_at"]).timestamp()
-            if started > after:
-                return started
-    return None
+    """The start of the job's first run after `after` (None if it never ran again)."""
+    return next((started for started, _ in starts(r, job_id) if started > after), None)
 
 
 def runs(r, job_id: str, since: float) -> list[dict]:
-    """Every run of the job, from its event stream: seconds from `since` to its start, its worker and attempt."""
-    found = []
-    for _, fields in r.xrange(keys.events(job_id)):
-        if fields[b"event"] == b"running":
-            rec = json.loads(fields[b"data"])
-            found.append({"at_s": round(datetime.fromisoformat(rec["started_at"]).timestamp() - since, 1),
-                          "worker": rec["worker"], "attempt": rec["attempts"]})
-    return found
+    """Every run of the job: seconds from `since` to its start, its worker and attempt."""
+    return [{"at_s": round(started - since, 1), "worker": rec["worker"], "attempt": rec["attempts"]}
+            for started, rec in starts(r, job_id)]
 
 
 def recovery_times(r, deaths: list[tuple[str, float]]) -> tuple[list[tuple[float, str, float]], int]:
@@ -243,11 +240,12 @@ def run(args: argparse.Namespace) -> dict:
                 held, renewed_at = held_at_renewal(r, victim)
                 killed_at = fleet.kill_worker(victim)
                 ended_ids = {rec["id"] for rec in read(r, list(held)) if rec and rec["status"] in TERMINAL}
-                deaths += [(j, killed_at) for j in held - ended_ids]  # an ended job's message only waits for its ack
+                stranded = held - ended_ids  # an ended job's message only waits for its ack
+                deaths += [(j, killed_at) for j in stranded]
                 if renewed_at is not None:
-                    restores.watch(tags_renewed(r, held - ended_ids, renewed_at), killed_at)
+                    restores.watch(tags_renewed(r, stranded, renewed_at), killed_at)
                 kills += 1
-                emit(event="worker_killed", pid=victim.pid, held=len(held - ended_ids), ended=ended, at=killed_at)
+                emit(event="worker_killed", pid=victim.pid, held=len(stranded), ended=ended, at=killed_at)
                 fleet.start_worker()
                 next_kill = time.monotonic() + args.kill_every * rng.uniform(0.5, 1.5)
             time.sleep(0.2)

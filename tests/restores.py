@@ -22,10 +22,9 @@ import time
 
 import redis
 
-from genfleet.shared.queue import UNACKED, task_id
+from genfleet.shared.queue import UNACKED, UNACKED_INDEX, task_id
 from genfleet.shared.redis_server import client
 
-UNACKED_INDEX = "unacked_index"  # kombu's default name for the index that shared/leases.py renews
 _POLL_S = 0.2
 
 

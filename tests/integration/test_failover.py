@@ -204,14 +204,20 @@ def test_the_rest_of_a_half_published_batch_is_published_exactly_once(stack, red
     assert len(ids) == 1500 and len(set(ids)) == 1500  # every job once, none twice
 
 
-def test_a_message_whose_pop_reply_was_cut_is_published_again_and_runs(stack, redis, redis_url):
-    host, _, port = redis_url.removeprefix("redis://").partition("/")[0].partition(":")
+def broken_pop(redis_url: str) -> tuple[BrokenPop, str]:
+    """A BrokenPop proxy in front of the suite's Redis, and the URL that goes through it."""
+    _, _, port = redis_url.removeprefix("redis://").partition("/")[0].partition(":")
     if not port:
         pytest.skip(f"the proxy needs Redis over TCP, not {redis_url}")
     proxy = BrokenPop(int(port))
+    return proxy, redis_url.replace(f":{port}/", f":{proxy.port}/")
+
+
+def test_a_message_whose_pop_reply_was_cut_is_published_again_and_runs(stack, redis, redis_url):
+    proxy, proxied_url = broken_pop(redis_url)
     api = stack.start_api()
     proxy.armed.set()  # the worker's first BRPOP that returns a message never reaches it
-    worker = stack.start_worker(GENFLEET_REDIS_URL=redis_url.replace(f":{port}/", f":{proxy.port}/"), **ONE_TRY)
+    worker = stack.start_worker(GENFLEET_REDIS_URL=proxied_url, **ONE_TRY)
     job = post(api)
     wait_for(lambda: proxy.lost == 1, 30, "the proxy never cut a BRPOP reply", worker)
     # kombu had popped the message on the server and recorded nothing: before the fix, the job stayed queued
@@ -228,18 +234,15 @@ def test_a_dead_workers_job_whose_redelivery_was_cut_on_the_wire_is_published_ag
     """The same cut, on a redelivery: a worker SIGKILLed whole while it runs a job, the job's message restored
     after its lease, and the next worker's pop of it reset on the wire. The job is then `running`, named for the
     dead worker, with no message anywhere; the reconciler once looked only at `queued` jobs, and it stayed so."""
-    _, _, port = redis_url.removeprefix("redis://").partition("/")[0].partition(":")
-    if not port:
-        pytest.skip(f"the proxy needs Redis over TCP, not {redis_url}")
+    proxy, proxied_url = broken_pop(redis_url)
     lease = {"GENFLEET_VISIBILITY_TIMEOUT_S": "5", **ONE_TRY}
     api = stack.start_api()
     first = stack.start_worker(**lease)
     job = post(api, steps=60, num_images=2)  # long enough to be caught running
     wait_status(api, job["id"], "running")
     kill_whole(first)
-    proxy = BrokenPop(int(port))
     proxy.armed.set()  # the second worker's first BRPOP that returns a message: the restored one
-    stack.start_worker(GENFLEET_REDIS_URL=redis_url.replace(f":{port}/", f":{proxy.port}/"), **lease)
+    stack.start_worker(GENFLEET_REDIS_URL=proxied_url, **lease)
     wait_for(lambda: proxy.lost == 1, 60, "the proxy never cut a BRPOP reply")
     assert httpx.get(f"{api}/v1/jobs/{job['id']}").json()["status"] == "running"
     done = wait_terminal(api, job["id"], timeout_s=90)
