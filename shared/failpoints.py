@@ -14,9 +14,16 @@ _ARMED = frozenset(p.strip() for p in os.environ.get("GENFLEET_FAILPOINTS", "").
 
 
 def failpoint(name: str, whole_worker: bool = False) -> None:
-    """SIGKILLs this process at `name` if armed; `whole_worker` (in a worker's pool process) takes the worker's
-    main process first, as an OOM kill of the pod or a lost node would."""
+    """SIGKILLs this process at `name` if armed; `whole_worker` (in a worker's pool process, or its writer
+    process) takes the worker's other processes first, as an OOM kill of the pod or a lost node would."""
     if name in _ARMED:
         if whole_worker:
-            os.kill(os.getppid(), signal.SIGKILL)
+            for pid in _worker_pids():
+                os.kill(pid, signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _worker_pids() -> list[int]:
+    # A pool process's parent is the worker's main process; a writer process is told both (workers/write_process.py).
+    given = os.environ.get("GENFLEET_WORKER_PIDS")
+    return [int(pid) for pid in given.split(",")] if given else [os.getppid()]

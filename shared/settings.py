@@ -25,6 +25,13 @@ class Safety(StrEnum):
     fail = "fail"  # the job fails, naming the flagged images; nothing of it is stored
 
 
+class WriteIn(StrEnum):
+    """Where a worker encodes and uploads its images and records its jobs (workers/writer.py)."""
+
+    threads = "threads"  # threads of the sampling process
+    process = "process"  # a process of its own: its Python work never holds the sampling thread's GIL
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GENFLEET_", extra="ignore")
 
@@ -63,6 +70,7 @@ class Settings(BaseSettings):
     max_batch: int = Field(8, ge=1, le=256, description="images per pipeline call, at most")
     max_wait_ms: int = Field(100, ge=0, le=60_000, description="how long a batch waits to fill")
     write_threads: int = Field(4, ge=1, le=64)
+    write_in: WriteIn = WriteIn.threads
     write_queue: int = Field(32, ge=1, le=4096, description="jobs waiting to be written before sampling waits")
     soft_time_limit_s: int = Field(540, ge=1)
     hard_time_limit_s: int = Field(600, ge=1)

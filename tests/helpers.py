@@ -114,6 +114,15 @@ def wait_status(api: str, job_id: str, status: str, timeout_s: float = 60) -> di
     return wait_job(api, job_id, lambda j: j["status"] == status, timeout_s, status)
 
 
+def alive(pid: int) -> bool:
+    """Whether a process runs: it exists and is not a zombie (an orphan's zombie waits for whoever reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return not f.read().rsplit(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return False
+
+
 def pool_children(proc: subprocess.Popen[bytes]) -> list[int]:
     """PIDs of a worker's pool processes (its children)."""
     out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout

@@ -16,27 +16,25 @@ from celery import signals
 from prometheus_client import multiprocess, start_http_server
 
 from genfleet.shared import metrics
-from genfleet.shared.batches import BatchStore
-from genfleet.shared.durability import Durability
 from genfleet.shared.errors import NotDurable
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.leases import ANNOUNCE_MODELS
 from genfleet.shared.logs import configure_celery_logging
-from genfleet.shared.outcomes import Outcomes
 from genfleet.shared.queue import GENERATE_TASK, consumer, given_redis
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import Job, JobStatus
-from genfleet.shared.settings import get_settings
-from genfleet.shared.storage import RideOut, open_storage
+from genfleet.shared.settings import WriteIn, get_settings
 from genfleet.shared.webhooks import notify
 from genfleet.workers.batching import AcceleratorBatches, Reconnected, Report, Settle
 from genfleet.workers.fastpath import use_compile_cache
 from genfleet.workers.models import PipelineCache, resolve_device
+from genfleet.workers.recording import open_recorder
 from genfleet.workers.runner import Context, start_batch
 from genfleet.workers.safety import SafetyChecker
 from genfleet.workers.sampling import Sampler
 from genfleet.workers.scoring import ScorerOptions, ScorerSet
-from genfleet.workers.writer import BoundedWriter, Outstanding
+from genfleet.workers.write_process import ProcessWrites
+from genfleet.workers.writer import Outstanding, ThreadWrites, Writes
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -62,21 +60,21 @@ def context() -> Context:
     if _context is None:
         device = resolve_device(settings.device)
         use_compile_cache(settings.compile_cache_dir)
-        r = client(given_redis(settings, "worker"))
-        # outcomes are held to the rule a 202 is: a message is acked only once its job's outcome is durable
-        durability = Durability(r, settings.durability, settings.durability_replicas, settings.durability_timeout_ms)
-        store = JobStore(r, settings.job_ttl_s, durability)
-        storage = RideOut(open_storage(settings.storage_url, settings.s3_endpoint_url), settings.storage_outage_s)
+        recorder = open_recorder(settings, lambda url, event: notify(app, settings.queue, url, event))
+        writer: Writes = ThreadWrites(settings.write_threads, settings.write_queue)
+        if settings.write_in is WriteIn.process:
+            writer = ProcessWrites(settings, settings.write_threads, settings.write_queue)
+            writer.start()
         _context = Context(
             settings=settings,
-            store=store,
-            storage=storage,
+            store=recorder.store,
+            storage=recorder.storage,
             pipelines=PipelineCache(device, settings.fastpath, settings.registry, settings.model_memory_mb * 2**20,
                                     settings.pinned),
             scorers=ScorerSet(settings.scorer_names, ScorerOptions(settings.clip_model, device), settings.registry),
             sampler=Sampler(device, settings.max_batch, settings.fastpath),
-            writer=BoundedWriter(settings.write_threads, settings.write_queue),
-            outcomes=Outcomes(BatchStore(store), storage, lambda url, event: notify(app, settings.queue, url, event)),
+            writer=writer,
+            outcomes=recorder.outcomes,
             safety=SafetyChecker(settings.safety_checker, device),
         )
     return _context

@@ -26,22 +26,21 @@ from PIL import Image
 from genfleet.shared import leases
 from genfleet.shared.errors import NotDurable, StorageUnavailable
 from genfleet.shared.events import publish_progress
-from genfleet.shared.failpoints import failpoint
 from genfleet.shared.fastpath import Compile, fastpath_for
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.outcomes import Outcomes
 from genfleet.shared.schema import ImageOutput, Job, JobStatus
-from genfleet.shared.settings import Safety, Settings
+from genfleet.shared.settings import Settings
 from genfleet.shared.storage import Storage
 from genfleet.workers.adapters import AdapterError, AdapterSlots
-from genfleet.workers.encode import manifest_bytes, png_bytes
 from genfleet.workers.models import PipelineCache
 from genfleet.workers.quality import Candidate, sample_with_retries
+from genfleet.workers.recording import Slot, finish, manifest_key
 from genfleet.workers.results import Failed, Ok
 from genfleet.workers.safety import SafetyChecker, check
 from genfleet.workers.sampling import GroupKey, Inputs, Sampler, StopCheck, group_jobs
 from genfleet.workers.scoring import ScorerSet
-from genfleet.workers.writer import BoundedWriter
+from genfleet.workers.writer import Writes
 
 log = logging.getLogger(__name__)
 
@@ -56,29 +55,9 @@ class Context:
     pipelines: PipelineCache
     scorers: ScorerSet
     sampler: Sampler
-    writer: BoundedWriter
+    writer: Writes
     outcomes: Outcomes
     safety: SafetyChecker
-
-
-def image_key(job: Job, index: int, flagged: bool = False) -> str:
-    """Where an image is stored; under `flagged/` when the safety checker flagged it and GENFLEET_SAFETY=separate."""
-    return f"{'flagged/' if flagged else ''}{job.id}/{index}.png"
-
-
-def manifest_key(job: Job) -> str:
-    return f"{job.id}/manifest.json"
-
-
-def finish(job: Job, ctx: Context, status: JobStatus, **changes) -> Job:
-    done = job.model_copy(update={"status": status, "finished_at": datetime.now(UTC), **changes})
-    written = ctx.store.update(done)
-    if not written:
-        return ctx.store.get(job.id) or done  # someone recorded an outcome first; theirs stands
-    log.info("job %s", status.value, extra={"job_id": str(job.id), "batch_id": job.batch_id and str(job.batch_id),
-                                            "tenant": job.tenant, "model": job.model, "error": done.error})
-    ctx.outcomes(done, written)
-    return done
 
 
 class Claim(Enum):
@@ -147,38 +126,6 @@ def claim_safely(message: Job, ctx: Context) -> tuple[Job, Claim]:
         return message, Claim.later
 
 
-def write_job(job: Job, slots: list[Candidate], timings: dict[str, float], ctx: Context) -> Job:
-    """Encodes and stores one job's images, manifest last, then records success (on a writer thread)."""
-    if ctx.store.status(job.id) is JobStatus.cancelled:
-        return ctx.store.get(job.id) or job  # cancelled while it ran: nothing is written
-    t0 = time.perf_counter()
-    encode_s = 0.0
-    try:
-        outputs = []
-        for i, slot in enumerate(slots):
-            key, image = image_key(job, i, bool(slot.nsfw) and ctx.settings.safety is Safety.separate), slot.image
-            assert image is not None, "every slot was offered an image before the job is written"
-            output = ImageOutput(index=i, url=ctx.storage.url(key), key=key, seed=slot.seed, score=slot.score,
-                                 scores=slot.scores, width=image.width, height=image.height, attempts=slot.attempts,
-                                 nsfw=slot.nsfw)
-            t_enc = time.perf_counter()
-            data = png_bytes(image, job, output, ctx.settings.png_compress_level)
-            encode_s += time.perf_counter() - t_enc
-            ctx.storage.put(key, data, "image/png", if_absent=True)
-            failpoint("write.after-image", whole_worker=True)
-            outputs.append(output)
-        ctx.storage.put(manifest_key(job), manifest_bytes(job, outputs), "application/json", if_absent=True)
-        failpoint("write.after-manifest", whole_worker=True)
-    except Exception as e:  # storage still down after the outage window (RideOut): the job fails with the reason
-        reason = f"storing images: {type(e).__name__}: {e}"
-        log.exception("storing job %s failed", job.id)
-        ctx.store.dead_letter(job, "storage", reason)
-        return finish(job, ctx, JobStatus.failed, error=reason, timings=timings)
-    store_s = time.perf_counter() - t0
-    timings = {**timings, "store_s": store_s, "encode_s": encode_s, "upload_s": store_s - encode_s}
-    return finish(job, ctx, JobStatus.succeeded, outputs=outputs, timings=timings)
-
-
 def step_hook(jobs: list[Job], ctx: Context) -> StopCheck:
     """Called by a pipeline call at most twice a second: publishes step progress to every job sharing it,
     and says to stop once all of them have been cancelled."""
@@ -226,6 +173,15 @@ def sample_jobs(key: GroupKey, jobs: list[Job], ctx: Context) -> list[Ok[list[Ca
                                   step_hook(readable, ctx), inputs) if readable else []
     checked = iter(check(results, ctx.safety, ctx.settings.safety))
     return [unreadable.get(str(j.id)) or next(checked) for j in jobs]
+
+
+def slots(candidates: list[Candidate]) -> list[Slot]:
+    """What a job's write needs of its candidates (every one was offered an image before the job is written)."""
+    kept = []
+    for c in candidates:
+        assert c.image is not None, "every slot was offered an image before the job is written"
+        kept.append(Slot(c.image, c.seed, c.score, c.scores, c.attempts, c.nsfw))
+    return kept
 
 
 def run_batch(messages: list[Job], ctx: Context) -> list[Job | None]:
@@ -278,5 +234,5 @@ def start_batch(messages: list[Job], ctx: Context) -> Started:
                 outcome[order[job.id]] = finish_or_later(job, ctx, JobStatus.failed, error=result.reason,
                                                          timings=timings)
             else:
-                outcome[order[job.id]] = ctx.writer.submit(write_job, job, result.value, timings, ctx)
+                outcome[order[job.id]] = ctx.writer.write(job, slots(result.value), timings, ctx)
     return Started([outcome[n] for n in range(len(messages))], call_seconds)

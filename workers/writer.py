@@ -1,7 +1,9 @@
-"""Scoring, PNG encoding and storage writes, off the sampling thread, through a bounded queue.
+"""PNG encoding and storage writes, off the sampling thread, through a bounded queue.
 
 `submit` blocks once `capacity` jobs wait to be written, so when storage falls behind, sampling (and with it
-the worker's intake of messages) slows down instead of memory growing.
+the worker's intake of messages) slows down instead of memory growing. `Writes` is what the runner asks of a
+writer: `ThreadWrites` writes on threads of the sampling process; `ProcessWrites` (workers/write_process.py)
+in a process of its own, so its Python work never holds the sampling thread's GIL.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+from genfleet.shared.schema import Job
+from genfleet.workers.recording import Recording, Slot, write_job
 
 T = TypeVar("T")
 
@@ -43,6 +48,27 @@ class BoundedWriter:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+class Writes(Protocol):
+    capacity: int
+    high_water: int
+
+    @property
+    def pending(self) -> int: ...
+
+    def write(self, job: Job, slots: list[Slot], timings: dict[str, float], ctx: Recording) -> Future[Job]:
+        """Starts writing a job (blocking while `capacity` writes wait); its future is the job as recorded."""
+        ...
+
+    def shutdown(self) -> None: ...
+
+
+class ThreadWrites(BoundedWriter):
+    """Writes on this process's threads, with the sampling process's own storage and job store."""
+
+    def write(self, job: Job, slots: list[Slot], timings: dict[str, float], ctx: Recording) -> Future[Job]:
+        return self.submit(write_job, job, slots, timings, ctx)
 
 
 class Outstanding(Generic[T]):

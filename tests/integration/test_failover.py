@@ -17,7 +17,7 @@ import pytest
 from genfleet.shared import keys
 from genfleet.shared.queue import queue_depth
 from tests.faults import BrokenPop, FlakyEndpoint, die_holding_restore_lock
-from tests.helpers import objects, pool_children, versions, wait_for, wait_status, wait_terminal
+from tests.helpers import alive, objects, pool_children, versions, wait_for, wait_status, wait_terminal
 from tests.integration.test_reliability import post
 
 ONE_TRY = {"GENFLEET_QUALITY_ATTEMPTS": "1"}  # fixed work per job, whatever the model's scores
@@ -93,12 +93,17 @@ def test_a_live_workers_long_job_is_never_run_twice(stack, s3, redis):
 
 
 
-def test_a_worker_killed_mid_upload_leaves_one_set_of_objects(stack, s3):
+@pytest.mark.parametrize("write_in", ["threads", "process"])
+def test_a_worker_killed_mid_upload_leaves_one_set_of_objects(stack, s3, write_in):
     api = stack.start_api()
-    stack.start_worker(**ONE_TRY, GENFLEET_FAILPOINTS="write.after-image")
+    # killed from its writer thread, or from its writer process: either way the main and pool processes go too
+    worker = stack.start_worker(**ONE_TRY, GENFLEET_FAILPOINTS="write.after-image", GENFLEET_WRITE_IN=write_in)
+    pool = pool_children(worker)
     job = post(api, steps=3, num_images=3)
-    wait_for(lambda: stack.procs[-1].poll() is not None, 60, "the worker never reached its failpoint")
+    wait_for(lambda: worker.poll() is not None, 60, "the worker never reached its failpoint")
     assert objects(s3, stack, job["id"]) == ["0.png"]  # killed whole, one PNG in
+    wait_for(lambda: not any(alive(pid) for pid in pool), 10, "its pool process outlived the worker")
+    assert ("writes for pool process" in stack.logs[worker.pid].read_text()) is (write_in == "process")
     stack.start_worker(**ONE_TRY)
     done = wait_terminal(api, job["id"], timeout_s=120)
     assert done["status"] == "succeeded" and done["attempts"] == 2

@@ -5,6 +5,8 @@ Real worker process, Redis, and moto's S3 behind a proxy that holds every reques
 import json
 import threading
 
+import pytest
+
 from genfleet.shared import keys
 from genfleet.shared.queue import priority_lists
 from genfleet.shared.schema import TERMINAL, Job
@@ -64,12 +66,13 @@ class AckWatch(threading.Thread):
         self.early += sorted(self.suspects & self.pending)
 
 
-def test_sampling_does_not_wait_for_writes_and_acks_wait_for_storage(stack, s3, s3_server, redis):
+@pytest.mark.parametrize("write_in", ["threads", "process"])
+def test_sampling_does_not_wait_for_writes_and_acks_wait_for_storage(stack, s3, s3_server, redis, write_in):
     endpoint = FlakyEndpoint(s3_server._port)
     endpoint.latency_s = 0.5
     stack.env["GENFLEET_S3_ENDPOINT_URL"] = endpoint.url
     api = stack.start_api()
-    stack.start_worker(GENFLEET_MAX_BATCH="2", GENFLEET_QUALITY_ATTEMPTS="1")
+    worker = stack.start_worker(GENFLEET_MAX_BATCH="2", GENFLEET_QUALITY_ATTEMPTS="1", GENFLEET_WRITE_IN=write_in)
     wait_terminal(api, post(api, **QUICK)["id"])  # warm
     jobs = [post(api, seed=i, **QUICK) for i in range(6)]  # three batches of two
     watch = AckWatch(redis, s3, stack, [j["id"] for j in jobs])
@@ -85,4 +88,6 @@ def test_sampling_does_not_wait_for_writes_and_acks_wait_for_storage(stack, s3, 
     first_stored = min(j["finished_at"] for j in done)
     started_before = [j for j in done if j["started_at"] < first_stored]
     assert len(started_before) > 2, [(j["started_at"], j["finished_at"]) for j in done]
+    writer_process = "writes for pool process" in stack.logs[worker.pid].read_text()
+    assert writer_process is (write_in == "process")
     endpoint.kill()

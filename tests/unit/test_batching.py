@@ -22,7 +22,7 @@ from genfleet.workers.runner import Context, run_batch
 from genfleet.workers.safety import SafetyChecker
 from genfleet.workers.sampling import Sampler, group_key
 from genfleet.workers.scoring import ScorerSet
-from genfleet.workers.writer import BoundedWriter
+from genfleet.workers.writer import BoundedWriter, ThreadWrites
 
 DEVICE = torch.device("cpu")
 FAST = {"steps": 4}  # few steps: these tests are about batching, not pictures
@@ -59,7 +59,7 @@ def make_ctx(redis, tmp_path, pipe, max_batch=8, **settings) -> Context:
     notified: list[tuple[str | None, dict]] = []  # webhooks the worker would queue, kept for the tests to read
     ctx = Context(settings=settings, store=store, storage=storage, pipelines=pipelines,
                   scorers=ScorerSet(settings.scorer_names), sampler=Sampler(DEVICE, max_batch),
-                  writer=BoundedWriter(2, 4),
+                  writer=ThreadWrites(2, 4),
                   outcomes=Outcomes(BatchStore(store), storage, lambda url, event: notified.append((url, event))),
                   safety=SafetyChecker(settings.safety_checker, DEVICE))
     ctx.notified = notified  # type: ignore[attr-defined]  # kept on the context for the tests to read
