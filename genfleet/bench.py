@@ -81,6 +81,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="queue: publish in-process, local storage; api: HTTP API and S3-compatible storage")
     ap.add_argument("--storage-url", default=os.environ.get("GENFLEET_STORAGE_URL"))
     ap.add_argument("--s3-endpoint", default=os.environ.get("GENFLEET_S3_ENDPOINT_URL"))
+    ap.add_argument("--write-in", choices=["threads", "process"],
+                    help="where the worker writes (GENFLEET_WRITE_IN): threads of the sampling process, or a process")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--guidance", type=float)
     ap.add_argument("--size", type=int, help="width and height; default: the model's native size")
@@ -90,6 +92,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    if args.write_in:
+        os.environ["GENFLEET_WRITE_IN"] = args.write_in  # the worker's environment is this process's
     settings = Settings(redis_url=os.environ.get("GENFLEET_REDIS_URL"))
     device = resolve_device(settings.device)
     model = resolve_model(args.model, args.cache)
@@ -98,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     request = {k: v for k, v in request.items() if v is not None}
     key = GroupKey(model, args.size, args.size, args.steps, args.guidance)
     emit(measure="setup", model=args.model, device=str(device), batch=args.batch, jobs=args.jobs,
-         rounds=args.rounds, through=args.through, torch_threads=torch.get_num_threads(), cpus=os.cpu_count())
+         rounds=args.rounds, through=args.through, torch_threads=torch.get_num_threads(), cpus=os.cpu_count(),
+         write_in=settings.write_in.value)
     pipe = PipelineCache(device, settings.fastpath).get(model)  # the worker's fast path, on both sides
     raw_images_per_s(pipe, key, 1, device, 1)  # warm-up: kernels, allocator, autotuning
     raw_images_per_s(pipe, key, args.batch, device, 1)
@@ -125,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
                  system_images_per_s=sys_rate, ratio=ratios[-1],
                  bench_process_cpu_share=(after["bench"] - before["bench"]) / wall,
                  cpu_s_per_image={"raw": raw_cpu, **per_image}, cpu_bound_ratio=bounds[-1])
-    emit(model=args.model, device=str(device), through=args.through, rounds=args.rounds, batch=args.batch,
+    emit(model=args.model, device=str(device), through=args.through, write_in=settings.write_in.value,
+         rounds=args.rounds, batch=args.batch,
          raw_batch1_images_per_s=raw1["images_per_s"], raw_batched_images_per_s=spread(raws),
          system_images_per_s=spread(systems), cpu_bound_ratio=spread(bounds), ratio_min=min(ratios),
          ratio_max=max(ratios), ratio=statistics.median(ratios))

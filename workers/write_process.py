@@ -34,7 +34,7 @@ from genfleet.shared.schema import Job
 from genfleet.shared.settings import Settings
 from genfleet.workers.recording import Recording, Slot
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("genfleet.workers.write_process")  # by name: the writer runs this module as __main__
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 

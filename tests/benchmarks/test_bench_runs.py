@@ -5,6 +5,7 @@ This checks the benchmark's shape, not its speed: performance figures come from 
 """
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -14,10 +15,10 @@ import pytest
 from tests.helpers import ROOT, run_cli
 
 
-@pytest.mark.parametrize("through", ["queue", "api"])
-def test_bench_prints_interleaved_rounds_ending_with_the_median_ratio(tmp_path, redis_url, through):
+@pytest.mark.parametrize(("through", "write_in"), [("queue", "threads"), ("api", "process")])
+def test_bench_prints_interleaved_rounds_ending_with_the_median_ratio(tmp_path, redis_url, through, write_in):
     r = run_cli("bench", "--jobs", "4", "--batch", "2", "--steps", "2", "--repeats", "1", "--rounds", "3",
-                "--through", through, cwd=tmp_path, env={"GENFLEET_REDIS_URL": redis_url})
+                "--through", through, "--write-in", write_in, cwd=tmp_path, env={"GENFLEET_REDIS_URL": redis_url})
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert [line.get("measure") for line in lines[:-1]] == ["setup", "raw", "round", "round", "round"]
@@ -42,7 +43,25 @@ def test_bench_prints_interleaved_rounds_ending_with_the_median_ratio(tmp_path, 
     ratios = sorted(line["ratio"] for line in rounds)
     assert (last["ratio_min"], last["ratio"], last["ratio_max"]) == tuple(ratios)  # median of three, and spread
     assert last["system_images_per_s"]["median"] == statistics.median(x["system_images_per_s"] for x in rounds)
-    assert last["through"] == through
+    assert last["through"] == through and last["write_in"] == lines[0]["write_in"] == write_in
+
+
+def test_gil_bench_times_each_call_alone_beside_a_thread_and_beside_a_process():
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the GIL bench pins its two sides to two cores; this machine gives one")
+    r = subprocess.run([sys.executable, "-m", "tests.benchmarks.gil", "--rounds", "3", "--steps", "1"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert [line["measure"] for line in lines] == ["setup", "round", "round", "round", "summary"]
+    rounds, summary = lines[1:4], lines[-1]
+    assert [x["order"][0] for x in rounds] == ["alone", "thread", "process"]  # each round starts elsewhere
+    for x in rounds:
+        assert x["thread_slowdown"] == x["beside_thread_s"] / x["alone_s"] > 0
+        assert x["process_slowdown"] == x["beside_process_s"] / x["alone_s"] > 0
+    for side in ("thread", "process"):
+        ratios = sorted(x[f"{side}_slowdown"] for x in rounds)
+        assert (summary[f"{side}_min"], summary[f"{side}_slowdown"], summary[f"{side}_max"]) == tuple(ratios)
 
 
 def test_enqueue_bench_prints_the_api_cost_ratio_and_cleans_up(redis, redis_url):
