@@ -91,12 +91,16 @@ class ProcessWrites:
 
     def write(self, job: Job, slots: list[Slot], timings: dict[str, float], ctx: Recording) -> Future[Job]:
         self._slots.acquire()  # blocks while `capacity` writes are in hand: backpressure
-        future: Future[Job] = Future()
+        try:
+            with self._lock:
+                call_id, child = next(self._ids), self._current()
+                future: Future[Job] = Future()
+                self._calls[call_id] = (child, future)
+                self.high_water = max(self.high_water, len(self._calls))
+        except BaseException:  # no writer could be started: the batch fails, and its messages go back
+            self._slots.release()
+            raise
         future.add_done_callback(lambda _: self._slots.release())
-        with self._lock:
-            call_id, child = next(self._ids), self._current()
-            self._calls[call_id] = (child, future)
-            self.high_water = max(self.high_water, len(self._calls))
         try:
             with child.send_lock:
                 child.conn.send((call_id, job, slots, timings))
@@ -114,6 +118,9 @@ class ProcessWrites:
                 future.set_result(value) if ok else future.set_exception(value)
         except (EOFError, OSError):
             pass
+        except Exception:  # a reply that would not unpickle: the channel can no longer be trusted
+            log.exception("unreadable reply from the writer process; replacing it")
+            child.proc.kill()
         code = child.proc.wait()
         child.conn.close()
         child.sock.close()
