@@ -61,10 +61,12 @@ def context() -> Context:
         device = resolve_device(settings.device)
         use_compile_cache(settings.compile_cache_dir)
         recorder = open_recorder(settings, lambda url, event: notify(app, settings.queue, url, event))
-        writer: Writes = ThreadWrites(settings.write_threads, settings.write_queue)
+        writer: Writes
         if settings.write_in is WriteIn.process:
             writer = ProcessWrites(settings, settings.write_threads, settings.write_queue)
             writer.start()
+        else:
+            writer = ThreadWrites(settings.write_threads, settings.write_queue)
         _context = Context(
             settings=settings,
             store=recorder.store,

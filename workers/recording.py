@@ -56,12 +56,13 @@ def open_recorder(settings: Settings, notify_with: Notify | None = None) -> Reco
     """A worker's job store, storage and outcomes, from its settings. Outcomes are held to the rule a 202 is: a
     message is acked only once its job's outcome is durable. Webhooks go out through `notify_with`, or a
     publisher of this process's own."""
-    r = client(given_redis(settings, "worker"))
+    url = given_redis(settings, "worker")
+    r = client(url)
     durability = Durability(r, settings.durability, settings.durability_replicas, settings.durability_timeout_ms)
     store = JobStore(r, settings.job_ttl_s, durability)
     storage = RideOut(open_storage(settings.storage_url, settings.s3_endpoint_url), settings.storage_outage_s)
     if notify_with is None:
-        app = publisher(settings, given_redis(settings, "worker"))
+        app = publisher(settings, url)
         notify_with = lambda url, event: notify(app, settings.queue, url, event)  # noqa: E731
     return Recorder(settings, store, storage, Outcomes(BatchStore(store), storage, notify_with))
 

@@ -25,10 +25,11 @@ from typing import Any
 SAMPLER_CORE, BUSY_CORE = 0, 1
 
 
-def busy(stop: Any, busy_s: float, every_s: float) -> None:
+def busy(started: Any, stop: Any, busy_s: float, every_s: float) -> None:
     """`busy_s` of pure Python every `every_s`, on the second core, until `stop` is set."""
     os.sched_setaffinity(0, {BUSY_CORE})  # 0: the calling thread (Linux)
     payload = {"a": list(range(200)), "b": "x" * 100}
+    started.set()
     while not stop.is_set():
         start = time.perf_counter()
         while time.perf_counter() - start < busy_s:
@@ -41,17 +42,18 @@ def beside(where: str, call: Callable[[], float], work: tuple[float, float]) -> 
     if where == "alone":
         return call()
     if where == "thread":
-        stop_t = threading.Event()
-        threading.Thread(target=busy, args=(stop_t, *work), daemon=True).start()
+        started_t, stop_t = threading.Event(), threading.Event()
+        threading.Thread(target=busy, args=(started_t, stop_t, *work), daemon=True).start()
+        started_t.wait()
         try:
             return call()
         finally:
             stop_t.set()
     spawn = multiprocessing.get_context("spawn")
-    stop_p = spawn.Event()
-    proc = spawn.Process(target=busy, args=(stop_p, *work), daemon=True)
+    started_p, stop_p = spawn.Event(), spawn.Event()
+    proc = spawn.Process(target=busy, args=(started_p, stop_p, *work), daemon=True)
     proc.start()
-    time.sleep(1.0)  # let it import and start working
+    started_p.wait(60)  # it has imported and is working
     try:
         return call()
     finally:
