@@ -33,6 +33,7 @@ from typing import Any
 from genfleet.shared.schema import Job
 from genfleet.shared.settings import Settings
 from genfleet.workers.recording import Recording, Slot
+from genfleet.workers.writer import Backlog
 
 log = logging.getLogger("genfleet.workers.write_process")  # by name: the writer runs this module as __main__
 
@@ -64,17 +65,13 @@ class ProcessWrites:
     """`Writes` (workers/writer.py) through a writer process."""
 
     def __init__(self, settings: Settings, threads: int, capacity: int) -> None:
-        self.settings, self.threads, self.capacity, self.high_water = settings, threads, capacity, 0
-        self._slots = threading.BoundedSemaphore(capacity)
+        self.settings, self.threads = settings, threads
+        self.backlog = Backlog(capacity)
         self._lock = threading.Lock()
         self._calls: dict[int, tuple[_Child, Future[Job]]] = {}
         self._ids = itertools.count()
         self._child: _Child | None = None
         self.started = 0  # writer processes started: tests read it
-
-    @property
-    def pending(self) -> int:
-        return len(self._calls)
 
     def start(self) -> None:
         """Starts the writer process now (it imports for about a second), not with the first write."""
@@ -90,17 +87,16 @@ class ProcessWrites:
         return self._child
 
     def write(self, job: Job, slots: list[Slot], timings: dict[str, float], ctx: Recording) -> Future[Job]:
-        self._slots.acquire()  # blocks while `capacity` writes are in hand: backpressure
+        self.backlog.take()  # blocks while `capacity` writes are in hand: backpressure
         try:
             with self._lock:
                 call_id, child = next(self._ids), self._current()
                 future: Future[Job] = Future()
                 self._calls[call_id] = (child, future)
-                self.high_water = max(self.high_water, len(self._calls))
         except BaseException:  # no writer could be started: the batch fails, and its messages go back
-            self._slots.release()
+            self.backlog.give()
             raise
-        future.add_done_callback(lambda _: self._slots.release())
+        future.add_done_callback(self.backlog.give)
         try:
             with child.send_lock:
                 child.conn.send((call_id, job, slots, timings))

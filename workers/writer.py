@@ -1,7 +1,7 @@
-"""PNG encoding and storage writes, off the sampling thread, through a bounded queue.
+"""PNG encoding and storage writes, off the sampling thread, through a bounded backlog.
 
-`submit` blocks once `capacity` jobs wait to be written, so when storage falls behind, sampling (and with it
-the worker's intake of messages) slows down instead of memory growing. `Writes` is what the runner asks of a
+A write blocks once `capacity` jobs wait to be written (`Backlog`), so when storage falls behind, sampling
+slows down instead of memory growing. `Writes` is what the runner asks of a
 writer: `ThreadWrites` writes on threads of the sampling process; `ProcessWrites` (workers/write_process.py)
 in a process of its own, so its Python work never holds the sampling thread's GIL.
 """
@@ -19,43 +19,51 @@ from genfleet.workers.recording import Recording, Slot, write_job
 T = TypeVar("T")
 
 
+class Backlog:
+    """At most `capacity` writes in hand. `take` blocks while all are taken, so when storage falls behind,
+    sampling (and with it the worker's intake of messages) slows down instead of memory growing."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._free = threading.BoundedSemaphore(capacity)
+        self._lock = threading.Lock()
+        self.pending = 0
+        self.high_water = 0  # most writes ever in hand at once: tests read it
+
+    def take(self) -> None:
+        self._free.acquire()
+        with self._lock:
+            self.pending += 1
+            self.high_water = max(self.high_water, self.pending)
+
+    def give(self, _done: object = None) -> None:
+        """Frees a slot: as a future's done callback, or when a write could not be started."""
+        with self._lock:
+            self.pending -= 1
+        self._free.release()
+
+
 class BoundedWriter:
     def __init__(self, threads: int, capacity: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="genfleet-write")
-        self._slots = threading.BoundedSemaphore(capacity)
-        self.capacity = capacity
-        self._pending = 0
-        self.high_water = 0  # most jobs ever waiting at once: tests and metrics read it
-        self._lock = threading.Lock()
-
-    @property
-    def pending(self) -> int:
-        return self._pending
+        self.backlog = Backlog(capacity)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        self._slots.acquire()  # blocks while the queue is full: backpressure
-        with self._lock:
-            self._pending += 1
-            self.high_water = max(self.high_water, self._pending)
-        future = self._pool.submit(fn, *args)
-        future.add_done_callback(self._release)
+        self.backlog.take()  # blocks while the backlog is full: backpressure
+        try:
+            future = self._pool.submit(fn, *args)
+        except BaseException:  # shut down: nothing was queued, so nothing holds the slot
+            self.backlog.give()
+            raise
+        future.add_done_callback(self.backlog.give)
         return future
-
-    def _release(self, _future: Future[Any]) -> None:
-        with self._lock:
-            self._pending -= 1
-        self._slots.release()
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
 
 
 class Writes(Protocol):
-    capacity: int
-    high_water: int
-
-    @property
-    def pending(self) -> int: ...
+    backlog: Backlog
 
     def write(self, job: Job, slots: list[Slot], timings: dict[str, float], ctx: Recording) -> Future[Job]:
         """Starts writing a job (blocking while `capacity` writes wait); its future is the job as recorded."""

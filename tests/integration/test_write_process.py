@@ -49,7 +49,7 @@ def test_jobs_written_by_the_writer_process_are_those_threads_write(ctxs, monkey
         assert proc.storage.exists(f"{b.id}/manifest.json")
         for i in range(2):
             assert (pixels(proc, a, i) == pixels(proc, b, i)).all()
-    assert proc.writer.started == 1 and proc.writer.pending == 0
+    assert proc.writer.started == 1 and proc.writer.backlog.pending == 0
 
 
 def test_writes_held_by_a_writer_process_killed_fail_and_the_next_write_starts_another(ctxs):
@@ -65,7 +65,7 @@ def test_writes_held_by_a_writer_process_killed_fail_and_the_next_write_starts_a
         with pytest.raises(WriterLost):
             f.result(timeout=10)
     assert all(proc.store.get(j.id).status is JobStatus.running for j in jobs)  # nothing recorded: they run again
-    assert proc.writer.pending == 0
+    assert proc.writer.backlog.pending == 0
     again = run_batch([queued(proc.store, seed=9)], proc)
     assert again[0].status is JobStatus.succeeded and proc.writer.started == 2
 

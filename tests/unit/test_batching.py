@@ -147,12 +147,23 @@ def test_bounded_writer_blocks_intake_when_writes_fall_behind():
 
     threading.Thread(target=submit_third, daemon=True).start()
     time.sleep(0.3)
-    assert not third_submitted.is_set() and writer.pending == 2  # the producer waits instead of queueing more
+    assert not third_submitted.is_set() and writer.backlog.pending == 2  # the producer waits instead of queueing more
     gate.set()
     assert third_submitted.wait(5)
     for f in futures:
         f.result(timeout=5)
-    assert writer.high_water == 2 and writer.pending == 0
+    assert writer.backlog.high_water == 2 and writer.backlog.pending == 0
+
+
+def test_a_write_refused_after_shutdown_frees_its_slot():
+    writer = BoundedWriter(threads=1, capacity=1)
+    writer.shutdown()
+    with pytest.raises(RuntimeError):
+        writer.submit(lambda: None)
+    take = threading.Thread(target=writer.backlog.take, daemon=True)  # with its slot still held, this blocks
+    take.start()
+    take.join(5)
+    assert writer.backlog.pending == 1 and not take.is_alive()
 
 
 def test_a_message_whose_record_is_gone_still_runs_and_is_recorded(redis, tmp_path, embedded):
