@@ -1,13 +1,14 @@
 """The GIL alone: how much a pipeline call slows when Python work runs beside it on a thread of its process,
 against the same work in another process (why `GENFLEET_WRITE_IN=process` exists; docs/benchmarks.md).
 
-    python -m tests.benchmarks.gil [--rounds 5] [--busy-ms 4] [--every-ms 16] [--steps 12]
+    python -m tests.benchmarks.gil [--rounds 5] [--busy-ms 4] [--every-ms 16] [--steps 12] [--switch-ms 0.1]
 
 The sampling thread runs the embedded pipeline at batch 8 with one torch thread, pinned to the first core; the
 Python work (JSON round trips, `--busy-ms` of every `--every-ms`, a stand-in for botocore signing a PUT) is
 pinned to the second, so no core is shared and only the GIL is. Each round times a call alone, beside a thread,
-beside a process; its line carries its slowdowns (seconds beside over seconds alone), the last line their
-medians with their spread.
+beside a thread with the interpreter's switch interval cut from 5 ms to `--switch-ms` (how long a thread that
+wants the GIL waits before it asks the holder to drop it), and beside a process; its line carries its slowdowns
+(seconds beside over seconds alone), the last line their medians with their spread.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import multiprocessing
 import os
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -37,18 +39,22 @@ def busy(started: Any, stop: Any, busy_s: float, every_s: float) -> None:
         time.sleep(max(every_s - busy_s, 0.0))
 
 
-def beside(where: str, call: Callable[[], float], work: tuple[float, float]) -> float:
-    """One timed call: alone, or beside the Python work on a thread of this process or in another process."""
+def beside(where: str, call: Callable[[], float], work: tuple[float, float], switch_s: float) -> float:
+    """One timed call: alone, or beside the Python work on a thread of this process (with the default switch
+    interval, or `switch_s`) or in another process."""
     if where == "alone":
         return call()
-    if where == "thread":
+    if where in ("thread", "thread_switch"):
+        default_s = sys.getswitchinterval()
         started_t, stop_t = threading.Event(), threading.Event()
         threading.Thread(target=busy, args=(started_t, stop_t, *work), daemon=True).start()
         started_t.wait()
+        sys.setswitchinterval(switch_s if where == "thread_switch" else default_s)
         try:
             return call()
         finally:
             stop_t.set()
+            sys.setswitchinterval(default_s)
     spawn = multiprocessing.get_context("spawn")
     started_p, stop_p = spawn.Event(), spawn.Event()
     proc = spawn.Process(target=busy, args=(started_p, stop_p, *work), daemon=True)
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--busy-ms", type=float, default=4.0)
     ap.add_argument("--every-ms", type=float, default=16.0)
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--switch-ms", type=float, default=0.1)
     args = ap.parse_args(argv)
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("needs two cores: one for the sampling thread, one for the Python work beside it")
@@ -90,21 +97,24 @@ def main(argv: list[str] | None = None) -> None:
     call()  # warm
     work = (args.busy_ms / 1000, args.every_ms / 1000)
     print(json.dumps({"measure": "setup", "busy_share": args.busy_ms / args.every_ms, "steps": args.steps,
+                      "switch_ms": args.switch_ms, "default_switch_ms": sys.getswitchinterval() * 1000,
                       "cores": sorted(os.sched_getaffinity(0) | {BUSY_CORE})}), flush=True)
-    thread_slow, process_slow = [], []
-    order = ["alone", "thread", "process"]
+    order = ["alone", "thread", "thread_switch", "process"]
+    slow: dict[str, list[float]] = {where: [] for where in order[1:]}
     for n in range(args.rounds):
-        seconds = {where: beside(where, call, work) for where in order[n % 3:] + order[:n % 3]}  # rotated
-        thread_slow.append(seconds["thread"] / seconds["alone"])
-        process_slow.append(seconds["process"] / seconds["alone"])
-        print(json.dumps({"measure": "round", "round": n, "order": list(seconds), "alone_s": seconds["alone"],
-                          "beside_thread_s": seconds["thread"], "beside_process_s": seconds["process"],
-                          "thread_slowdown": thread_slow[-1], "process_slowdown": process_slow[-1]}), flush=True)
-    print(json.dumps({"measure": "summary", "rounds": args.rounds,
-                      "thread_slowdown": statistics.median(thread_slow), "thread_min": min(thread_slow),
-                      "thread_max": max(thread_slow), "process_slowdown": statistics.median(process_slow),
-                      "process_min": min(process_slow), "process_max": max(process_slow)}), flush=True)
-
+        rotated = order[n % len(order):] + order[:n % len(order)]
+        seconds = {where: beside(where, call, work, args.switch_ms / 1000) for where in rotated}
+        line: dict[str, Any] = {"measure": "round", "round": n, "order": rotated, "alone_s": seconds["alone"]}
+        for where, ratios in slow.items():
+            ratios.append(seconds[where] / seconds["alone"])
+            line |= {f"beside_{where}_s": seconds[where], f"{where}_slowdown": ratios[-1]}
+        print(json.dumps(line), flush=True)
+    summary: dict[str, Any] = {"measure": "summary", "rounds": args.rounds,
+                               "switch_ms_after": sys.getswitchinterval() * 1000}  # each call restores it
+    for where, ratios in slow.items():
+        summary |= {f"{where}_slowdown": statistics.median(ratios), f"{where}_min": min(ratios),
+                    f"{where}_max": max(ratios)}
+    print(json.dumps(summary), flush=True)
 
 if __name__ == "__main__":
     main()

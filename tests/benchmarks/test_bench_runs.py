@@ -46,7 +46,7 @@ def test_bench_prints_interleaved_rounds_ending_with_the_median_ratio(tmp_path, 
     assert last["through"] == through and last["write_in"] == lines[0]["write_in"] == write_in
 
 
-def test_gil_bench_times_each_call_alone_beside_a_thread_and_beside_a_process():
+def test_gil_bench_times_each_call_alone_beside_a_thread_and_beside_a_process():  # and with a short switch
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("the GIL bench pins its two sides to two cores; this machine gives one")
     r = subprocess.run([sys.executable, "-m", "tests.benchmarks.gil", "--rounds", "3", "--steps", "1"], cwd=ROOT,
@@ -55,11 +55,12 @@ def test_gil_bench_times_each_call_alone_beside_a_thread_and_beside_a_process():
     lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert [line["measure"] for line in lines] == ["setup", "round", "round", "round", "summary"]
     rounds, summary = lines[1:4], lines[-1]
-    assert [x["order"][0] for x in rounds] == ["alone", "thread", "process"]  # each round starts elsewhere
+    assert lines[0]["switch_ms"] == 0.1 and lines[0]["default_switch_ms"] == summary["switch_ms_after"] == 5.0
+    assert [x["order"][0] for x in rounds] == ["alone", "thread", "thread_switch"]  # each round starts elsewhere
     for x in rounds:
-        assert x["thread_slowdown"] == x["beside_thread_s"] / x["alone_s"] > 0
-        assert x["process_slowdown"] == x["beside_process_s"] / x["alone_s"] > 0
-    for side in ("thread", "process"):
+        for side in ("thread", "thread_switch", "process"):
+            assert x[f"{side}_slowdown"] == x[f"beside_{side}_s"] / x["alone_s"] > 0
+    for side in ("thread", "thread_switch", "process"):
         ratios = sorted(x[f"{side}_slowdown"] for x in rounds)
         assert (summary[f"{side}_min"], summary[f"{side}_slowdown"], summary[f"{side}_max"]) == tuple(ratios)
 
