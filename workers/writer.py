@@ -1,9 +1,9 @@
 """PNG encoding and storage writes, off the sampling thread, through a bounded backlog.
 
 A write blocks once `capacity` jobs wait to be written (`Backlog`), so when storage falls behind, sampling
-slows down instead of memory growing. `Writes` is what the runner asks of a
-writer: `ThreadWrites` writes on threads of the sampling process; `ProcessWrites` (workers/write_process.py)
-in a process of its own, so its Python work never holds the sampling thread's GIL.
+slows down instead of memory growing. `Writes` is what the runner asks of a writer: `ThreadWrites` writes on
+threads of the sampling process; `ProcessWrites` (workers/write_process.py) in a process of its own, so its
+Python work never holds the sampling thread's GIL.
 """
 
 from __future__ import annotations
