@@ -6,6 +6,7 @@ This checks the benchmark's shape, not its speed: performance figures come from 
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,9 +67,11 @@ def test_gil_bench_times_each_call_alone_beside_a_thread_and_beside_a_process():
 
 
 def test_enqueue_bench_prints_the_api_cost_ratio_and_cleans_up(redis, redis_url):
+    if shutil.which("wrk") is None:
+        pytest.skip("the enqueue bench's loaded side needs wrk (Debian: apt-get install wrk)")
     r = subprocess.run([sys.executable, "-m", "tests.benchmarks.enqueue", "--jobs", "20", "--rounds", "3",
-                        "--batch", "100", "--redis-url", redis_url], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
+                        "--loaded-s", "1", "--batch", "100", "--redis-url", redis_url], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert [line["measure"] for line in lines] == ["setup", "round", "round", "round", "batch", "summary"]
@@ -78,8 +81,14 @@ def test_enqueue_bench_prints_the_api_cost_ratio_and_cleans_up(redis, redis_url)
         assert line["p99_ms"] >= line["p50_ms"] > 0
         # the publishing side's CPU is read to the nanosecond, so even 20 publishes give a ratio
         assert line["cpu_cost_ratio"] == line["api_cpu_ms_per_job"] / line["bare_cpu_ms_per_job"] >= 0
-    ratios = sorted(line["api_cost_ratio"] for line in rounds)
-    assert (summary["ratio_min"], summary["api_cost_ratio"], summary["ratio_max"]) == tuple(ratios)
+        assert line["loaded_cost_ratio"] == line["bare_jobs_per_s"] / line["loaded_jobs_per_s"] > 0
+        assert line["loaded_api_cpu_share"] > 0 and line["loaded_non_2xx"] == line["loaded_socket_errors"] == 0
+        # counted from Redis: every request wrk saw answered pushed a message; those in flight at its end may too
+        assert line["loaded_wrk_requests"] <= line["loaded_messages"] <= line["loaded_wrk_requests"] + 16
+    assert [line["order"][0] for line in rounds] == ["api", "loaded", "bare"]  # each side goes first in turn
+    for name, key in (("ratio", "api_cost_ratio"), ("loaded_ratio", "loaded_cost_ratio")):
+        ratios = sorted(line[key] for line in rounds)
+        assert (summary[f"{name}_min"], summary[key], summary[f"{name}_max"]) == tuple(ratios)
     assert summary["bare_jobs_per_s"]["median"] == statistics.median(x["bare_jobs_per_s"] for x in rounds)
     assert summary["batch_seconds"] > 0
     assert redis.dbsize() == 0  # every key it wrote is gone
