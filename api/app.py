@@ -6,6 +6,7 @@ It never imports torch or the worker: jobs leave as Celery messages published by
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -49,6 +50,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper = Sweeper(state.store, state.publisher, settings)
         sweeper.start()
+        # Under load, in-flight requests' objects outlive young collections, so full ones come about twice a
+        # second, and each walked every object the imports made: 50 to 65 ms with the event loop stopped, the
+        # p99 of a loaded API. Frozen, the startup heap is never walked again (docs/benchmarks.md).
+        gc.freeze()
         yield
         sweeper.stop()
 
