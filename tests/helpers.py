@@ -68,11 +68,11 @@ def start_api(log: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = supervisor.spawn(supervisor.api_command("127.0.0.1", port), env, log)
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _healthy(base), 30, lambda: f"API never healthy:\n{supervisor.tail(log)}", proc)
+    wait_for(lambda: healthy(base), 30, lambda: f"API never healthy:\n{supervisor.tail(log)}", proc)
     return proc, base
 
 
-def _healthy(base: str) -> bool:
+def healthy(base: str) -> bool:
     try:
         return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:

@@ -48,7 +48,7 @@ from genfleet.shared.queue import GENERATE_TASK, priority_lists, publisher, task
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import Job, JobRequest
 from genfleet.shared.settings import Settings
-from tests.helpers import free_port
+from tests.helpers import free_port, healthy, wait_for
 
 
 def emit(**fields) -> dict:
@@ -135,18 +135,6 @@ def bench_batch(base: str, n: int, made: list[str]) -> dict:
     return emit(measure="batch", prompts=n, seconds_to_accept=seconds)
 
 
-def wait_up(base: str, api: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{base}/healthz", timeout=1).raise_for_status()
-            return
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or api.poll() is not None:
-                raise SystemExit(f"API never came up:\n{supervisor.tail(log)}") from None
-            time.sleep(0.2)
-
-
 def round_line(n: int, order: list[str], api: dict, loaded: dict, bare: dict) -> dict:
     return emit(measure="round", round=n, order=order, api_jobs_per_s=api["jobs_per_s"],
                 bare_jobs_per_s=bare["jobs_per_s"], p50_ms=api["p50_ms"], p99_ms=api["p99_ms"],
@@ -209,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     base, redis = f"http://127.0.0.1:{port}", client(args.redis_url)
     made: list[str] = []  # what this run wrote to Redis, removed at the end (the queues are this run's own)
     try:
-        wait_up(base, api, log)
+        wait_for(lambda: healthy(base), 30, lambda: f"API never came up:\n{supervisor.tail(log)}", api)
         emit(measure="setup", cpus=os.cpu_count(), jobs=args.jobs, rounds=args.rounds, batch=args.batch,
              loaded_s=args.loaded_s, connections=args.connections)
         sides = {"api": lambda n: bench_api(base, args.jobs, made, api.pid, n),
@@ -225,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         supervisor.stop(api, grace_s=5)
         clean(redis, queue, made)
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -116,5 +116,6 @@ def main(argv: list[str] | None = None) -> None:
                     f"{where}_max": max(ratios)}
     print(json.dumps(summary), flush=True)
 
+
 if __name__ == "__main__":
     main()
