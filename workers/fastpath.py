@@ -19,6 +19,13 @@ from genfleet.workers import deepcache
 
 log = logging.getLogger(__name__)
 
+# Compiled variants a compiled function may hold before Dynamo gives up on it (its default is 8). Shapes are static
+# (`dynamic=False`), so each (block shape, batch bucket, image size) is a variant of its own: SD 1.5's repeated
+# transformer block comes in 4 shapes, times 4 buckets up to batch 8, times each size served. Past the limit a
+# `fullgraph=True` compile does not fall back to eager: the call raises (FailOnRecompileLimitHit), so a worker
+# failed every job of a new size once it had served a few (seen at toy size on the CPU: the 9th variant).
+RECOMPILE_LIMIT = 256
+
 
 def use_compile_cache(folder: Path | None) -> None:
     """Points inductor's and Triton's caches at `folder` (call before anything compiles). Inductor's FX graph
@@ -62,6 +69,8 @@ def apply(pipe: Any, fast: FastPath) -> list[str]:
         done.append("step_cache")
     if fast.deep_cache_interval > 1 and deepcache.enable(net, fast.deep_cache_interval):
         done.append("deep_cache")
+    if fast.compile is not Compile.off:
+        allow_recompiles(RECOMPILE_LIMIT)
     if fast.compile is Compile.regional and getattr(net, "_repeated_blocks", None):
         net.compile_repeated_blocks(fullgraph=True, dynamic=False)
         done.append("compile_regional")
@@ -71,6 +80,15 @@ def apply(pipe: Any, fast: FastPath) -> list[str]:
     if done:
         log.info("fast path for %s: %s", type(pipe).__name__, ", ".join(done))
     return done
+
+
+def allow_recompiles(limit: int) -> None:
+    """Raises Dynamo's per-function variant limit to `limit` (never lowers it: a process may compile other models)."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, limit)
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, limit)
 
 
 def bucket(n: int) -> int:
