@@ -1,7 +1,7 @@
 """`genfleet bench`: the whole system's images/s against the raw batched pipeline's, in interleaved rounds.
 
 One JSON line each:
-1. setup, then the raw pipeline at batch 1 (warm, for reference);
+1. setup, then the raw pipeline at batch 1 (warm, for reference; `--no-batch1` leaves it out);
 2. `--rounds` rounds, each timing the system (N single-image jobs at once, one worker process batching at B,
    scoring on, quality retries off, PNGs written to storage, timed from the first publish to the last recorded
    outcome) between two halves of the raw pipeline at batch B (`--repeats` calls each, in this process, warm):
@@ -83,6 +83,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--s3-endpoint", default=os.environ.get("GENFLEET_S3_ENDPOINT_URL"))
     ap.add_argument("--write-in", choices=["threads", "process"],
                     help="where the worker writes (GENFLEET_WRITE_IN): threads of the sampling process, or a process")
+    ap.add_argument("--batch1", action=argparse.BooleanOptionalAction, default=True,
+                    help="time the raw pipeline at batch 1 too (compiled, that is one more compile)")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--guidance", type=float)
     ap.add_argument("--size", type=int, help="width and height; default: the model's native size")
@@ -105,9 +107,12 @@ def main(argv: list[str] | None = None) -> None:
          rounds=args.rounds, through=args.through, torch_threads=torch.get_num_threads(), cpus=os.cpu_count(),
          write_in=settings.write_in.value)
     pipe = PipelineCache(device, settings.fastpath).get(model)  # the worker's fast path, on both sides
-    raw_images_per_s(pipe, key, 1, device, 1)  # warm-up: kernels, allocator, autotuning
+    raw1 = None
+    if args.batch1:
+        raw_images_per_s(pipe, key, 1, device, 1)  # warm-up: kernels, allocator, autotuning
+        raw1 = raw_images_per_s(pipe, key, 1, device, args.repeats)
+        emit(measure="raw", batch=1, images_per_s=raw1)
     raw_images_per_s(pipe, key, args.batch, device, 1)
-    raw1 = emit(measure="raw", batch=1, images_per_s=raw_images_per_s(pipe, key, 1, device, args.repeats))
     kind: type[System] = ThroughAPI if args.through == "api" else InProcess
     raws, systems, ratios, bounds = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="genfleet-bench-") as tmp, \
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                  cpu_s_per_image={"raw": raw_cpu, **per_image}, cpu_bound_ratio=bounds[-1])
     emit(model=args.model, device=str(device), through=args.through, write_in=settings.write_in.value,
          rounds=args.rounds, batch=args.batch,
-         raw_batch1_images_per_s=raw1["images_per_s"], raw_batched_images_per_s=spread(raws),
+         raw_batch1_images_per_s=raw1, raw_batched_images_per_s=spread(raws),
          system_images_per_s=spread(systems), cpu_bound_ratio=spread(bounds), ratio_min=min(ratios),
          ratio_max=max(ratios), ratio=statistics.median(ratios))
 

@@ -281,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in PROGRAMS:
         program: Callable[[list[str]], object] = importlib.import_module(PROGRAMS[argv[0]]).main
-        program(argv[1:])
-        return 0
+        code = program(argv[1:])
+        return code if isinstance(code, int) else 0
     args = parser().parse_args(argv)
     try:
         settings = get_settings()

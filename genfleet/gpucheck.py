@@ -1,21 +1,26 @@
 """`genfleet gpu-check`: the GPU figures of the fast path, one JSON line each, for whoever holds a GPU.
 
 Stable Diffusion 1.5 and SDXL are built from their configs with random weights (nothing is downloaded; the
-compute is the real one). In order:
+compute is the real one). Its stages, in this order (`--stages` picks some):
 
-- `raw`: the pipeline called directly, eager, at batch 1 and batch B; then compiled (regional) at batch B, with
-  the seconds its first call took to compile, and how far its pictures are from eager's at the same seeds;
-- `deep_cache`: SD 1.5 eager at batch B without and with DeepCache (a whole UNet step every 3), alternating
-  `--repeats` times: the median speed-up with its spread, and how far its pictures are from the uncached ones;
-- `cold_start`: a fresh process loading the model and making its first batch, compiled, first with an empty
-  compile cache and then with the cache the first left (what a scaled-up worker pays);
-- `system`: `genfleet bench` through the queue at batch B with the fast path, interleaved rounds, once with the
-  writes on threads of the sampling process and once in a writer process (`GENFLEET_WRITE_IN`);
+- `sd15`: the pipeline called directly, eager at batch 1 and batch B; DeepCache on the same pipeline (a whole UNet
+  step every 3, alternating with it off `--repeats` times: the median speed-up with its spread, and how far its
+  pictures are from the uncached ones); then compiled (regional) at B, with the seconds its first call took to
+  compile, its speed-up over eager and how far its pictures are from eager's at the same seeds. Each line
+  carries the GPU memory's peak. The model is saved as a folder first, for the stages below;
+- `cold_start`: a fresh process doing what a scaled-up worker does: loading that folder, applying the fast path
+  and making its first batch, first with an empty compile cache and then with the cache the first left. The
+  figure is the process's whole wall time, imports included;
+- `system`: `genfleet bench` through the queue at batch B with the fast path on both sides (interleaved rounds),
+  the writes in a writer process (`GENFLEET_WRITE_IN=process`, the Kubernetes config's);
 - `sdxl`: SDXL raw, eager and compiled at batch B;
-- `summary`: the figures against their targets.
+- `system-threads`: the same as `system` with the writes on threads of the sampling process;
+- then `summary`: the figures against their targets.
 
-`--toy` runs the same sequence on toy-width architectures at 64x64 on whatever device there is (the suite runs
-it on the CPU). A full run takes about 8 minutes on one H100 or H200.
+A stage that fails prints its error as its line and the rest go on; the exit code is then 1. `--budget-s` skips
+the stages that the time left cannot fit (by their rough full-size times below), so a lease of fixed length
+still ends with a summary. `--toy` runs the same sequence on toy-width architectures at 64x64 on whatever device
+there is (the suite runs it on the CPU).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+import shutil
 import subprocess
 import sys
 import time
@@ -33,20 +38,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from genfleet.bench import emit
+from genfleet.bench import emit, spread
 from genfleet.shared.fastpath import Compile, FastPath
 from genfleet.workers import deepcache
-from genfleet.workers.architectures import build, save
+from genfleet.workers.architectures import build
 from genfleet.workers.fastpath import apply, use_compile_cache
-from genfleet.workers.models import resolve_device
+from genfleet.workers.models import load_pipeline, resolve_device
 from genfleet.workers.sampling import GroupKey, ImageSpec, call_kwargs
 
-PLANS = {  # model: (architecture, size, steps), full and toy
+Arch = tuple[str, int, int]  # architecture, size, steps
+PLANS: dict[bool, dict[str, Arch]] = {  # full and toy
     False: {"sd15": ("sd15", 512, 25), "sdxl": ("sdxl", 1024, 20)},
     True: {"sd15": ("tiny-sd", 64, 4), "sdxl": ("tiny-sdxl", 64, 4)},
 }
 TARGETS = {"sd15_system_images_per_s": 7.4, "sdxl_compiled_images_per_s": 1.5, "cold_start_cached_s": 60.0}
 FAST = FastPath(compile=Compile.regional, fuse_qkv=True, channels_last=True)
+# Rough seconds each stage takes at full size on one H100 or H200 (with the compiles): what `--budget-s` plans by.
+STAGE_S = {"sd15": 120, "cold_start": 150, "system": 150, "sdxl": 180, "system-threads": 120}
 
 
 def _sync(device: torch.device) -> None:
@@ -54,14 +62,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def pictures(pipe: Any, arch: tuple[str, int, int], batch: int, device: torch.device) -> np.ndarray:
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    """The most GPU memory tensors held since the last reset (None on the CPU)."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def pictures(pipe: Any, arch: Arch, batch: int, device: torch.device) -> np.ndarray:
     _, size, steps = arch
     specs = [ImageSpec("a red cat with a blue hat", None, seed) for seed in range(batch)]
     kwargs = call_kwargs(GroupKey("check", size, size, steps, None), specs, device)
     return np.asarray(pipe(**kwargs, output_type="np").images, dtype=np.float32)
 
 
-def timed(pipe: Any, arch: tuple[str, int, int], batch: int, device: torch.device) -> float:
+def timed(pipe: Any, arch: Arch, batch: int, device: torch.device) -> float:
     _sync(device)
     start = time.perf_counter()
     pictures(pipe, arch, batch, device)
@@ -69,9 +87,14 @@ def timed(pipe: Any, arch: tuple[str, int, int], batch: int, device: torch.devic
     return time.perf_counter() - start
 
 
-def images_per_s(pipe: Any, arch: tuple[str, int, int], batch: int, device: torch.device, repeats: int) -> float:
-    pictures(pipe, arch, batch, device)  # warm: kernels, allocator, autotuning
-    return statistics.median(batch / timed(pipe, arch, batch, device) for _ in range(repeats))
+def rates(pipe: Any, arch: Arch, batch: int, device: torch.device, repeats: int) -> dict[str, float]:
+    """Images/s of `repeats` timed calls of a warm pipeline: median, min and max."""
+    return spread([batch / timed(pipe, arch, batch, device) for _ in range(max(repeats, 1))])
+
+
+def distance(a: np.ndarray, b: np.ndarray, what: str) -> dict[str, float]:
+    gap = np.abs(a - b)
+    return {f"max_abs_diff_vs_{what}": float(gap.max()), f"mean_abs_diff_vs_{what}": float(gap.mean())}
 
 
 def load(arch: str, device: torch.device) -> Any:
@@ -81,140 +104,216 @@ def load(arch: str, device: torch.device) -> Any:
     return pipe
 
 
-def raw(name: str, arch: tuple[str, int, int], device: torch.device, batch: int, repeats: int,
-        batch1: bool = True) -> float:
-    """Eager at batch 1 (optional) and B, then compiled at B: returns the compiled images/s."""
+def save_folder(pipe: Any, folder: Path) -> None:
+    """The pipeline as a diffusers folder, whole or not at all (a cut-off save never passes for a model)."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    pipe.save_pretrained(str(partial))
+    partial.rename(folder)
+
+
+def raw(name: str, arch: Arch, device: torch.device, args: argparse.Namespace, batch1: bool = True,
+        deep: bool = False, save_to: Path | None = None) -> float:
+    """Eager at batch 1 (optional) and B, DeepCache (optional), then compiled at B: returns the compiled images/s."""
+    batch, repeats = args.batch, args.repeats
     pipe = load(arch[0], device)
+    if save_to is not None and not save_to.exists():
+        save_folder(pipe, save_to)
     if batch1:
-        emit(measure="raw", model=name, mode="eager", batch=1,
-             images_per_s=images_per_s(pipe, arch, 1, device, repeats))
-    emit(measure="raw", model=name, mode="eager", batch=batch,
-         images_per_s=images_per_s(pipe, arch, batch, device, repeats))
-    eager = pictures(pipe, arch, 2, device)
+        pictures(pipe, arch, 1, device)  # warm: kernels, allocator, autotuning
+        _reset_peak(device)
+        emit(measure="raw", model=name, mode="eager", batch=1, images_per_s=rates(pipe, arch, 1, device, repeats),
+             peak_memory_gib=peak_gib(device))
+    _reset_peak(device)
+    eager = pictures(pipe, arch, batch, device)  # warm at B, and the pictures the others are held to
+    eager_rate = rates(pipe, arch, batch, device, repeats)
+    emit(measure="raw", model=name, mode="eager", batch=batch, images_per_s=eager_rate,
+         peak_memory_gib=peak_gib(device))
+    if deep:
+        deep_cache(name, pipe, arch, device, args, eager)
     applied = apply(pipe, FAST)
     start = time.perf_counter()
-    compiled = pictures(pipe, arch, 2, device)
+    compiled = pictures(pipe, arch, batch, device)  # the first call compiles
     first = time.perf_counter() - start
-    rate = images_per_s(pipe, arch, batch, device, repeats)
+    _reset_peak(device)
+    rate = rates(pipe, arch, batch, device, repeats)
     emit(measure="raw", model=name, mode="compiled", batch=batch, images_per_s=rate, applied=applied,
-         first_call_s=first, max_abs_diff_vs_eager=float(np.abs(compiled - eager).max()),
-         mean_abs_diff_vs_eager=float(np.abs(compiled - eager).mean()))
+         first_call_s=first, speedup_vs_eager=rate["median"] / eager_rate["median"],
+         peak_memory_gib=peak_gib(device), **distance(compiled, eager, "eager"))
     del pipe
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return rate
+    return rate["median"]
 
 
-def deep_cache(name: str, arch: tuple[str, int, int], device: torch.device, batch: int, repeats: int,
-               interval: int = 3) -> None:
-    """DeepCache's speed-up, as seconds uncached over seconds cached in alternating rounds, and its distance."""
-    pipe = load(arch[0], device)
-    plain = pictures(pipe, arch, 2, device)
-    ratios = []
-    pictures(pipe, arch, batch, device)  # warm both ways
+def deep_cache(name: str, pipe: Any, arch: Arch, device: torch.device, args: argparse.Namespace,
+               plain: np.ndarray, interval: int = 3) -> None:
+    """DeepCache's speed-up, as seconds uncached over seconds cached in alternating rounds, and its distance from
+    the uncached pictures `plain`; it is off again afterwards."""
     deepcache.enable(pipe.unet, interval)
-    pictures(pipe, arch, batch, device)
-    for _ in range(max(repeats, 1)):
+    cached = pictures(pipe, arch, args.batch, device)  # warm, and the pictures
+    ratios = []
+    for _ in range(max(args.repeats, 1)):
         deepcache.disable(pipe.unet)
-        off = timed(pipe, arch, batch, device)
+        off = timed(pipe, arch, args.batch, device)
         deepcache.enable(pipe.unet, interval)
-        ratios.append(off / timed(pipe, arch, batch, device))
-    cached = pictures(pipe, arch, 2, device)
-    emit(measure="deep_cache", model=name, interval=interval, batch=batch, rounds=len(ratios),
-         speedup=statistics.median(ratios), speedup_min=min(ratios), speedup_max=max(ratios),
-         mean_abs_diff_vs_uncached=float(np.abs(cached - plain).mean()))
-    del pipe
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+        ratios.append(off / timed(pipe, arch, args.batch, device))
+    deepcache.disable(pipe.unet)
+    found = spread(ratios)
+    emit(measure="deep_cache", model=name, interval=interval, batch=args.batch, rounds=len(ratios),
+         speedup=found["median"], speedup_min=found["min"], speedup_max=found["max"],
+         **distance(cached, plain, "uncached"))
 
 
 def cold_start(args: argparse.Namespace) -> None:
-    """In a fresh process: load, apply the fast path, make the first batch (the compile); seconds and cache
-    counters."""
+    """In a fresh process, what a scaled-up worker does: load the model folder, apply the fast path, make the
+    first batch (the compile); seconds and the compile cache's counters."""
     start = time.perf_counter()
     use_compile_cache(args.cache_dir)
     device = resolve_device("auto")
-    arch = PLANS[args.toy]["sd15"]
-    pipe = load(arch[0], device)
+    pipe = load_pipeline(str(args.model_dir), device)
     loaded = time.perf_counter() - start
     apply(pipe, FAST)
-    pictures(pipe, arch, args.batch, device)
+    pictures(pipe, PLANS[args.toy]["sd15"], args.batch, device)
     _sync(device)
     from torch._dynamo.utils import counters
 
-    emit(measure="cold_start", seconds=time.perf_counter() - start, load_s=loaded,
+    emit(measure="cold_start", in_process_s=time.perf_counter() - start, load_s=loaded,
          compile_and_first_batch_s=time.perf_counter() - start - loaded,
          fxgraph_cache_hit=counters["inductor"]["fxgraph_cache_hit"],
          fxgraph_cache_miss=counters["inductor"]["fxgraph_cache_miss"])
 
 
-def cold_starts(args: argparse.Namespace, cache: Path) -> list[dict[str, Any]]:
-    """Two fresh processes on one cache folder: the first finds it empty, the second finds the first's kernels."""
-    results = []
+def cold_starts(args: argparse.Namespace, folder: Path, cache: Path, timeout_s: float) -> float:
+    """Two fresh processes on one cache folder: the first finds it empty, the second finds the first's kernels.
+    Returns the second's wall time."""
+    seconds = 0.0
     for state in ("empty", "warm"):
+        start = time.perf_counter()
         out = subprocess.run([sys.executable, "-m", "genfleet.gpucheck", "--cold-start", "--cache-dir", str(cache),
-                              "--batch", str(args.batch), *(["--toy"] if args.toy else [])],
-                             capture_output=True, text=True, timeout=900, check=True).stdout
-        figure = json.loads(out.strip().splitlines()[-1])
-        results.append(emit(**{**figure, "cache": state}))
-    return results
+                              "--model-dir", str(folder), "--batch", str(args.batch),
+                              *(["--toy"] if args.toy else [])],
+                             capture_output=True, text=True, timeout=timeout_s, check=False)
+        seconds = time.perf_counter() - start
+        if out.returncode != 0:
+            raise RuntimeError(f"the {state} cold start exited with {out.returncode}: {out.stderr[-3000:]}")
+        figure = json.loads(out.stdout.strip().splitlines()[-1])
+        emit(**{**figure, "cache": state, "seconds": seconds})
+    return seconds
 
 
-def system(args: argparse.Namespace, work: Path, cache: Path, write_in: str) -> float:
+def system(args: argparse.Namespace, folder: Path, cache: Path, write_in: str, timeout_s: float) -> float:
     """`genfleet bench` through the queue with the fast path on both sides; the system's median images/s."""
-    arch, size, steps = PLANS[args.toy]["sd15"]
-    folder = save(arch, work / "models" / arch)
+    _, size, steps = PLANS[args.toy]["sd15"]
     env = {**os.environ, "GENFLEET_FASTPATH": json.dumps({"*": FAST.model_dump(mode="json")}),
-           "GENFLEET_COMPILE_CACHE_DIR": str(cache), "GENFLEET_DATA_DIR": str(work / "data")}
+           "GENFLEET_COMPILE_CACHE_DIR": str(cache), "GENFLEET_DATA_DIR": str(args.work_dir / "data")}
     out = subprocess.run([sys.executable, "-m", "genfleet.bench", "--model", str(folder), "--batch", str(args.batch),
                           "--jobs", str(4 * args.batch), "--rounds", str(args.rounds), "--steps", str(steps),
-                          "--size", str(size), "--write-in", write_in],
-                         capture_output=True, text=True, timeout=1800, env=env, check=True)
+                          "--size", str(size), "--write-in", write_in, "--no-batch1"],
+                         capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"genfleet bench exited with {out.returncode}: {out.stderr[-3000:]}")
     last = json.loads(out.stdout.strip().splitlines()[-1])
     emit(measure="system", model="sd15", write_in=write_in, batch=args.batch, rounds=args.rounds,
-         ratio=last["ratio"],
-         ratio_min=last["ratio_min"], ratio_max=last["ratio_max"], system_images_per_s=last["system_images_per_s"],
-         raw_batched_images_per_s=last["raw_batched_images_per_s"])
+         ratio=last["ratio"], ratio_min=last["ratio_min"], ratio_max=last["ratio_max"],
+         system_images_per_s=last["system_images_per_s"], raw_batched_images_per_s=last["raw_batched_images_per_s"],
+         cpu_bound_ratio=last["cpu_bound_ratio"])
     return float(last["system_images_per_s"]["median"])
 
 
+class Check:
+    """One run of the check: its stages in order, each isolated (an error is its line, the rest go on), under an
+    optional time budget; the figures they found."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.device = args, resolve_device("auto")
+        self.started = time.monotonic()
+        self.plan = PLANS[args.toy]
+        self.folder = args.work_dir / "models" / self.plan["sd15"][0]
+        self.cache = args.work_dir / f"compile-cache-{time.time_ns()}"  # empty: the first cold start must compile
+        self.figures: dict[str, Any] = {}
+        self.failed: list[str] = []
+
+    def left_s(self) -> float:
+        if not self.args.budget_s:
+            return 3600.0
+        return self.args.budget_s - (time.monotonic() - self.started)
+
+    def run(self, stage: str) -> None:
+        if self.args.budget_s and self.left_s() < (0 if self.args.toy else STAGE_S[stage]):
+            emit(measure=stage, skipped=f"{self.left_s():.0f} s of the budget left, {STAGE_S[stage]} s needed")
+            return
+        try:
+            getattr(self, "stage_" + stage.replace("-", "_"))()
+        except Exception as e:  # a stage's failure is a figure of the check too: print it, go on with the rest
+            self.failed.append(stage)
+            emit(measure=stage, error=f"{type(e).__name__}: {e}"[-4000:])
+
+    def _sd15_folder(self) -> Path:
+        if not self.folder.exists():
+            save_folder(load(self.plan["sd15"][0], self.device), self.folder)
+        return self.folder
+
+    def stage_sd15(self) -> None:
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        raw("sd15", self.plan["sd15"], self.device, self.args, deep=True, save_to=self.folder)
+
+    def stage_cold_start(self) -> None:
+        self.figures["cold_start_cached_s"] = cold_starts(self.args, self._sd15_folder(), self.cache, self.left_s())
+
+    def stage_system(self, write_in: str = "process") -> None:
+        rate = system(self.args, self._sd15_folder(), self.cache, write_in, self.left_s())
+        self.figures.setdefault("system_images_per_s_by_write_in", {})[write_in] = rate
+        self.figures["sd15_system_images_per_s"] = max(self.figures["system_images_per_s_by_write_in"].values())
+
+    def stage_system_threads(self) -> None:
+        self.stage_system("threads")
+
+    def stage_sdxl(self) -> None:
+        self.figures["sdxl_compiled_images_per_s"] = raw("sdxl", self.plan["sdxl"], self.device, self.args,
+                                                         batch1=False)
+
+    def summary(self) -> None:
+        met = {k: (self.figures[k] <= t) if k.endswith("_s") and not k.endswith("per_s") else self.figures[k] >= t
+               for k, t in TARGETS.items() if k in self.figures}
+        emit(measure="summary", device=str(self.device), toy=self.args.toy, **self.figures, targets=TARGETS,
+             met=met if not self.args.toy else "toy run: targets apply to a full run on one H100 or H200",
+             failed=self.failed, seconds=time.monotonic() - self.started)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="genfleet gpu-check", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="genfleet gpu-check", description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--toy", action="store_true", help="toy-width architectures at 64x64 (the suite, on CPU)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the system benchmark")
+    ap.add_argument("--stages", default=",".join(STAGE_S), help="comma-separated, in order (default: all of them)")
+    ap.add_argument("--budget-s", type=float, help="skip the stages the time left cannot fit")
     ap.add_argument("--work-dir", type=Path, default=Path(".genfleet/gpu-check"))
     ap.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--cold-start", action="store_true", help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    args.work_dir = args.work_dir.resolve()
+    args.stages = [s for s in args.stages.split(",") if s]
+    if unknown := set(args.stages) - set(STAGE_S):
+        ap.error(f"unknown stages {sorted(unknown)}; choose from {', '.join(STAGE_S)}")
+    return args
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.cold_start:
         cold_start(args)
-        return
-    device = resolve_device("auto")
-    work = args.work_dir.resolve()
-    cache = work / f"compile-cache-{time.time_ns()}"  # empty: the first cold start must compile
-    emit(measure="setup", device=str(device), name=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-         torch=torch.__version__, toy=args.toy, batch=args.batch)
-    plan = PLANS[args.toy]
-    raw("sd15", plan["sd15"], device, args.batch, args.repeats)
-    deep_cache("sd15", plan["sd15"], device, args.batch, args.repeats)
-    starts = cold_starts(args, cache)
-    by_writer = {write_in: system(args, work, cache, write_in) for write_in in ("threads", "process")}
-    system_rate = max(by_writer.values())
-    sdxl_rate = raw("sdxl", plan["sdxl"], device, args.batch, args.repeats, batch1=False)
-    figures = {"sd15_system_images_per_s": system_rate, "sdxl_compiled_images_per_s": sdxl_rate,
-               "cold_start_cached_s": starts[1]["seconds"]}
-    met = {k: (v <= TARGETS[k]) if k.endswith("_s") and not k.endswith("per_s") else v >= TARGETS[k]
-           for k, v in figures.items()}
-    emit(measure="summary", device=str(device), toy=args.toy, **figures, targets=TARGETS,
-         met=met if not args.toy else "toy run: targets apply to a full run on one H100 or H200",
-         cold_start_uncached_s=starts[0]["seconds"], system_images_per_s_by_write_in=by_writer)
+        return 0
+    check = Check(args)
+    emit(measure="setup", device=str(check.device), torch=torch.__version__, toy=args.toy, batch=args.batch,
+         stages=args.stages, name=torch.cuda.get_device_name() if check.device.type == "cuda" else "cpu")
+    for stage in args.stages:
+        check.run(stage)
+    check.summary()
+    return 1 if check.failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,37 +1,68 @@
 """`genfleet gpu-check --toy` end to end on the CPU: the GPU check's whole sequence on toy-width SD 1.5 and SDXL
 architectures. It checks what the run shows, never its speed: the compiled path matches eager, DeepCache moves
 the pictures only a little, and a second cold start loads its compiled kernels from the cache the first one
-left instead of compiling again."""
+left instead of compiling again. A failing stage is reported and the others still run; a budget skips stages."""
 
 import json
 
 from tests.helpers import run_cli
 
 
+def _lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
 def test_gpu_check_runs_end_to_end_at_toy_size(tmp_path):
     r = run_cli("gpu-check", "--toy", "--batch", "2", "--repeats", "1", "--rounds", "1",
                 "--work-dir", str(tmp_path / "work"), cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
-    measures = [(x["measure"], x.get("model"), x.get("mode")) for x in lines]
-    assert measures == [("setup", None, None), ("raw", "sd15", "eager"), ("raw", "sd15", "eager"),
-                        ("raw", "sd15", "compiled"), ("deep_cache", "sd15", None), ("cold_start", None, None),
-                        ("cold_start", None, None), ("system", "sd15", None), ("system", "sd15", None),
-                        ("raw", "sdxl", "eager"), ("raw", "sdxl", "compiled"), ("summary", None, None)]
+    lines = _lines(r.stdout)
+    measures = [(x["measure"], x.get("model"), x.get("mode"), x.get("batch")) for x in lines]
+    assert measures == [("setup", None, None, 2), ("raw", "sd15", "eager", 1), ("raw", "sd15", "eager", 2),
+                        ("deep_cache", "sd15", None, 2), ("raw", "sd15", "compiled", 2),
+                        ("cold_start", None, None, None), ("cold_start", None, None, None),
+                        ("system", "sd15", None, 2), ("raw", "sdxl", "eager", 2), ("raw", "sdxl", "compiled", 2),
+                        ("system", "sd15", None, 2), ("summary", None, None, None)]
     for compiled in (x for x in lines if x.get("mode") == "compiled"):
         assert compiled["applied"] == ["fuse_qkv", "channels_last", "compile_regional"]
         assert compiled["max_abs_diff_vs_eager"] < 1e-3, compiled  # pixels in [0, 1]
+        assert compiled["speedup_vs_eager"] > 0 and compiled["first_call_s"] > 0
+        assert compiled["peak_memory_gib"] is None  # the CPU has no GPU memory to report
     cached = next(x for x in lines if x["measure"] == "deep_cache")
     assert cached["interval"] == 3 and cached["speedup_min"] <= cached["speedup"] <= cached["speedup_max"]
     assert 0 < cached["mean_abs_diff_vs_uncached"] < 0.5  # it moved the pictures, a little: pixels in [0, 1]
     empty, warm = (x for x in lines if x["measure"] == "cold_start")
     assert empty["cache"] == "empty" and empty["fxgraph_cache_miss"] > 0 and empty["fxgraph_cache_hit"] == 0
     assert warm["cache"] == "warm" and warm["fxgraph_cache_hit"] > 0 and warm["fxgraph_cache_miss"] == 0
+    assert warm["seconds"] > warm["in_process_s"] > warm["load_s"] > 0  # the process's wall time holds the rest
     systems = {x["write_in"]: x for x in lines if x["measure"] == "system"}
-    assert sorted(systems) == ["process", "threads"]  # the writes on threads, and in a writer process
+    assert list(systems) == ["process", "threads"]  # the writer process first: the Kubernetes config's
     assert all(x["system_images_per_s"]["median"] > 0 and x["ratio"] > 0 for x in systems.values())
     summary = lines[-1]
-    assert summary["cold_start_cached_s"] == warm["seconds"]
+    assert summary["failed"] == [] and summary["cold_start_cached_s"] == warm["seconds"]
     rates = {k: x["system_images_per_s"]["median"] for k, x in systems.items()}
     assert summary["system_images_per_s_by_write_in"] == rates
     assert summary["sd15_system_images_per_s"] == max(rates.values())
+    sdxl = next(x for x in lines if x.get("model") == "sdxl" and x.get("mode") == "compiled")
+    assert summary["sdxl_compiled_images_per_s"] == sdxl["images_per_s"]["median"]
+
+
+def test_a_failing_stage_is_reported_and_the_next_still_runs(tmp_path):
+    (tmp_path / "work" / "models" / "tiny-sd").mkdir(parents=True)  # a model folder with no model in it
+    r = run_cli("gpu-check", "--toy", "--stages", "cold_start,system", "--work-dir", str(tmp_path / "work"),
+                cwd=tmp_path, timeout=300)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = _lines(r.stdout)
+    assert [(x["measure"], "error" in x) for x in lines] == [("setup", False), ("cold_start", True),
+                                                             ("system", True), ("summary", False)]
+    assert lines[-1]["failed"] == ["cold_start", "system"] and "sd15_system_images_per_s" not in lines[-1]
+
+
+def test_a_budget_skips_what_it_cannot_fit(tmp_path):
+    r = run_cli("gpu-check", "--stages", "sdxl,system", "--budget-s", "60", "--work-dir", str(tmp_path / "work"),
+                cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = _lines(r.stdout)
+    assert [(x["measure"], "skipped" in x) for x in lines] == [("setup", False), ("sdxl", True), ("system", True),
+                                                               ("summary", False)]
+    assert lines[-1]["met"] == {} and lines[-1]["failed"] == []
