@@ -54,7 +54,7 @@ PLANS: dict[bool, dict[str, Arch]] = {  # full and toy
 TARGETS = {"sd15_system_images_per_s": 7.4, "sdxl_compiled_images_per_s": 1.5, "cold_start_cached_s": 60.0}
 FAST = FastPath(compile=Compile.regional, fuse_qkv=True, channels_last=True)
 # Rough seconds each stage takes at full size on one H100 or H200 (with the compiles): what `--budget-s` plans by.
-STAGE_S = {"sd15": 120, "cold_start": 150, "system": 150, "sdxl": 180, "system-threads": 120}
+STAGE_S = {"sd15": 120, "cold_start": 150, "system": 150, "sdxl": 150, "system-threads": 120}
 
 
 def _sync(device: torch.device) -> None:
