@@ -23,7 +23,7 @@ fi
   python3 -c 'import sys, torch, diffusers, transformers, celery; print(sys.version.split()[0], torch.__version__,
 diffusers.__version__, transformers.__version__, celery.__version__)'
 } 2>&1 | tee "$out/machine.txt"
-timeout $((${budget%.*} + 60)) python3 -m genfleet gpu-check --budget-s "$budget" --work-dir /tmp/genfleet-gpu-check \
+timeout $((${budget%.*} + 50)) python3 -m genfleet gpu-check --budget-s "$budget" --work-dir /tmp/genfleet-gpu-check \
   "$@" 2>"$out/stderr.txt" | tee "$out/gpu-check.jsonl"
 code=$?
 tail -c 4000 "$out/stderr.txt"
