@@ -107,6 +107,12 @@ class System:
         if self.worker.poll() is not None:
             raise RuntimeError(f"the worker exited with code {self.worker.returncode}:\n{supervisor.tail(self.log)}")
 
+    def _why(self, seen: Batch) -> str:
+        """What a round that did not succeed whole says: its counts, a failed job's error, the worker's log."""
+        errors = (job.error for job in map(self.store.get, seen.job_ids()) if job is not None and job.error)
+        return (f"bench batch ended with {seen.counts}; a failed job's error: {next(errors, None)}\n"
+                f"the worker's log:\n{supervisor.tail(self.log, 60)}")
+
     def _jobs(self, n: int) -> list[JobRequest]:
         return [JobRequest(**{**self.request, "seed": i}) for i in range(n)]
 
@@ -135,7 +141,7 @@ class InProcess(System):
         seen = self._wait_finished(str(batch.id))
         elapsed = time.perf_counter() - start
         if seen.counts is None or seen.counts.succeeded != jobs:
-            raise RuntimeError(f"bench batch ended with {seen.counts}")
+            raise RuntimeError(self._why(seen))
         return jobs / elapsed
 
 
@@ -179,12 +185,12 @@ class ThroughAPI(System):
         prompts = [{"prompt": r.prompt, "seed": r.seed} for r in self._jobs(jobs)]
         start = time.perf_counter()
         batch = self.http.post("/v1/batches", json={"prompts": prompts, "params": params}).raise_for_status().json()
-        self._wait_finished(batch["id"])
+        seen = self._wait_finished(batch["id"])
         elapsed = time.perf_counter() - start
         # what a client sees: the API must report the batch finished, every job succeeded
         batch = self.http.get(f"/v1/batches/{batch['id']}").raise_for_status().json()
         if batch["status"] != "finished" or batch["counts"]["succeeded"] != jobs:
-            raise RuntimeError(f"bench batch ended {batch['status']} with {batch['counts']}")
+            raise RuntimeError(f"the API reports the batch {batch['status']}: " + self._why(seen))
         return jobs / elapsed
 
 

@@ -15,6 +15,8 @@ compute is the real one). Its stages, in this order (`--stages` picks some):
   the writes in a writer process (`GENFLEET_WRITE_IN=process`, the Kubernetes config's);
 - `sdxl`: SDXL raw, eager and compiled at batch B;
 - `system-threads`: the same as `system` with the writes on threads of the sampling process;
+- `parts`: each part of the fast path alone (fused QKV, channels_last, regional or full compile) and all of
+  them, each on a pipeline of its own timed in alternation with an eager one: their speed-ups over eager;
 - then `summary`: the figures against their targets.
 
 A stage that fails prints its error as its line and the rest go on; the exit code is then 1. `--budget-s` skips
@@ -54,7 +56,7 @@ PLANS: dict[bool, dict[str, Arch]] = {  # full and toy
 TARGETS = {"sd15_system_images_per_s": 7.4, "sdxl_compiled_images_per_s": 1.5, "cold_start_cached_s": 60.0}
 FAST = FastPath(compile=Compile.regional, fuse_qkv=True, channels_last=True)
 # Rough seconds each stage takes at full size on one H100 or H200 (with the compiles): what `--budget-s` plans by.
-STAGE_S = {"sd15": 120, "cold_start": 150, "system": 150, "sdxl": 150, "system-threads": 120}
+STAGE_S = {"sd15": 120, "cold_start": 150, "system": 150, "sdxl": 150, "system-threads": 120, "parts": 60}
 
 
 def _sync(device: torch.device) -> None:
@@ -165,6 +167,36 @@ def deep_cache(name: str, pipe: Any, arch: Arch, device: torch.device, args: arg
          **distance(cached, plain, "uncached"))
 
 
+# The whole fast path first, then each part alone, the longest compile last: a run cut short keeps the most.
+PARTS = {"all": FAST, "compile_regional": FastPath(compile=Compile.regional),
+         "channels_last": FastPath(channels_last=True), "fuse_qkv": FastPath(fuse_qkv=True),
+         "compile_full": FastPath(compile=Compile.full)}
+
+
+def parts(folder: Path, arch: Arch, device: torch.device, args: argparse.Namespace) -> None:
+    """Each part of the fast path alone, as a second pipeline from the same folder beside an eager one, the two
+    timed in alternation: each line's speed-up is the median of eager's seconds over the part's, call by call."""
+    eager = load_pipeline(str(folder), device)
+    pictures(eager, arch, args.batch, device)  # warm
+    for name, fast in PARTS.items():
+        try:
+            pipe = load_pipeline(str(folder), device)
+            apply(pipe, fast)
+            start = time.perf_counter()
+            pictures(pipe, arch, args.batch, device)  # a compile's first call
+            first = time.perf_counter() - start
+            ratios = [timed(eager, arch, args.batch, device) / timed(pipe, arch, args.batch, device)
+                      for _ in range(max(args.repeats, 1))]
+            emit(measure="part", part=name, batch=args.batch, first_call_s=first, rounds=len(ratios),
+                 **{f"speedup_{k}": v for k, v in spread(ratios).items()})
+        except Exception as e:  # one part that will not apply (a graph break under `full`) leaves the others
+            emit(measure="part", part=name, error=f"{type(e).__name__}: {e}"[-2000:])
+        finally:
+            pipe = None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
 def cold_start(args: argparse.Namespace) -> None:
     """In a fresh process, what a scaled-up worker does: load the model folder, apply the fast path, make the
     first batch (the compile); seconds and the compile cache's counters."""
@@ -268,6 +300,9 @@ class Check:
 
     def stage_system_threads(self) -> None:
         self.stage_system("threads")
+
+    def stage_parts(self) -> None:
+        parts(self._sd15_folder(), self.plan["sd15"], self.device, self.args)
 
     def stage_sdxl(self) -> None:
         self.figures["sdxl_compiled_images_per_s"] = raw("sdxl", self.plan["sdxl"], self.device, self.args,
