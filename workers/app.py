@@ -111,12 +111,16 @@ def observe_device(ctx: Context, groups: dict[str, float]) -> None:
         return
     import torch
 
-    name = str(ctx.sampler.device)
-    free, total = torch.cuda.mem_get_info(ctx.sampler.device)
-    metrics.GPU_MEMORY_USED.labels(name).set(total - free)
-    metrics.GPU_MEMORY_TOTAL.labels(name).set(total)
     for model, seconds in groups.items():
         metrics.GPU_SECONDS.labels(model).inc(seconds)
+    name = str(ctx.sampler.device)
+    try:
+        free, total = torch.cuda.mem_get_info(ctx.sampler.device)
+    except RuntimeError as e:  # a metric never fails a batch whose images are sampled and being written
+        log.warning("GPU memory unreadable: %s", e)
+        return
+    metrics.GPU_MEMORY_USED.labels(name).set(total - free)
+    metrics.GPU_MEMORY_TOTAL.labels(name).set(total)
 
 
 class JobBatches(AcceleratorBatches):
