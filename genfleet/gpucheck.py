@@ -54,7 +54,9 @@ PLANS: dict[bool, dict[str, Arch]] = {  # full and toy
     True: {"sd15": ("tiny-sd", 64, 4), "sdxl": ("tiny-sdxl", 64, 4)},
 }
 TARGETS = {"sd15_system_images_per_s": 7.4, "sdxl_compiled_images_per_s": 1.5, "cold_start_cached_s": 60.0}
-FAST = FastPath(compile=Compile.regional, fuse_qkv=True, channels_last=True)
+# The fast path the Kubernetes config sets. Not channels_last: on an H200, SD 1.5 in fp16 ran 0.93x eager's speed
+# with it, and the whole path with it 1.01x against 1.11x for the compile alone (docs/benchmarks.md).
+FAST = FastPath(compile=Compile.regional, fuse_qkv=True)
 # Rough seconds each stage takes at full size on one H100 or H200 (with the compiles): what `--budget-s` plans by.
 STAGE_S = {"sd15": 120, "cold_start": 150, "system": 150, "sdxl": 150, "system-threads": 120, "parts": 60}
 
