@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `genfleet gpu-check` on a GPU machine lent for a fixed time, from a checkout with no install step: the Python
-# packages the machine lacks come as wheels in .whl/ (docs/benchmarks.md#genfleet-gpu-check says which), its
+# packages the machine lacks come as wheels in .whl/ (tests/benchmarks/gpu_wheels.sh makes them here), its
 # own torch, transformers and numpy are used as they are. Everything it prints also goes to $OUT (default:
 # ./gpu-lease-out), so a run cut off at its limit still leaves its lines.
 #
