@@ -57,7 +57,12 @@ TARGETS = {"sd15_system_images_per_s": 7.4, "sdxl_compiled_images_per_s": 1.5, "
 # The fast path the Kubernetes config sets. Not channels_last: on an H200, SD 1.5 in fp16 ran 0.93x eager's speed
 # with it, and the whole path with it 1.01x against 1.11x for the compile alone (docs/benchmarks.md).
 FAST = FastPath(compile=Compile.regional, fuse_qkv=True)
+# The whole fast path first, then each part alone, the longest compile last: a run cut short keeps the most.
+PARTS = {"all": FAST, "compile_regional": FastPath(compile=Compile.regional),
+         "channels_last": FastPath(channels_last=True), "fuse_qkv": FastPath(fuse_qkv=True),
+         "compile_full": FastPath(compile=Compile.full)}
 # Rough seconds each stage takes at full size on one H100 or H200 (with the compiles): what `--budget-s` plans by.
+# `parts` prints a line a part, so it starts on what its first two need.
 STAGE_S = {"sd15": 120, "cold_start": 150, "system": 150, "sdxl": 150, "system-threads": 120, "parts": 60}
 
 
@@ -167,12 +172,6 @@ def deep_cache(name: str, pipe: Any, arch: Arch, device: torch.device, args: arg
     emit(measure="deep_cache", model=name, interval=interval, batch=args.batch, rounds=len(ratios),
          speedup=found["median"], speedup_min=found["min"], speedup_max=found["max"],
          **distance(cached, plain, "uncached"))
-
-
-# The whole fast path first, then each part alone, the longest compile last: a run cut short keeps the most.
-PARTS = {"all": FAST, "compile_regional": FastPath(compile=Compile.regional),
-         "channels_last": FastPath(channels_last=True), "fuse_qkv": FastPath(fuse_qkv=True),
-         "compile_full": FastPath(compile=Compile.full)}
 
 
 def parts(folder: Path, arch: Arch, device: torch.device, args: argparse.Namespace) -> None:
