@@ -66,3 +66,16 @@ def test_a_budget_skips_what_it_cannot_fit(tmp_path):
     assert [(x["measure"], "skipped" in x) for x in lines] == [("setup", False), ("sdxl", True), ("system", True),
                                                                ("summary", False)]
     assert lines[-1]["met"] == {} and lines[-1]["failed"] == []
+
+
+def test_the_parts_stage_times_each_part_against_eager(tmp_path):
+    r = run_cli("gpu-check", "--toy", "--batch", "2", "--repeats", "1", "--stages", "parts",
+                "--work-dir", str(tmp_path / "work"), cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    found = [x for x in _lines(r.stdout) if x["measure"] == "part"]
+    assert [x["part"] for x in found] == ["all", "compile_regional", "channels_last", "fuse_qkv", "compile_full"]
+    for x in found:
+        assert "error" not in x, x
+        assert x["rounds"] == 1 and 0 < x["speedup_min"] <= x["speedup_median"] <= x["speedup_max"]
+    assert [x["applied"] for x in found] == [["fuse_qkv", "compile_regional"], ["compile_regional"],
+                                             ["channels_last"], ["fuse_qkv"], ["compile_full"]]

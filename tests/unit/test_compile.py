@@ -12,9 +12,9 @@ from genfleet.workers.fastpath import RECOMPILE_LIMIT, apply
 
 
 @pytest.mark.slow  # five compiles: about 15 s on 2 cores
-def test_a_compiled_denoiser_serves_more_shapes_than_dynamos_default_limit(monkeypatch):
+@torch._dynamo.config.patch(recompile_limit=8)  # Dynamo's default, whatever ran before; restored after
+def test_a_compiled_denoiser_serves_more_shapes_than_dynamos_default_limit():
     torch._dynamo.reset()  # variants other tests compiled count against the same limit (one shared code object)
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)  # Dynamo's default, whatever ran before
     eager, compiled = build("tiny-sd"), build("tiny-sd")
     assert apply(compiled, FastPath(compile=Compile.regional)) == ["compile_regional"]
     assert torch._dynamo.config.recompile_limit == RECOMPILE_LIMIT
