@@ -74,20 +74,25 @@ def cold_start(args: argparse.Namespace) -> None:
          fxgraph_cache_miss=counters["inductor"]["fxgraph_cache_miss"])
 
 
+def last_line(what: str, args: list[str], timeout_s: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Runs `python -m ARGS` and returns the JSON of its last line, or fails with the end of its stderr."""
+    out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout_s, env=env,
+                         check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} exited with {out.returncode}: {out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def cold_starts(args: argparse.Namespace, folder: Path, cache: Path, timeout_s: float) -> float:
     """Two fresh processes on one cache folder: the first finds it empty, the second finds the first's kernels.
     Returns the second's wall time."""
     seconds = 0.0
     for state in ("empty", "warm"):
         start = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "genfleet.gpucheck", "--cold-start", "--cache-dir", str(cache),
-                              "--model-dir", str(folder), "--batch", str(args.batch),
-                              *(["--toy"] if args.toy else [])],
-                             capture_output=True, text=True, timeout=timeout_s, check=False)
+        figure = last_line(f"the {state} cold start",
+                           ["genfleet.gpucheck", "--cold-start", "--cache-dir", str(cache), "--model-dir", str(folder),
+                            "--batch", str(args.batch), *(["--toy"] if args.toy else [])], timeout_s)
         seconds = time.perf_counter() - start
-        if out.returncode != 0:
-            raise RuntimeError(f"the {state} cold start exited with {out.returncode}: {out.stderr[-3000:]}")
-        figure = json.loads(out.stdout.strip().splitlines()[-1])
         emit(**{**figure, "cache": state, "seconds": seconds})
     return seconds
 
@@ -97,13 +102,10 @@ def system(args: argparse.Namespace, folder: Path, cache: Path, write_in: str, t
     _, size, steps = PLANS[args.toy]["sd15"]
     env = {**os.environ, "GENFLEET_FASTPATH": json.dumps({"*": FAST.model_dump(mode="json")}),
            "GENFLEET_COMPILE_CACHE_DIR": str(cache), "GENFLEET_DATA_DIR": str(args.work_dir / "data")}
-    out = subprocess.run([sys.executable, "-m", "genfleet.bench", "--model", str(folder), "--batch", str(args.batch),
-                          "--jobs", str(4 * args.batch), "--rounds", str(args.rounds), "--steps", str(steps),
-                          "--size", str(size), "--write-in", write_in, "--no-batch1"],
-                         capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"genfleet bench exited with {out.returncode}: {out.stderr[-3000:]}")
-    last = json.loads(out.stdout.strip().splitlines()[-1])
+    last = last_line("genfleet bench",
+                     ["genfleet.bench", "--model", str(folder), "--batch", str(args.batch), "--jobs",
+                      str(4 * args.batch), "--rounds", str(args.rounds), "--steps", str(steps), "--size", str(size),
+                      "--write-in", write_in, "--no-batch1"], timeout_s, env)
     emit(measure="system", model="sd15", write_in=write_in, batch=args.batch, rounds=args.rounds,
          ratio=last["ratio"], ratio_min=last["ratio_min"], ratio_max=last["ratio_max"],
          system_images_per_s=last["system_images_per_s"], raw_batched_images_per_s=last["raw_batched_images_per_s"],
