@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from genfleet.bench import emit, spread
-from genfleet.shared.fastpath import Compile, FastPath
+from genfleet.shared.fastpath import Compile, CompileMode, FastPath
 from genfleet.workers import deepcache
 from genfleet.workers.architectures import build
 from genfleet.workers.fastpath import apply
@@ -26,10 +26,14 @@ Arch = tuple[str, int, int]  # architecture, size, steps
 # The fast path the Kubernetes config sets. Not channels_last: on an H200, SD 1.5 in fp16 ran 0.93x eager's speed
 # with it, and the whole path with it 1.01x against 1.11x for the compile alone (docs/benchmarks.md).
 FAST = FastPath(compile=Compile.regional, fuse_qkv=True)
-# The whole fast path first, then each part alone, the longest compile last: a run cut short keeps the most.
+# The whole fast path first, then each part alone, the longest compiles last: a run cut short keeps the most. The
+# last two are torch.compile's modes: CUDA graphs on the regional compile, then diffusers' own recipe for UNets
+# (the whole denoiser, max-autotune, which replays CUDA graphs too).
 PARTS = {"all": FAST, "compile_regional": FastPath(compile=Compile.regional),
          "channels_last": FastPath(channels_last=True), "fuse_qkv": FastPath(fuse_qkv=True),
-         "compile_full": FastPath(compile=Compile.full)}
+         "compile_full": FastPath(compile=Compile.full),
+         "cuda_graphs": FastPath(compile=Compile.regional, compile_mode=CompileMode.reduce_overhead),
+         "max_autotune": FastPath(compile=Compile.full, compile_mode=CompileMode.max_autotune)}
 
 
 def sync(device: torch.device) -> None:
@@ -149,7 +153,7 @@ def parts(folder: Path, arch: Arch, device: torch.device, args: argparse.Namespa
     """Each part of the fast path alone, as a second pipeline from the same folder beside an eager one, the two
     timed in alternation: each line's speed-up is the median of eager's seconds over the part's, call by call."""
     eager = load_pipeline(str(folder), device)
-    pictures(eager, arch, args.batch, device)  # warm
+    want = pictures(eager, arch, args.batch, device)  # warm, and the pictures each part is held to
     for name, fast in PARTS.items():
         try:
             pipe = load_pipeline(str(folder), device)
@@ -157,10 +161,15 @@ def parts(folder: Path, arch: Arch, device: torch.device, args: argparse.Namespa
             start = time.perf_counter()
             pictures(pipe, arch, args.batch, device)  # a compile's first call
             first = time.perf_counter() - start
+            _reset_peak(device)
             ratios = [timed(eager, arch, args.batch, device) / timed(pipe, arch, args.batch, device)
                       for _ in range(max(args.repeats, 1))]
+            # From a call after the timed ones: CUDA graphs record on an early call and replay after, and a replay
+            # that overwrote a buffer still in use would show here.
+            got = pictures(pipe, arch, args.batch, device)
             emit(measure="part", part=name, applied=applied, batch=args.batch, first_call_s=first, rounds=len(ratios),
-                 **{f"speedup_{k}": v for k, v in spread(ratios).items()})
+                 **{f"speedup_{k}": v for k, v in spread(ratios).items()}, **distance(got, want, "eager"),
+                 peak_memory_gib_both_pipelines=peak_gib(device))
         except Exception as e:  # one part that will not apply (a graph break under `full`) leaves the others
             emit(measure="part", part=name, error=failure(e))
         finally:

@@ -11,13 +11,14 @@ compute is the real one). Its stages, in this order (`--stages` picks some):
 - `cold_start`: a fresh process doing what a scaled-up worker does: loading that folder, applying the fast path
   and making its first batch, first with an empty compile cache and then with the cache the first left. The
   figure is the process's whole wall time, imports included;
-- `system`: `genfleet bench` through the queue at batch B with the fast path on both sides (interleaved rounds),
-  the writes in a writer process (`GENFLEET_WRITE_IN=process`, the Kubernetes config's);
+- `system`: `genfleet bench` through the queue at batch B with the fast path on both sides (interleaved rounds of
+  `--system-batches` batches), the writes in a writer process (`GENFLEET_WRITE_IN=process`, the Kubernetes
+  config's);
 - `sdxl`: SDXL raw, eager and compiled at batch B;
 - `system-threads`: the same as `system` with the writes on threads of the sampling process;
 - `parts`, only when asked for: each part of the fast path alone (fused QKV, channels_last, regional or full
-  compile) and the whole of it, each on a pipeline of its own timed in alternation with an eager one: their
-  speed-ups over eager;
+  compile, CUDA graphs, max-autotune) and the whole of it, each on a pipeline of its own timed in alternation
+  with an eager one: their speed-ups over eager;
 - then `summary`: the figures against their targets.
 
 A stage that fails prints its error as its line and the rest go on; the exit code is then 1. `--budget-s` skips
@@ -51,7 +52,7 @@ PLANS: dict[bool, dict[str, Arch]] = {  # full and toy
 TARGETS = {"sd15_system_images_per_s": 7.4, "sdxl_compiled_images_per_s": 1.5, "cold_start_cached_s": 60.0}
 # Rough seconds each stage takes at full size on one H100 or H200 (with the compiles): what `--budget-s` plans by.
 # `parts` prints a line a part, so it starts on what its first two need.
-STAGE_S = {"sd15": 120, "cold_start": 150, "system": 150, "sdxl": 150, "system-threads": 120, "parts": 60}
+STAGE_S = {"sd15": 120, "cold_start": 150, "system": 180, "sdxl": 150, "system-threads": 150, "parts": 60}
 STAGES = ("sd15", "cold_start", "system", "sdxl", "system-threads")  # the default run; `parts` when asked for
 
 
@@ -102,11 +103,12 @@ def system(args: argparse.Namespace, folder: Path, cache: Path, write_in: str, t
     _, size, steps = PLANS[args.toy]["sd15"]
     env = {**os.environ, "GENFLEET_FASTPATH": json.dumps({"*": FAST.model_dump(mode="json")}),
            "GENFLEET_COMPILE_CACHE_DIR": str(cache), "GENFLEET_DATA_DIR": str(args.work_dir / "data")}
+    jobs = args.system_batches * args.batch
     last = last_line("genfleet bench",
-                     ["genfleet.bench", "--model", str(folder), "--batch", str(args.batch), "--jobs",
-                      str(4 * args.batch), "--rounds", str(args.rounds), "--steps", str(steps), "--size", str(size),
+                     ["genfleet.bench", "--model", str(folder), "--batch", str(args.batch), "--jobs", str(jobs),
+                      "--rounds", str(args.rounds), "--steps", str(steps), "--size", str(size),
                       "--write-in", write_in, "--no-batch1"], timeout_s, env)
-    emit(measure="system", model="sd15", write_in=write_in, batch=args.batch, rounds=args.rounds,
+    emit(measure="system", model="sd15", write_in=write_in, batch=args.batch, rounds=args.rounds, jobs_a_round=jobs,
          ratio=last["ratio"], ratio_min=last["ratio_min"], ratio_max=last["ratio_max"],
          system_images_per_s=last["system_images_per_s"], raw_batched_images_per_s=last["raw_batched_images_per_s"],
          cpu_bound_ratio=last["cpu_bound_ratio"])
@@ -182,6 +184,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the system benchmark")
+    # 8 batches a round: at 4 (the H200 run of 2026-12-04) the first batch's start and the last one's writes were
+    # a large share of a round of about 6 s.
+    ap.add_argument("--system-batches", type=int, default=8, help="batches of B jobs a system round")
     ap.add_argument("--stages", default=",".join(STAGES),
                     help=f"comma-separated, in order, of {', '.join(STAGE_S)} (default: {', '.join(STAGES)})")
     ap.add_argument("--budget-s", type=float, help="skip the stages the time left cannot fit")

@@ -21,10 +21,24 @@ class Compile(StrEnum):
     full = "full"  # the whole denoiser: a longer compile, sometimes a little faster
 
 
+class CompileMode(StrEnum):
+    """torch.compile's `mode`: how hard inductor works for speed, and whether calls replay as CUDA graphs."""
+
+    default = "default"
+    # CUDA graphs: each call replays its kernels as one graph, so Python's launch overhead goes (batch 1 gains
+    # most); the graphs hold their own copies of every buffer, which costs GPU memory.
+    reduce_overhead = "reduce-overhead"
+    # Benchmarks matmul and convolution kernels at compile time and keeps the fastest: minutes more to compile
+    # a UNet (once per shape, then from the cache), with CUDA graphs.
+    max_autotune = "max-autotune"
+    max_autotune_no_cudagraphs = "max-autotune-no-cudagraphs"
+
+
 class FastPath(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     compile: Compile = Compile.off
+    compile_mode: CompileMode = CompileMode.default
     # Pad each pipeline call to the next power of two (1, 2, 4, 8, ...), so a new batch size reuses compiled
     # code instead of compiling again; the padding's images are dropped. On by default whenever compiling.
     bucket_batches: bool | None = None

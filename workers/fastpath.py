@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from genfleet.shared.fastpath import Compile, FastPath
+from genfleet.shared.fastpath import Compile, CompileMode, FastPath
 from genfleet.workers import deepcache
 
 log = logging.getLogger(__name__)
@@ -70,16 +70,22 @@ def apply(pipe: Any, fast: FastPath) -> list[str]:
     if fast.deep_cache_interval > 1 and deepcache.enable(net, fast.deep_cache_interval):
         done.append("deep_cache")
     if fast.compile is not Compile.off:
-        allow_recompiles(RECOMPILE_LIMIT)
-    if fast.compile is Compile.regional and getattr(net, "_repeated_blocks", None):
-        net.compile_repeated_blocks(fullgraph=True, dynamic=False)
-        done.append("compile_regional")
-    elif fast.compile is not Compile.off:
-        net.compile(fullgraph=True, dynamic=False)
-        done.append("compile_full")
+        done.append(compile_denoiser(net, fast))
     if done:
         log.info("fast path for %s: %s", type(pipe).__name__, ", ".join(done))
     return done
+
+
+def compile_denoiser(net: Any, fast: FastPath) -> str:
+    """Compiles `net` as `fast` says (lazily: the first call of each shape compiles); returns what it did."""
+    allow_recompiles(RECOMPILE_LIMIT)
+    options: dict[str, Any] = {"fullgraph": True, "dynamic": False, "mode": fast.compile_mode.value}
+    suffix = "" if fast.compile_mode is CompileMode.default else f":{fast.compile_mode.value}"
+    if fast.compile is Compile.regional and getattr(net, "_repeated_blocks", None):
+        net.compile_repeated_blocks(**options)
+        return "compile_regional" + suffix
+    net.compile(**options)
+    return "compile_full" + suffix
 
 
 def allow_recompiles(limit: int) -> None:

@@ -13,7 +13,7 @@ def _lines(stdout: str) -> list[dict]:
 
 
 def test_gpu_check_runs_end_to_end_at_toy_size(tmp_path):
-    r = run_cli("gpu-check", "--toy", "--batch", "2", "--repeats", "1", "--rounds", "1",
+    r = run_cli("gpu-check", "--toy", "--batch", "2", "--repeats", "1", "--rounds", "1", "--system-batches", "3",
                 "--work-dir", str(tmp_path / "work"), cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     lines = _lines(r.stdout)
@@ -38,6 +38,7 @@ def test_gpu_check_runs_end_to_end_at_toy_size(tmp_path):
     systems = {x["write_in"]: x for x in lines if x["measure"] == "system"}
     assert list(systems) == ["process", "threads"]  # the writer process first: the Kubernetes config's
     assert all(x["system_images_per_s"]["median"] > 0 and x["ratio"] > 0 for x in systems.values())
+    assert all(x["jobs_a_round"] == 6 for x in systems.values())  # 3 batches of 2
     summary = lines[-1]
     assert summary["failed"] == [] and summary["cold_start_cached_s"] == warm["seconds"]
     rates = {k: x["system_images_per_s"]["median"] for k, x in systems.items()}
@@ -73,9 +74,12 @@ def test_the_parts_stage_times_each_part_against_eager(tmp_path):
                 "--work-dir", str(tmp_path / "work"), cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     found = [x for x in _lines(r.stdout) if x["measure"] == "part"]
-    assert [x["part"] for x in found] == ["all", "compile_regional", "channels_last", "fuse_qkv", "compile_full"]
+    assert [x["part"] for x in found] == ["all", "compile_regional", "channels_last", "fuse_qkv", "compile_full",
+                                          "cuda_graphs", "max_autotune"]
     for x in found:
         assert "error" not in x, x
         assert x["rounds"] == 1 and 0 < x["speedup_min"] <= x["speedup_median"] <= x["speedup_max"]
+        assert x["max_abs_diff_vs_eager"] < 1e-3, x  # none of them changes the maths: pixels in [0, 1]
     assert [x["applied"] for x in found] == [["fuse_qkv", "compile_regional"], ["compile_regional"],
-                                             ["channels_last"], ["fuse_qkv"], ["compile_full"]]
+                                             ["channels_last"], ["fuse_qkv"], ["compile_full"],
+                                             ["compile_regional:reduce-overhead"], ["compile_full:max-autotune"]]

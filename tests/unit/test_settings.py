@@ -23,3 +23,12 @@ def test_storage_outage_window_must_end_before_the_soft_limit():
     assert Settings(hard_time_limit_s=600, soft_time_limit_s=500, storage_outage_s=499).storage_outage_s == 499
     with pytest.raises(ValidationError, match="SOFT_TIME_LIMIT_S"):
         Settings(hard_time_limit_s=600, soft_time_limit_s=600)
+
+
+def test_a_fast_path_names_torch_compiles_mode_and_a_wrong_one_is_refused_by_field(monkeypatch):
+    monkeypatch.setenv("GENFLEET_FASTPATH", '{"sd15": {"compile": "full", "compile_mode": "max-autotune"}}')
+    fast = Settings().fastpath["sd15"]
+    assert (fast.compile, fast.compile_mode) == ("full", "max-autotune")
+    assert Settings(fastpath='{"*": {"compile": "regional"}}').fastpath["*"].compile_mode == "default"
+    with pytest.raises(ValidationError, match="compile_mode"):
+        Settings(fastpath='{"*": {"compile": "full", "compile_mode": "fastest"}}')
