@@ -20,10 +20,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from genfleet import supervisor
 from genfleet.embedded_redis import embedded_redis
 from genfleet.shared.redis_server import answers, client
-from tests.helpers import BUCKET, ROOT, Stack, free_port
+from tests.helpers import BUCKET, ROOT, Stack, free_port, kill_tree
 
 # Fixtures that start or reach a service: a test that uses one is not a unit test, wherever it lives.
 SERVICE_FIXTURES = {"redis_url", "redis", "s3_server", "s3_endpoint", "s3", "stack", "exported", "browser"}
@@ -85,7 +84,7 @@ def stack(redis, redis_url, s3_endpoint, tmp_path) -> Iterator[Stack]:
     s = Stack(env=env, tmp=tmp_path)
     yield s
     for proc in s.procs:
-        supervisor.stop(proc, grace_s=10)
+        kill_tree(proc)
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,7 @@ import numpy as np
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from genfleet import supervisor
-from tests.helpers import BUCKET, free_port, make_safety_checker, objects, wait_for, wait_terminal
+from tests.helpers import BUCKET, free_port, kill_tree, make_safety_checker, objects, wait_for, wait_terminal
 
 
 def test_job_lands_in_s3_with_metadata_and_manifest(stack, s3):
@@ -99,7 +98,7 @@ def test_the_safety_flag_stores_flagged_images_apart_or_fails_the_job(stack, s3,
         assert np.asarray(png.convert("RGB")).std() > 4  # flagged, never blacked out
     assert objects(s3, stack, job["id"]) == ["manifest.json"]  # only the manifest under the job's own prefix
 
-    supervisor.stop(worker, grace_s=10)
+    kill_tree(worker)  # idle: its job has ended
     stack.start_worker(GENFLEET_SAFETY="fail", GENFLEET_SAFETY_CHECKER=checker)
     failed = wait_terminal(api, httpx.post(f"{api}/v1/jobs", json={"prompt": "a red hat"}).json()["id"])
     assert failed["status"] == "failed" and "safety checker flagged image(s) [0]" in failed["error"]
