@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Compile(StrEnum):
@@ -52,6 +52,12 @@ class FastPath(BaseModel):
     # Step caching for UNet denoisers (DeepCache, workers/deepcache.py): the whole UNet runs every this many
     # steps, the steps between only its outermost blocks; 0 or 1 turns it off. The scorers measure its cost.
     deep_cache_interval: int = Field(0, ge=0, le=16)
+
+    @model_validator(mode="after")
+    def _mode_needs_a_compile(self) -> FastPath:
+        if self.compile is Compile.off and self.compile_mode is not CompileMode.default:
+            raise ValueError("compile_mode needs compile set to regional or full (it is off)")
+        return self
 
     @property
     def buckets(self) -> bool:

@@ -32,3 +32,5 @@ def test_a_fast_path_names_torch_compiles_mode_and_a_wrong_one_is_refused_by_fie
     assert Settings(fastpath='{"*": {"compile": "regional"}}').fastpath["*"].compile_mode == "default"
     with pytest.raises(ValidationError, match="compile_mode"):
         Settings(fastpath='{"*": {"compile": "full", "compile_mode": "fastest"}}')
+    with pytest.raises(ValidationError, match="compile_mode needs compile"):  # it would do nothing, silently
+        Settings(fastpath='{"*": {"compile_mode": "max-autotune"}}')
