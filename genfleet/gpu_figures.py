@@ -115,7 +115,7 @@ def raw(name: str, arch: Arch, device: torch.device, args: argparse.Namespace, b
          peak_memory_gib=peak_gib(device))
     if deep:
         deep_cache(name, pipe, arch, device, args, eager)
-    applied = apply(pipe, FAST)
+    applied = apply(pipe, args.fast)
     start = time.perf_counter()
     compiled = pictures(pipe, arch, batch, device)  # the first call compiles
     first = time.perf_counter() - start

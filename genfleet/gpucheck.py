@@ -39,9 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from genfleet.bench import emit
 from genfleet.gpu_figures import FAST, Arch, failure, load, parts, pictures, raw, save_folder, sync
+from genfleet.shared.fastpath import FastPath
 from genfleet.workers.fastpath import apply, use_compile_cache
 from genfleet.workers.models import load_pipeline, resolve_device
 
@@ -64,12 +66,12 @@ def cold_start(args: argparse.Namespace) -> None:
     device = resolve_device("auto")
     pipe = load_pipeline(str(args.model_dir), device)
     loaded = time.perf_counter() - start
-    apply(pipe, FAST)
+    applied = apply(pipe, args.fast)
     pictures(pipe, PLANS[args.toy]["sd15"], args.batch, device)
     sync(device)
     from torch._dynamo.utils import counters
 
-    emit(measure="cold_start", in_process_s=time.perf_counter() - start, load_s=loaded,
+    emit(measure="cold_start", applied=applied, in_process_s=time.perf_counter() - start, load_s=loaded,
          compile_and_first_batch_s=time.perf_counter() - start - loaded,
          fxgraph_cache_hit=counters["inductor"]["fxgraph_cache_hit"],
          fxgraph_cache_miss=counters["inductor"]["fxgraph_cache_miss"])
@@ -92,7 +94,8 @@ def cold_starts(args: argparse.Namespace, folder: Path, cache: Path, timeout_s: 
         start = time.perf_counter()
         figure = last_line(f"the {state} cold start",
                            ["genfleet.gpucheck", "--cold-start", "--cache-dir", str(cache), "--model-dir", str(folder),
-                            "--batch", str(args.batch), *(["--toy"] if args.toy else [])], timeout_s)
+                            "--batch", str(args.batch), "--fast", args.fast.model_dump_json(),
+                            *(["--toy"] if args.toy else [])], timeout_s)
         seconds = time.perf_counter() - start
         emit(**{**figure, "cache": state, "seconds": seconds})
     return seconds
@@ -101,7 +104,7 @@ def cold_starts(args: argparse.Namespace, folder: Path, cache: Path, timeout_s: 
 def system(args: argparse.Namespace, folder: Path, cache: Path, write_in: str, timeout_s: float) -> float:
     """`genfleet bench` through the queue with the fast path on both sides; the system's median images/s."""
     _, size, steps = PLANS[args.toy]["sd15"]
-    env = {**os.environ, "GENFLEET_FASTPATH": json.dumps({"*": FAST.model_dump(mode="json")}),
+    env = {**os.environ, "GENFLEET_FASTPATH": json.dumps({"*": args.fast.model_dump(mode="json")}),
            "GENFLEET_COMPILE_CACHE_DIR": str(cache), "GENFLEET_DATA_DIR": str(args.work_dir / "data")}
     jobs = args.system_batches * args.batch
     last = last_line("genfleet bench",
@@ -178,6 +181,13 @@ class Check:
              failed=self.failed, seconds=time.monotonic() - self.started)
 
 
+def _fast_path(text: str) -> FastPath:
+    try:
+        return FastPath.model_validate_json(text)
+    except ValidationError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="genfleet gpu-check", description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--toy", action="store_true", help="toy-width architectures at 64x64 (the suite, on CPU)")
@@ -187,6 +197,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     # 8 batches a round: at 4 (the H200 run of 2026-12-04) the first batch's start and the last one's writes were
     # a large share of a round of about 6 s.
     ap.add_argument("--system-batches", type=int, default=8, help="batches of B jobs a system round")
+    ap.add_argument("--fast", type=_fast_path, default=FAST, metavar="JSON",
+                    help="the fast path of the compiled, cold-start and system figures "
+                         f"(default: {FAST.model_dump_json(exclude_defaults=True)}); `parts` keeps its own list")
     ap.add_argument("--stages", default=",".join(STAGES),
                     help=f"comma-separated, in order, of {', '.join(STAGE_S)} (default: {', '.join(STAGES)})")
     ap.add_argument("--budget-s", type=float, help="skip the stages the time left cannot fit")
@@ -209,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     check = Check(args)
     emit(measure="setup", device=str(check.device), torch=torch.__version__, toy=args.toy, batch=args.batch,
-         stages=args.stages, name=torch.cuda.get_device_name() if check.device.type == "cuda" else "cpu")
+         stages=args.stages, fast=args.fast.model_dump(mode="json", exclude_defaults=True),
+         name=torch.cuda.get_device_name() if check.device.type == "cuda" else "cpu")
     for stage in args.stages:
         check.run(stage)
     check.summary()

@@ -13,8 +13,10 @@ def _lines(stdout: str) -> list[dict]:
 
 
 def test_gpu_check_runs_end_to_end_at_toy_size(tmp_path):
+    # CUDA graphs have no effect on the CPU, but the mode must reach every stage that compiles
+    fast = '{"compile": "regional", "fuse_qkv": true, "compile_mode": "reduce-overhead"}'
     r = run_cli("gpu-check", "--toy", "--batch", "2", "--repeats", "1", "--rounds", "1", "--system-batches", "3",
-                "--work-dir", str(tmp_path / "work"), cwd=tmp_path, timeout=900)
+                "--fast", fast, "--work-dir", str(tmp_path / "work"), cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     lines = _lines(r.stdout)
     measures = [(x["measure"], x.get("model"), x.get("mode"), x.get("batch")) for x in lines]
@@ -24,7 +26,7 @@ def test_gpu_check_runs_end_to_end_at_toy_size(tmp_path):
                         ("system", "sd15", None, 2), ("raw", "sdxl", "eager", 2), ("raw", "sdxl", "compiled", 2),
                         ("system", "sd15", None, 2), ("summary", None, None, None)]
     for compiled in (x for x in lines if x.get("mode") == "compiled"):
-        assert compiled["applied"] == ["fuse_qkv", "compile_regional"]
+        assert compiled["applied"] == ["fuse_qkv", "compile_regional:reduce-overhead"]
         assert compiled["max_abs_diff_vs_eager"] < 1e-3, compiled  # pixels in [0, 1]
         assert compiled["speedup_vs_eager"] > 0 and compiled["first_call_s"] > 0
         assert compiled["peak_memory_gib"] is None  # the CPU has no GPU memory to report
@@ -32,6 +34,7 @@ def test_gpu_check_runs_end_to_end_at_toy_size(tmp_path):
     assert cached["interval"] == 3 and cached["speedup_min"] <= cached["speedup"] <= cached["speedup_max"]
     assert 0 < cached["mean_abs_diff_vs_uncached"] < 0.5  # it moved the pictures, a little: pixels in [0, 1]
     empty, warm = (x for x in lines if x["measure"] == "cold_start")
+    assert empty["applied"] == warm["applied"] == ["fuse_qkv", "compile_regional:reduce-overhead"]
     assert empty["cache"] == "empty" and empty["fxgraph_cache_miss"] > 0 and empty["fxgraph_cache_hit"] == 0
     assert warm["cache"] == "warm" and warm["fxgraph_cache_hit"] > 0 and warm["fxgraph_cache_miss"] == 0
     assert warm["seconds"] > warm["in_process_s"] > warm["load_s"] > 0  # the process's wall time holds the rest
