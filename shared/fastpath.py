@@ -26,7 +26,7 @@ class CompileMode(StrEnum):
 
     default = "default"
     # CUDA graphs: each call replays its kernels as one graph, so Python's launch overhead goes (batch 1 gains
-    # most); the graphs hold their own copies of every buffer, which costs GPU memory.
+    # most); the graphs keep a memory pool of their own, which costs GPU memory.
     reduce_overhead = "reduce-overhead"
     # Benchmarks matmul and convolution kernels at compile time and keeps the fastest: minutes more to compile
     # a UNet (once per shape, then from the cache), with CUDA graphs.
