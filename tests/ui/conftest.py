@@ -12,7 +12,9 @@ import pytest
 CHROMIUM = os.environ.get("GENFLEET_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session-scoped: Playwright's sync API keeps an event loop running in the thread while it is
+# open, and a test on the same pytest-xdist runner that calls asyncio.run() after a browser test would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if CHROMIUM is None:
         pytest.skip("no chromium on PATH (Debian: apt-get install chromium; or set GENFLEET_CHROMIUM)")
