@@ -53,9 +53,9 @@ def _database_of_this_runner(url: str) -> str:
     """The tests flush their database, so each of pytest-xdist's runners (gw0, gw1, ...) has one of its own: the
     URL's database plus the runner's number."""
     runner = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-    parts = urlsplit(url)
     if runner == 0:
         return url
+    parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         raise pytest.UsageError(f"GENFLEET_TEST_REDIS_URL={url}: parallel runners need a redis:// URL (-n 0 runs one)")
     return parts._replace(path=f"/{int(parts.path.strip('/') or 0) + runner}").geturl()
