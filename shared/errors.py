@@ -35,3 +35,8 @@ class QueueFull(Exception):
     def __init__(self, depth: int) -> None:
         super().__init__(f"the queue holds {depth} waiting jobs")
         self.depth = depth
+
+
+class MissingInterface(RuntimeError):
+    """An installed celery, kombu, billiard or celery-batches lacks a name genfleet's delivery rests on (one of its
+    adapter modules' `check()`): the worker refuses to start, naming it, rather than stall or run jobs twice later."""

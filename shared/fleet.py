@@ -16,8 +16,9 @@ from pydantic import BaseModel
 
 from genfleet.shared import keys
 from genfleet.shared.jobstore import JobStore
+from genfleet.shared.kombu_adapter import task_id
 from genfleet.shared.leases import WorkerView
-from genfleet.shared.queue import PRIORITY_STEPS, priority_lists, task_id
+from genfleet.shared.queue import PRIORITY_STEPS, priority_lists
 
 MINUTES = 60  # the images-per-minute window
 _MINUTE_TTL_S = 2 * MINUTES * 60

@@ -26,13 +26,12 @@ from typing import Any, cast
 
 import redis
 from celery import bootsteps
-from kombu.transport import virtual
 from pydantic import BaseModel
 
 from genfleet.shared import keys
+from genfleet.shared.kombu_adapter import held as held_messages
 
 Consumer = Any  # celery.worker.consumer.Consumer (Celery ships no types)
-Message = Any  # kombu.transport.virtual.Message
 log = logging.getLogger(__name__)
 
 RESTORE_INTERVAL_S = 2  # how often a consumer looks for messages whose lease ran out
@@ -93,12 +92,6 @@ def holds(r: redis.Redis, worker_id: str | None, job_id: str) -> bool:
     return worker_id is not None and bool(r.sismember(keys.worker(worker_id), job_id))
 
 
-def release(message: Message) -> None:
-    """Forgets a delivered message locally, without acking it in Redis: it stays in the unacked index, no longer
-    renewed, and comes back to the queue once its lease runs out."""
-    virtual.QoS.ack(message.channel.qos, message.delivery_tag)  # type: ignore[no-untyped-call]  # kombu ships no types
-
-
 class HoldMessages(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery ships no types
     """Renews the lease of every message this consumer holds, and the set of job ids it holds."""
 
@@ -138,9 +131,8 @@ class HoldMessages(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery shi
         channel = c.task_consumer.channel if c.task_consumer else None
         if channel is None:
             return
-        qos = channel.qos
-        held = {tag: qos._delivered.get(tag) for tag in list(qos._delivered) if tag not in qos._dirty}
-        job_ids = [m.headers.get("id") for m in held.values() if m is not None and m.headers.get("id")]
+        held = held_messages(channel.qos)
+        job_ids = [m.headers.get("id") for m in held.values() if m.headers.get("id")]
         key = keys.worker(WORKER_ID)
         try:
             with channel.conn_or_acquire() as r:

@@ -6,12 +6,9 @@ The API publishes by task name, so it never imports the worker (nor torch).
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import json
 import logging
 import re
-import uuid
 from contextlib import suppress
 from functools import lru_cache
 from typing import Any
@@ -23,6 +20,7 @@ from kombu import Producer
 
 from genfleet.shared.failpoints import failpoint
 from genfleet.shared.jobstore import JobStore
+from genfleet.shared.kombu_adapter import envelope, priority_list_name
 from genfleet.shared.leases import HoldMessages, transport_options
 from genfleet.shared.redis_server import kombu_url
 from genfleet.shared.schema import Job, JobStatus, Priority
@@ -35,16 +33,13 @@ WEBHOOK_TASK = "genfleet.webhook"
 # Priorities are kombu's Redis priority lists: each queue is one list per step, and a worker's BRPOP names
 # them in this order, so a waiting high job is always taken before a normal one. Lower number, sooner.
 PRIORITY_STEPS = {Priority.high: 0, Priority.normal: 3, Priority.low: 6}
-# kombu's hash of delivered, unacked messages (its Redis transport's default `unacked_key`)
-UNACKED = "unacked"
-UNACKED_INDEX = "unacked_index"  # and its index of them, scored by lease (`unacked_index_key`; shared/leases.py)
 PUBLISH_CHUNK = 1000  # messages per Redis pipeline when publishing many
 _SEP = ":"  # kombu's default separator is "\x06\x16"; a colon keeps list names readable for KEDA and redis-cli
 
 
 def priority_list(queue: str, step: int) -> str:
     """The Redis list of one priority step of `queue` (kombu's naming, with our separator)."""
-    return queue if step == 0 else f"{queue}{_SEP}{step}"
+    return priority_list_name(queue, step, _SEP)
 
 
 def priority_lists(queue: str) -> list[str]:
@@ -127,37 +122,16 @@ def _send(app: Celery, job: Job, queue: str, producer: Producer | None = None,
                   kwargsrepr="{}", declare=declare)
 
 
-def task_id(raw: bytes | str) -> str | None:
-    """The task id (a job's id) of a message as kombu keeps it in Redis: waiting in a list, or delivered and held
-    in its unacked hash as [message, exchange, routing key]; None for what is not a task message."""
-    try:
-        message = json.loads(raw)
-        if isinstance(message, list):
-            message = message[0]
-        return str(message["headers"]["id"])
-    except (ValueError, KeyError, TypeError, IndexError):
-        return None
-
-
 def task_message(app: Celery, job: Job, queue: str) -> tuple[str, str]:
     """The Redis list, and the message, that `_send` would have kombu push for `job`, built without sending it,
     so that the record and the message can go to Redis in one atomic step. Celery builds the task message
-    (headers and body, `amqp.as_task_v2`); the envelope is kombu's Redis transport's, field for field
-    (tests/integration/test_api.py holds the two equal, so an upgrade that changes kombu's shows there)."""
+    (headers and body, `amqp.as_task_v2`); the envelope is the Redis transport's (shared/kombu_adapter.py)."""
     argsrepr = f"[job {job.id}]"
     headers, properties, body, _ = app.amqp.as_task_v2(str(job.id), GENERATE_TASK, args=[job.model_dump(mode="json")],
                                                        kwargs={}, argsrepr=argsrepr, kwargsrepr="{}")
     step = PRIORITY_STEPS[job.request.priority]
-    envelope = {
-        "body": base64.b64encode(json.dumps(body).encode()).decode(),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": headers,
-        "properties": {**properties, "reply_to": app.thread_oid, "argsrepr": argsrepr, "kwargsrepr": "{}",
-                       "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": queue},
-                       "priority": step, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())},
-    }
-    return priority_list(queue, step), json.dumps(envelope)
+    properties = {**properties, "reply_to": app.thread_oid, "argsrepr": argsrepr, "kwargsrepr": "{}"}
+    return priority_list(queue, step), envelope(headers, properties, body, queue, step)
 
 
 async def enqueue(job: Job, store: JobStore, ar: redis.asyncio.Redis, app: Celery, queue: str, bound: int = 0,

@@ -29,9 +29,10 @@ from celery import Celery
 
 from genfleet.shared import keys
 from genfleet.shared.jobstore import JobStore
+from genfleet.shared.kombu_adapter import UNACKED, task_id
 from genfleet.shared.leases import holds
 from genfleet.shared.metrics import RECONCILED
-from genfleet.shared.queue import UNACKED, model_queues, priority_lists, publish_routed, task_id
+from genfleet.shared.queue import model_queues, priority_lists, publish_routed
 from genfleet.shared.schema import JobStatus
 from genfleet.shared.settings import Settings
 

@@ -22,7 +22,7 @@ import time
 
 import redis
 
-from genfleet.shared.queue import UNACKED, UNACKED_INDEX, task_id
+from genfleet.shared.kombu_adapter import UNACKED, UNACKED_INDEX, task_id
 from genfleet.shared.redis_server import client
 
 _POLL_S = 0.2

@@ -1,31 +1,37 @@
-"""The Celery app and its one task. Start it with `genfleet worker` (or `celery -A genfleet.workers.app worker`).
+"""The Celery app and its one task, built by `create_app(settings)`. Start it with `genfleet worker` (or
+`celery -A genfleet.workers.app worker`, which builds it from the environment's settings on first use).
 
-Reliability settings come from Celery's own docs and bug tracker: JSON only, late acks, a message whose worker
-died goes back to the queue, one job at a time per process with a prefetch deep enough to batch from.
+Importing this module builds nothing, starts nothing and edits no environment. Reliability settings come from
+Celery's own docs and bug tracker: JSON only, late acks, a message whose worker died goes back to the queue, one
+job at a time per process with a prefetch deep enough to batch from.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
-from celery import signals
+from celery import Celery, signals
 from prometheus_client import multiprocess, start_http_server
 
-from genfleet.shared import metrics
-from genfleet.shared.errors import NotDurable
+from genfleet.shared import kombu_adapter, metrics
+from genfleet.shared.errors import MissingInterface
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.leases import ANNOUNCE_MODELS
 from genfleet.shared.logs import configure_celery_logging
 from genfleet.shared.queue import GENERATE_TASK, consumer, given_redis
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import Job, JobStatus
-from genfleet.shared.settings import WriteIn, get_settings
+from genfleet.shared.settings import Settings, WriteIn, get_settings
 from genfleet.shared.webhooks import notify
-from genfleet.workers.batching import AcceleratorBatches, Reconnected, Report, Settle
+from genfleet.workers import batches_adapter, billiard_adapter
+from genfleet.workers.batching import AcceleratorBatches, Reconnected, Report
+from genfleet.workers.delivery import Event, started, written
 from genfleet.workers.fastpath import use_compile_cache
 from genfleet.workers.models import PipelineCache, resolve_device
 from genfleet.workers.recording import open_recorder
@@ -37,27 +43,86 @@ from genfleet.workers.write_process import ProcessWrites
 from genfleet.workers.writer import Outstanding, ThreadWrites, Writes
 
 log = logging.getLogger(__name__)
-settings = get_settings()
-app = consumer(
-    "genfleet", settings, "worker",
-    task_time_limit=settings.hard_time_limit_s,
-    task_soft_time_limit=settings.soft_time_limit_s,
-    worker_concurrency=1,  # one warm pipeline per process, one process per accelerator
-    # room for the batch being written, the one sampling and the next one filling behind it (a message stays
-    # unacknowledged, and counts against the prefetch, until its write ends)
-    worker_prefetch_multiplier=3 * settings.max_batch,
-    worker_cancel_long_running_tasks_on_connection_loss=True,
-    **{ANNOUNCE_MODELS: settings.serving[:1]},  # the one it loads as it starts (`_warm`); then what it holds
-)
-app.steps["consumer"].add(Reconnected)
-configure_celery_logging(settings.log_format)
 
-_context: Context | None = None
+
+@dataclass
+class Worker:
+    """What a worker process holds: its settings and app; in its pool process, its models (`context`) and the
+    writes it has started and not yet reported, by task id."""
+
+    settings: Settings
+    app: Celery
+    held: Context | None = None
+    writes: Outstanding[Job] = field(default_factory=Outstanding)
+
+
+# Set by `create_app`. The pool process is forked from the main process and runs the task and `drain` by
+# reference (pickled by name), so they find the worker here rather than as an argument.
+_worker: Worker | None = None
+
+
+def check_interfaces() -> None:
+    """Stops the worker at start, saying which, when an installed library lacks a name the delivery rests on."""
+    try:
+        for adapter in (kombu_adapter, batches_adapter, billiard_adapter):
+            adapter.check()
+    except MissingInterface as e:
+        raise SystemExit(f"genfleet worker cannot start: {e}") from e
+
+
+def create_app(settings: Settings) -> Celery:
+    """The worker's Celery app, with its task, bootsteps and signal handlers."""
+    global _worker
+    check_interfaces()
+    # Celery's prefork pool forks its pool process from this process, which imports torch, and PyTorch refuses
+    # CUDA in a child forked after the parent asked the CUDA runtime for its devices ("Cannot re-initialize CUDA
+    # in forked subprocess": every batch of a worker failed so on an H200, docs/benchmarks.md). With this,
+    # PyTorch's own switch, the question goes to NVML; the pool and writer processes inherit it.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    app = consumer(
+        "genfleet", settings, "worker",
+        task_time_limit=settings.hard_time_limit_s,
+        task_soft_time_limit=settings.soft_time_limit_s,
+        worker_concurrency=1,  # one warm pipeline per process, one process per accelerator
+        # room for the batch being written, the one sampling and the next one filling behind it (a message stays
+        # unacknowledged, and counts against the prefetch, until its write ends)
+        worker_prefetch_multiplier=3 * settings.max_batch,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        **{ANNOUNCE_MODELS: settings.serving[:1]},  # the one it loads as it starts (`_warm`); then what it holds
+    )
+    app.steps["consumer"].add(Reconnected)
+    configure_celery_logging(settings.log_format)
+    _worker = Worker(settings, app)
+    app.task(name=GENERATE_TASK, base=JobBatches, flush_every=settings.max_batch,
+             flush_interval=settings.max_wait_ms / 1000)(generate)
+    signals.worker_process_init.connect(_warm, dispatch_uid="genfleet-warm")
+    signals.worker_init.connect(_serve_metrics, dispatch_uid="genfleet-metrics")
+    signals.worker_process_shutdown.connect(_forget_process, dispatch_uid="genfleet-forget")
+    return app
+
+
+@functools.cache
+def _app_from_environment() -> Celery:
+    return create_app(get_settings())
+
+
+def __getattr__(name: str) -> Any:
+    """`celery -A genfleet.workers.app` asks for `app`: it is built from the environment on first use."""
+    if name == "app":
+        return _app_from_environment()
+    raise AttributeError(name)
+
+
+def worker() -> Worker:
+    if _worker is None:
+        raise RuntimeError("no worker app in this process: call create_app(settings) first")
+    return _worker
 
 
 def context() -> Context:
-    global _context
-    if _context is None:
+    w = worker()
+    if w.held is None:
+        settings, app = w.settings, w.app
         device = resolve_device(settings.device)
         use_compile_cache(settings.compile_cache_dir)
         recorder = open_recorder(settings, lambda url, event: notify(app, settings.queue, url, event))
@@ -67,7 +132,7 @@ def context() -> Context:
             writer.start()
         else:
             writer = ThreadWrites(settings.write_threads, settings.write_queue)
-        _context = Context(
+        w.held = Context(
             settings=settings,
             store=recorder.store,
             storage=recorder.storage,
@@ -79,7 +144,7 @@ def context() -> Context:
             outcomes=recorder.outcomes,
             safety=SafetyChecker(settings.safety_checker, device),
         )
-    return _context
+    return w.held
 
 
 def observe(job: Job) -> None:
@@ -130,6 +195,7 @@ class JobBatches(AcceleratorBatches):
     @classmethod
     def _jobs(cls) -> JobStore:
         if cls._store is None:
+            settings = worker().settings
             cls._store = JobStore(client(given_redis(settings, "worker")), settings.job_ttl_s)
         return cls._store
 
@@ -143,39 +209,27 @@ class JobBatches(AcceleratorBatches):
         return drain
 
 
-# This pool process's writes not yet reported to the main process (see workers/batching.py).
-_writes: Outstanding[Job] = Outstanding()
-
-
-def _written(finished: dict[str, Job | BaseException]) -> dict[str, Settle]:
-    """Settles writes that ended: observed and acked; left unacked to come back after the lease, if the outcome
-    is recorded but not confirmed durable; or requeued if the write itself raised."""
-    settled: dict[str, Settle] = {}
-    for task_id, job in finished.items():
-        if isinstance(job, NotDurable):
-            log.warning("job of task %s: %s; its message comes back after its lease", task_id, job)
-            settled[task_id] = Settle.release
-        elif isinstance(job, BaseException):
-            log.error("writing job %s raised %r; its message goes back to the queue", task_id, job)
-            settled[task_id] = Settle.requeue
-        else:
-            observe(job)
-            settled[task_id] = Settle.ack
+def _written(finished: dict[str, Job | BaseException]) -> dict[str, Event]:
+    """The events of writes that ended; a job recorded is observed."""
+    events: dict[str, Event] = {}
+    for task_id, result in finished.items():
+        events[task_id] = written(result)
+        if isinstance(result, Job):
+            observe(result)
         metrics.IN_FLIGHT.dec()
-    return settled
+    return events
 
 
 def drain() -> Report:
     """Waits for this process's outstanding writes and reports them (run when no batch follows)."""
-    written = _written(_writes.wait())
-    return Report(now=[], written=written, outstanding=len(_writes), warm=context().pipelines.warm)
+    writes = worker().writes
+    finished = _written(writes.wait())
+    return Report(now=[], written=finished, outstanding=len(writes), warm=context().pipelines.warm)
 
 
-@app.task(name=GENERATE_TASK, base=JobBatches, flush_every=settings.max_batch,
-          flush_interval=settings.max_wait_ms / 1000)
 def generate(requests: list[Any]) -> Report:
-    """One batch: each request's only argument is a job record (JSON). Returns once the batch is sampled, with
-    what to do with each message and with earlier messages whose writes have ended."""
+    """One batch: each request's only argument is a job record (JSON). Returns once the batch is sampled, with an
+    event for each message and for earlier messages whose writes have ended (workers/delivery.py)."""
     jobs = [Job.model_validate(r.args[0]) for r in requests]
     metrics.IN_FLIGHT.inc(len(jobs))
     try:
@@ -183,42 +237,39 @@ def generate(requests: list[Any]) -> Report:
     except BaseException:
         metrics.IN_FLIGHT.dec(len(jobs))
         raise
-    now: list[Settle] = []
-    for req, started in zip(requests, batch.outcomes, strict=True):
-        if isinstance(started, Future):
-            _writes.add(req.id, started)
-            now.append(Settle.later)
+    writes = worker().writes
+    now: list[Event] = []
+    for req, outcome in zip(requests, batch.outcomes, strict=True):
+        now.append(started(outcome))
+        if isinstance(outcome, Future):
+            writes.add(req.id, outcome)
             continue
         metrics.IN_FLIGHT.dec()
-        if started is None:
-            now.append(Settle.release)
-        else:
-            observe(started)
-            now.append(Settle.ack)
+        if outcome is not None:
+            observe(outcome)
     observe_device(context(), batch.call_seconds)
-    return Report(now=now, written=_written(_writes.collect()), outstanding=len(_writes),
+    return Report(now=now, written=_written(writes.collect()), outstanding=len(writes),
                   warm=context().pipelines.warm)
 
 
-@signals.worker_process_init.connect
-def _warm(**_) -> None:
+def _warm(**_: Any) -> None:
     """Loads the default model as the process starts, so the first job does not pay for it."""
-    context().pipelines.get(settings.serving[0])
+    context().pipelines.get(worker().settings.serving[0])
 
 
-@signals.worker_init.connect
-def _serve_metrics(**_) -> None:
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ and settings.metrics_port:
-        start_http_server(settings.metrics_port, registry=metrics.multiprocess_registry())
-        log.info("metrics on :%d/metrics", settings.metrics_port)
+def _serve_metrics(**_: Any) -> None:
+    port = worker().settings.metrics_port
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ and port:
+        start_http_server(port, registry=metrics.multiprocess_registry())
+        log.info("metrics on :%d/metrics", port)
 
 
-@signals.worker_process_shutdown.connect
 def _forget_process(pid: int | None = None, **_: Any) -> None:
     # A warm shutdown ends after the batch in hand is sampled: let its writes finish, so its jobs are stored and
     # recorded. Their messages were not acknowledged; they come back, find their jobs ended, and are dropped.
-    if len(_writes):
-        log.info("finishing %d write(s) before this process exits", len(_writes))
-        _writes.wait(settings.storage_outage_s)
+    writes = worker().writes
+    if len(writes):
+        log.info("finishing %d write(s) before this process exits", len(writes))
+        writes.wait(worker().settings.storage_outage_s)
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         multiprocess.mark_process_dead(pid or os.getpid())

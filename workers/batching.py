@@ -13,15 +13,13 @@ rejects the batch's messages. `AcceleratorBatches` changes those three things an
 
 Two more, for faults: the jobs of a batch whose process died are reported (`lost`), and when they come back
 (`suspects`; both hooks the task's class fills in) each runs in a pool call of its own, so a poison job that
-kills its process cannot take innocent batch-mates down a second time; and a delivery the batch function
-answers `release` is forgotten locally, not acked (its job is held by a live worker elsewhere; see
-shared/leases.py).
+kills its process cannot take innocent batch-mates down a second time.
 
 And one for throughput: writes overlap the next batch. The batch function returns once its batch is sampled,
-answering `later` for a message whose images are still being written; it reports those writes as they end in
-the reports of later batches, or, when no batch follows, in a `drain` call that waits for them. A message is
-acknowledged only once its write is reported. If the pool process dies, the messages whose writes it held go
-back to the queue with its batch.
+reporting `writing` for a message whose images are still being written; it reports those writes as they end in
+the reports of later batches, or, when no batch follows, in a `drain` call that waits for them. If the pool
+process dies, the messages whose writes it held go back to the queue with its batch. What becomes of each message
+(acked, released, requeued) is decided by its `Delivery` (workers/delivery.py), and nowhere here.
 
 And one for a lost broker connection. The consumer then clears its timer, celery-batches' flush timer with it,
 and the pool discards every call not yet handed to its process, so neither of that call's callbacks ever runs.
@@ -34,101 +32,81 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from celery import bootsteps
 from celery.worker.request import Request
-from celery_batches import Batches, SimpleRequest
-from celery_batches.trace import apply_batches_task
 
-from genfleet.shared.leases import ANNOUNCE_MODELS, release
+from genfleet.shared.leases import ANNOUNCE_MODELS
+from genfleet.workers.batches_adapter import BufferedBatches, PoolCall
+from genfleet.workers.billiard_adapter import discarded
+from genfleet.workers.delivery import Delivery, Event
 
 log = logging.getLogger(__name__)
 
 
-class Settle(StrEnum):
-    """What the main process does with a delivered message."""
-
-    ack = "ack"  # its job is recorded, its images stored
-    release = "release"  # its job is held by a live worker elsewhere: forget it here, leave it unacked
-    later = "later"  # its images are being written: a later report settles it
-    requeue = "requeue"  # its write raised: back to the queue, to run again
-
-
 @dataclass(frozen=True)
 class Report:
-    """A batch function's answer: one entry per request of its batch, in order, and the earlier requests (by
+    """A batch function's answer: one event per request of its batch, in order, and the earlier requests (by
     task id) whose writes have ended since the last report."""
 
-    now: list[Settle]
-    written: dict[str, Settle] = field(default_factory=dict)
+    now: list[Event]
+    written: dict[str, Event] = field(default_factory=dict)
     outstanding: int = 0  # writes the pool process still holds after this report
     warm: list[str] | None = None  # the models the pool process holds now, most recently used first
 
 
-class AcceleratorBatches(Batches):
+class AcceleratorBatches(BufferedBatches):
     abstract = True
-    _writing: dict[str, Request] | None = None  # requests answered `later`, by task id
-    _calls: set[Any] | None = None  # pool calls (billiard ApplyResults) neither of whose callbacks has run yet
+    _writing: dict[str, Delivery] | None = None  # deliveries whose images are being written, by task id
+    _calls: set[PoolCall] | None = None  # pool calls neither of whose callbacks has run yet
 
     @property
-    def writing(self) -> dict[str, Request]:
+    def writing(self) -> dict[str, Delivery]:
         if self._writing is None:
             self._writing = {}
         return self._writing
 
     @property
-    def calls(self) -> set[Any]:
+    def calls(self) -> set[PoolCall]:
         if self._calls is None:
             self._calls = set()
         return self._calls
-
-    @property
-    def _running(self) -> int:
-        return len(self.calls)
 
     def drain(self) -> Callable[[], Report]:
         """The function a pool process runs to report its outstanding writes once they end (the task's class
         names it)."""
         raise NotImplementedError
 
-    def _do_flush(self) -> None:
-        if self._running and self._buffer.qsize() < self.flush_every:
-            return  # keep filling: the pool is busy, and a bigger batch costs the accelerator almost nothing more
-        super()._do_flush()
+    def hold_flush(self) -> bool:
+        # keep filling while the pool is busy: a bigger batch costs the accelerator almost nothing more
+        return bool(self.calls) and self.buffered() < self.flush_every
 
     def _finished(self) -> None:
-        if not self._buffer.empty():
-            self._do_flush()
-        elif self.writing and not self._running:
+        if self.buffered():
+            self.flush_buffer()
+        elif self.writing and not self.calls:
             self._drain()
 
-    def _act(self, req: Request, how: Settle) -> None:
-        if how is Settle.ack:
-            req.acknowledge()  # only now: its job is recorded, and stored if it succeeded
-        elif how is Settle.release:
-            release(req.message)
-        elif how is Settle.later:
-            self.writing[req.id] = req
-        else:
-            req.reject(requeue=True)
-
-    def _settle(self, report: Report) -> None:
-        """Acts on the earlier requests whose writes a report says have ended, and announces the models the
-        pool process holds (each lease renewal carries them: shared/leases.py)."""
+    def _report(self, deliveries: list[Delivery], report: Report) -> None:
+        """Hands each delivery its event, and announces the models the pool process holds (each lease renewal
+        carries them: shared/leases.py)."""
         if report.warm is not None:
             self.app.conf[ANNOUNCE_MODELS] = report.warm
-        for task_id, how in report.written.items():
-            req = self.writing.pop(task_id, None)
-            if req is not None:
-                self._act(req, how)
+        for delivery, event in zip(deliveries, report.now, strict=True):
+            delivery.report(event)
+            if event is Event.writing:
+                self.writing[delivery.id] = delivery
+        for task_id, event in report.written.items():
+            ended = self.writing.pop(task_id, None)
+            if ended is not None:
+                ended.report(event)
 
-    def _submit(self, fn: Any, args: tuple[Any, ...], on_return: Callable[[Any], None],
-                on_error: Callable[[BaseException], None], **limits: Any) -> Any:
+    def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], on_return: Callable[[Any], None],
+                on_error: Callable[[BaseException], None], **limits: Any) -> PoolCall:
         """A pool call, counted as running until one of its callbacks runs (or `reconnected` finds it
         discarded). The pool runs callbacks from the event loop, never within `apply_async`."""
-        call: Any = None
+        call: PoolCall = None
 
         def returned(value: Any) -> None:
             self.calls.discard(call)
@@ -138,7 +116,7 @@ class AcceleratorBatches(Batches):
             self.calls.discard(call)
             on_error(exc)
 
-        call = self._pool.apply_async(fn, args, callback=returned, error_callback=failed, **limits)
+        call = self.pool_call(fn, args, returned, failed, **limits)
         self.calls.add(call)
         return call
 
@@ -146,16 +124,12 @@ class AcceleratorBatches(Batches):
         """The consumer (re)started: after a lost broker connection, forget the pool calls the pool discarded
         (their messages come back from the broker, as the pool expects), restart the flush timer with the next
         message, and flush or drain what waits."""
-        self._tref = None  # the consumer cleared its timer: the next message starts a new one
-        discarded = {c for c in self.calls if c._job not in c._cache}  # billiard drops a discarded call from it
-        if discarded:
-            log.warning("%d pool call(s) discarded with the broker connection; their messages come back",
-                        len(discarded))
-            self.calls.difference_update(discarded)
-        if not self._buffer.empty():
-            self._do_flush()
-        elif self.writing and not self._running:
-            self._drain()
+        self.forget_timer()
+        gone = {c for c in self.calls if discarded(c)}
+        if gone:
+            log.warning("%d pool call(s) discarded with the broker connection; their messages come back", len(gone))
+            self.calls.difference_update(gone)
+        self._finished()
 
     def _drain(self) -> None:
         """No batch is waiting: a pool call that waits for the outstanding writes and reports them."""
@@ -164,7 +138,7 @@ class AcceleratorBatches(Batches):
             if report is None:
                 on_error(RuntimeError("drain raised"))
                 return
-            self._settle(report)
+            self._report([], report)
             if not report.outstanding and self.writing:
                 # the pool process holds no more writes, yet some were never reported: their process was
                 # replaced without an error reaching us. Back to the queue, rather than draining forever.
@@ -177,20 +151,20 @@ class AcceleratorBatches(Batches):
 
         self._submit(self.drain(), (), on_return, on_error, timeout=self.time_limit or self.app.conf.task_time_limit)
 
-    def _lose(self, requests: list[Request], exc: BaseException) -> None:
-        """The pool process died (or its call raised): its batch, and the writes it held, go back to the queue;
-        the batch's jobs are reported lost (they run alone when they come back)."""
+    def _lose(self, batch: list[Delivery], exc: BaseException) -> None:
+        """The pool process died (or its call raised): its batch, and the writes it held, are lost; the batch's
+        jobs are reported lost (they run alone when they come back)."""
         writing = list(self.writing.values())
         self.writing.clear()
         log.error("batch of %d lost (%r), with %d write(s) in flight; returning their messages to the queue",
-                  len(requests), exc, len(writing))
-        if requests:
+                  len(batch), exc, len(writing))
+        if batch:
             try:
-                self.lost([r.id for r in requests])
+                self.lost([d.id for d in batch])
             except Exception:  # Redis away: they will be batched as usual, which is still correct
                 log.exception("could not mark the lost batch's jobs as suspects")
-        for req in [*requests, *writing]:
-            req.reject(requeue=True)
+        for delivery in [*batch, *writing]:
+            delivery.lost()
 
     def suspects(self, ids: list[str]) -> set[str]:
         """Of these redelivered task ids, those to run alone."""
@@ -213,30 +187,26 @@ class AcceleratorBatches(Batches):
         for part in ([fresh] if fresh else []) + [[r] for r in requests if r.id in suspects]:
             self._run(part)
 
-    def _run(self, requests: list[Request]) -> Any:
+    def _run(self, requests: list[Request]) -> PoolCall:
         conf = self.app.conf
+        batch = [Delivery(r) for r in requests]
+        for delivery in batch:
+            delivery.batched()
 
         def on_return(report: Report | None) -> None:
             if report is None:  # the batch function raised (celery-batches logs it): nothing was recorded
                 on_error(RuntimeError("batch function raised"))
                 return
-            for req, how in zip(requests, report.now, strict=True):
-                self._act(req, how)
-            self._settle(report)
+            self._report(batch, report)
             self._finished()
 
         def on_error(exc: BaseException) -> None:
-            self._lose(requests, exc)
+            self._lose(batch, exc)
             self._finished()
 
-        return self._submit(
-            apply_batches_task,
-            (self, ([SimpleRequest.from_request(r) for r in requests],), 0, None),
-            on_return,
-            on_error,
-            timeout=self.time_limit or conf.task_time_limit,
-            soft_timeout=self.soft_time_limit or conf.task_soft_time_limit,
-        )
+        return self._submit(*self.batch_call(requests), on_return, on_error,
+                            timeout=self.time_limit or conf.task_time_limit,
+                            soft_timeout=self.soft_time_limit or conf.task_soft_time_limit)
 
 
 class Reconnected(bootsteps.StartStopStep):

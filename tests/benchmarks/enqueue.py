@@ -44,7 +44,8 @@ from redis import Redis
 from genfleet import supervisor
 from genfleet.shared import keys
 from genfleet.shared.batches import Batch
-from genfleet.shared.queue import GENERATE_TASK, priority_lists, publisher, task_id
+from genfleet.shared.kombu_adapter import task_id
+from genfleet.shared.queue import GENERATE_TASK, priority_lists, publisher
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import Job, JobRequest
 from genfleet.shared.settings import Settings
