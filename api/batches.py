@@ -25,7 +25,7 @@ from genfleet.api.jobs import LIMITS, IdempotencyKey
 from genfleet.api.state import AppState, State
 from genfleet.shared import metrics
 from genfleet.shared.batches import Batch, BatchItem, BatchRequest, new_jobs
-from genfleet.shared.queue import publish_many, queue_for
+from genfleet.shared.queue import publish
 from genfleet.shared.schema import Job
 
 router = APIRouter(prefix="/v1", tags=["batches"])
@@ -94,7 +94,7 @@ async def _queue_batch(body: BatchRequest, state: State, who: Caller) -> Batch:
 
     def queue() -> None:
         state.batches.create(batch, jobs)
-        publish_many(jobs, state.store, state.publisher, queue_for(state.settings, batch.model))
+        publish(jobs, state.store, state.publisher, state.settings)
 
     def undo() -> None:
         try:

@@ -20,7 +20,7 @@ import psutil
 from genfleet import supervisor
 from genfleet.shared.batches import Batch, BatchItem, BatchRequest, BatchStore, new_jobs
 from genfleet.shared.jobstore import JobStore
-from genfleet.shared.queue import publish_many, publisher
+from genfleet.shared.queue import publish, publisher
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import JobRequest
 from genfleet.shared.settings import Settings
@@ -52,7 +52,7 @@ class System:
                  storage_url: str | None, s3_endpoint: str | None) -> None:
         self.model, self.request, self.batch, self.workdir = model, request, batch, workdir
         self.queue = f"genfleet-bench-{uuid.uuid4().hex[:6]}"
-        self.settings = settings.model_copy(update={"queue": self.queue, "data_dir": workdir / "redis"})
+        self.settings = settings.model_copy(update={"queue": self.queue, "model": model, "data_dir": workdir / "redis"})
         self.storage_url, self.s3_endpoint = storage_url, s3_endpoint
         self._exit = ExitStack()
         self.env: dict[str, str] = {}
@@ -137,7 +137,7 @@ class InProcess(System):
         stream = new_jobs(batch, body, self.model)
         start = time.perf_counter()
         BatchStore(self.store).create(batch, stream)
-        publish_many(stream, self.store, app, self.queue)
+        publish(stream, self.store, app, self.settings)
         seen = self._wait_finished(str(batch.id))
         elapsed = time.perf_counter() - start
         if seen.counts is None or seen.counts.succeeded != jobs:

@@ -186,6 +186,16 @@ class JobStore:
         pipe.zadd(keys.QUEUED, listed, nx=True)
         pipe.execute()
 
+    def publish(self, messages: Sequence[tuple[str, str]], job_ids: Sequence[UUID | str]) -> None:
+        """Pushes recorded jobs' messages (Redis list, message) and marks the jobs published, in one round trip;
+        with a durability rule, returns once it holds for both (else raises NotDurable)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name, message in messages:
+            pipe.lpush(name, message)
+        if job_ids:
+            pipe.zrem(keys.UNPUBLISHED, *(str(i) for i in job_ids))
+        self._execute_durably(pipe)
+
     def published(self, job_ids: Sequence[UUID | str]) -> None:
         """Marks jobs published; with a durability rule, returns once it holds (else raises NotDurable)."""
         if not job_ids:

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -42,9 +43,6 @@ RENEWALS_PER_TIMEOUT = 5  # a lease survives four missed renewals (a busy event 
 # it). A sweep takes milliseconds; two that overlap once the lock expires restore nothing twice, because kombu
 # restores each message in a transaction that watches its unacked hash.
 RESTORE_MUTEX_EXPIRE_S = 5
-# An app setting: the models a worker keeps warm. Set, each renewal also announces the worker (`announce`);
-# a generating worker's pool process reports them after every batch.
-ANNOUNCE_MODELS = "genfleet_announce_models"
 
 # Who runs a job, as its record names it: the host and the worker's main process. Pool processes are forked
 # from the main process after this module is imported, so they share it.
@@ -92,10 +90,19 @@ def holds(r: redis.Redis, worker_id: str | None, job_id: str) -> bool:
     return worker_id is not None and bool(r.sismember(keys.worker(worker_id), job_id))
 
 
+@dataclass
+class Warm:
+    """The models a generating worker keeps warm, most recently used first: its batches keep them current
+    (workers/batching.py), and each lease renewal announces them with the worker (`announce`)."""
+
+    models: list[str]
+
+
 class HoldMessages(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery ships no types
     """Renews the lease of every message this consumer holds, and the set of job ids it holds."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
+    warm: Warm | None = None  # a generating worker's (`holding`); the webhook deliverer announces nothing
 
     def __init__(self, c: Consumer, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
@@ -145,9 +152,13 @@ class HoldMessages(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery shi
                     pipe.expire(key, int(self.timeout_s * (RENEWALS_PER_TIMEOUT - 1) / RENEWALS_PER_TIMEOUT))
                 if held:
                     pipe.zadd(channel.unacked_index_key, dict.fromkeys(held, time.time()), xx=True)
-                models: list[str] | None = c.app.conf.get(ANNOUNCE_MODELS)  # kept current by workers/batching.py
-                if models is not None:  # a generating worker (not the webhook deliverer) shows on the page
-                    announce(pipe, WORKER_ID, models, len(held))
+                if self.warm is not None:  # a generating worker (not the webhook deliverer) shows on the page
+                    announce(pipe, WORKER_ID, self.warm.models, len(held))
                 pipe.execute()
         except Exception:  # a Redis outage: kombu reconnects; the next tick renews
             log.warning("could not renew the lease of %d message(s)", len(held), exc_info=True)
+
+
+def holding(warm: Warm | None) -> type[HoldMessages]:
+    """The lease bootstep of a consumer; one that generates announces `warm` with each renewal."""
+    return type("HoldMessages", (HoldMessages,), {"warm": warm, "__module__": __name__})

@@ -16,12 +16,11 @@ from typing import Any
 import redis
 import redis.asyncio
 from celery import Celery
-from kombu import Producer
 
 from genfleet.shared.failpoints import failpoint
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.kombu_adapter import envelope, priority_list_name
-from genfleet.shared.leases import HoldMessages, transport_options
+from genfleet.shared.leases import Warm, holding, transport_options
 from genfleet.shared.redis_server import kombu_url
 from genfleet.shared.schema import Job, JobStatus, Priority
 from genfleet.shared.settings import Settings
@@ -99,12 +98,13 @@ def given_redis(settings: Settings, command: str) -> str:
     return settings.redis_url
 
 
-def consumer(name: str, settings: Settings, command: str, **conf: Any) -> Celery:
-    """A Celery app that consumes (a worker's): the shared config plus `conf`."""
+def consumer(name: str, settings: Settings, command: str, warm: Warm | None = None, **conf: Any) -> Celery:
+    """A Celery app that consumes (a worker's): the shared config plus `conf`; a generating worker announces the
+    models it keeps `warm`."""
     app = Celery(name)
     app.conf.update(celery_config(settings, given_redis(settings, command)))
     app.conf.update(task_acks_late=True, task_reject_on_worker_lost=True, **conf)
-    app.steps["consumer"].add(HoldMessages)
+    app.steps["consumer"].add(holding(warm))
     return app
 
 
@@ -112,14 +112,6 @@ def publisher(settings: Settings, redis_url: str) -> Celery:
     app = Celery("genfleet-publisher", set_as_current=False)
     app.conf.update(celery_config(settings, redis_url))
     return app
-
-
-def _send(app: Celery, job: Job, queue: str, producer: Producer | None = None,
-          declare: list[Any] | None = None) -> None:
-    # argsrepr: Celery would otherwise saferepr() the whole record into a header, most of a publish's cost
-    app.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=queue, task_id=str(job.id),
-                  priority=PRIORITY_STEPS[job.request.priority], producer=producer, argsrepr=f"[job {job.id}]",
-                  kwargsrepr="{}", declare=declare)
 
 
 def task_message(app: Celery, job: Job, queue: str) -> tuple[str, str]:
@@ -158,26 +150,15 @@ async def enqueue(job: Job, store: JobStore, ar: redis.asyncio.Redis, app: Celer
         raise
 
 
-def publish_many(jobs: list[Job], store: JobStore, app: Celery, queue: str) -> None:
-    """Publishes recorded jobs through kombu's batched producer, a Redis pipeline per thousand messages, and
-    marks each thousand published once it is out."""
-    with app.producer_or_acquire() as producer:
-        for start in range(0, len(jobs), PUBLISH_CHUNK):
-            chunk = jobs[start:start + PUBLISH_CHUNK]
-            with producer.batch(max_size=PUBLISH_CHUNK):
-                for n, job in enumerate(chunk):
-                    _send(app, job, queue, producer, None if start == n == 0 else [])  # declare once
-            store.published([job.id for job in chunk])
-            failpoint("publish.after-chunk")
-
-
-def publish_routed(jobs: list[Job], store: JobStore, app: Celery, settings: Settings) -> None:
-    """`publish_many`, each job to its model's queue."""
-    by_queue: dict[str, list[Job]] = {}
-    for job in jobs:
-        by_queue.setdefault(queue_for(settings, job.model), []).append(job)
-    for queue, routed in by_queue.items():
-        publish_many(routed, store, app, queue)
+def publish(jobs: list[Job], store: JobStore, app: Celery, settings: Settings) -> None:
+    """The one way recorded jobs reach their queues: a batch's, the sweeper's and the reconciler's. Each job's
+    message (`task_message`) goes onto its model's queue, a thousand to a Redis pipeline, with the mark that the
+    thousand is published (and the durability rule's wait) in the same round trip. A single job takes `enqueue`,
+    which records it and pushes the same message in one atomic step."""
+    for start in range(0, len(jobs), PUBLISH_CHUNK):
+        chunk = jobs[start:start + PUBLISH_CHUNK]
+        store.publish([task_message(app, job, queue_for(settings, job.model)) for job in chunk], [j.id for j in chunk])
+        failpoint("publish.after-chunk")
 
 
 def queue_depth(r: redis.Redis, queue: str) -> dict[str, int]:

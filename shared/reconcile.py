@@ -32,7 +32,7 @@ from genfleet.shared.jobstore import JobStore
 from genfleet.shared.kombu_adapter import UNACKED, task_id
 from genfleet.shared.leases import holds
 from genfleet.shared.metrics import RECONCILED
-from genfleet.shared.queue import model_queues, priority_lists, publish_routed
+from genfleet.shared.queue import model_queues, priority_lists, publish
 from genfleet.shared.schema import JobStatus
 from genfleet.shared.settings import Settings
 
@@ -81,7 +81,7 @@ def reconcile(store: JobStore, app: Celery, settings: Settings) -> int:
                 lost.append(job)
     store.unlist(gone)
     if lost:
-        publish_routed(lost, store, app, settings)
+        publish(lost, store, app, settings)
         log.warning("published %d unfinished job(s) whose message was lost", len(lost),
                     extra={"job_ids": [str(j.id) for j in lost[:20]]})
     RECONCILED.inc(len(lost))

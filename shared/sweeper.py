@@ -21,7 +21,7 @@ from celery import Celery
 from genfleet.shared import keys
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.metrics import SWEPT
-from genfleet.shared.queue import publish_routed
+from genfleet.shared.queue import publish
 from genfleet.shared.reconcile import reconcile_if_asked
 from genfleet.shared.schema import JobStatus
 from genfleet.shared.settings import Settings
@@ -40,7 +40,7 @@ def sweep(store: JobStore, app: Celery, settings: Settings) -> int:
         while ids := store.unpublished(settings.publish_grace_s):
             jobs = [j for j in store.get_many(ids) if j is not None and j.status is JobStatus.queued]
             if jobs:
-                publish_routed(jobs, store, app, settings)  # marks them published as it goes
+                publish(jobs, store, app, settings)  # marks them published as it goes
                 log.warning("published %d job(s) a crash had left unsent", len(jobs))
             sent = {str(j.id) for j in jobs}
             store.published([i for i in ids if i not in sent])  # cancelled or gone: only dropped from the list

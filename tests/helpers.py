@@ -215,3 +215,11 @@ def make_lora(unet: Any, folder: Path, seed: int, rank: int = 4) -> Path:
     StableDiffusionPipeline.save_lora_weights(save_directory=str(folder), unet_lora_layers=state,
                                               safe_serialization=True)
     return folder / "pytorch_lora_weights.safetensors"
+
+
+def kombu_send(app: Any, job: Any, queue: str) -> None:
+    """kombu's own publish of a job's message (genfleet pushes the messages it builds itself: shared/queue.py)."""
+    from genfleet.shared.queue import GENERATE_TASK, PRIORITY_STEPS
+
+    app.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=queue, task_id=str(job.id),
+                  priority=PRIORITY_STEPS[job.request.priority], argsrepr=f"[job {job.id}]", kwargsrepr="{}")

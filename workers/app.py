@@ -22,7 +22,7 @@ from prometheus_client import multiprocess, start_http_server
 from genfleet.shared import kombu_adapter, metrics
 from genfleet.shared.errors import MissingInterface
 from genfleet.shared.jobstore import JobStore
-from genfleet.shared.leases import ANNOUNCE_MODELS
+from genfleet.shared.leases import Warm
 from genfleet.shared.logs import configure_celery_logging
 from genfleet.shared.queue import GENERATE_TASK, consumer, given_redis
 from genfleet.shared.redis_server import client
@@ -52,6 +52,7 @@ class Worker:
 
     settings: Settings
     app: Celery
+    warm: Warm  # the models its pool process holds, as its lease renewals announce them
     held: Context | None = None
     writes: Outstanding[Job] = field(default_factory=Outstanding)
 
@@ -79,8 +80,9 @@ def create_app(settings: Settings) -> Celery:
     # in forked subprocess": every batch of a worker failed so on an H200, docs/benchmarks.md). With this,
     # PyTorch's own switch, the question goes to NVML; the pool and writer processes inherit it.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    warm = Warm(settings.serving[:1])  # the one it loads as it starts (`_warm`); then what it holds
     app = consumer(
-        "genfleet", settings, "worker",
+        "genfleet", settings, "worker", warm,
         task_time_limit=settings.hard_time_limit_s,
         task_soft_time_limit=settings.soft_time_limit_s,
         worker_concurrency=1,  # one warm pipeline per process, one process per accelerator
@@ -88,11 +90,10 @@ def create_app(settings: Settings) -> Celery:
         # unacknowledged, and counts against the prefetch, until its write ends)
         worker_prefetch_multiplier=3 * settings.max_batch,
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        **{ANNOUNCE_MODELS: settings.serving[:1]},  # the one it loads as it starts (`_warm`); then what it holds
     )
     app.steps["consumer"].add(Reconnected)
     configure_celery_logging(settings.log_format)
-    _worker = Worker(settings, app)
+    _worker = Worker(settings, app, warm)
     app.task(name=GENERATE_TASK, base=JobBatches, flush_every=settings.max_batch,
              flush_interval=settings.max_wait_ms / 1000)(generate)
     signals.worker_process_init.connect(_warm, dispatch_uid="genfleet-warm")
@@ -207,6 +208,9 @@ class JobBatches(AcceleratorBatches):
 
     def drain(self) -> Callable[[], Report]:
         return drain
+
+    def holds(self, models: list[str]) -> None:
+        worker().warm.models = models
 
 
 def _written(finished: dict[str, Job | BaseException]) -> dict[str, Event]:

@@ -37,7 +37,6 @@ from typing import Any
 from celery import bootsteps
 from celery.worker.request import Request
 
-from genfleet.shared.leases import ANNOUNCE_MODELS
 from genfleet.workers.batches_adapter import BufferedBatches, PoolCall
 from genfleet.workers.billiard_adapter import discarded
 from genfleet.workers.delivery import Delivery, Event
@@ -78,6 +77,9 @@ class AcceleratorBatches(BufferedBatches):
         names it)."""
         raise NotImplementedError
 
+    def holds(self, models: list[str]) -> None:
+        """The models the pool process holds now, most recently used first (the task's class announces them)."""
+
     def hold_flush(self) -> bool:
         # keep filling while the pool is busy: a bigger batch costs the accelerator almost nothing more
         return bool(self.calls) and self.buffered() < self.flush_every
@@ -89,10 +91,9 @@ class AcceleratorBatches(BufferedBatches):
             self._drain()
 
     def _report(self, deliveries: list[Delivery], report: Report) -> None:
-        """Hands each delivery its event, and announces the models the pool process holds (each lease renewal
-        carries them: shared/leases.py)."""
+        """Hands each delivery its event, and passes on the models the pool process holds."""
         if report.warm is not None:
-            self.app.conf[ANNOUNCE_MODELS] = report.warm
+            self.holds(report.warm)
         for delivery, event in zip(deliveries, report.now, strict=True):
             delivery.report(event)
             if event is Event.writing:

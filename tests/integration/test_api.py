@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from genfleet.shared.jobstore import JobStore
-from genfleet.shared.queue import _send, enqueue, priority_lists, publisher, task_message
+from genfleet.shared.queue import enqueue, priority_lists, publisher, task_message
 from genfleet.shared.redis_server import async_client
 from genfleet.shared.schema import Job, JobRequest, Priority
-from tests.helpers import depth
+from tests.helpers import depth, kombu_send
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def test_a_jobs_message_is_the_one_kombu_would_push(stack, redis):
     app = publisher(stack.settings, stack.env["GENFLEET_REDIS_URL"])
     for priority in Priority:
         job = Job.new(JobRequest(prompt=f"a {priority} cat", seed=3, priority=priority), "embedded", tenant="t")
-        _send(app, job, queue)  # kombu's own publish
+        kombu_send(app, job, queue)
         (theirs_list,) = [name for name in priority_lists(queue) if redis.llen(name)]
         theirs = json.loads(redis.rpop(theirs_list))
         ours_list, message = task_message(app, job, queue)

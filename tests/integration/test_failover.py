@@ -17,7 +17,7 @@ import pytest
 from genfleet.shared import keys
 from genfleet.shared.queue import queue_depth
 from tests.faults import BrokenPop, FlakyEndpoint, die_holding_restore_lock
-from tests.helpers import alive, objects, pool_children, versions, wait_for, wait_status, wait_terminal
+from tests.helpers import alive, kombu_send, objects, pool_children, versions, wait_for, wait_status, wait_terminal
 from tests.integration.test_reliability import post
 
 ONE_TRY = {"GENFLEET_QUALITY_ATTEMPTS": "1"}  # fixed work per job, whatever the model's scores
@@ -62,7 +62,7 @@ def test_a_live_workers_long_job_is_never_run_twice(stack, s3, redis):
     """A 5 s lease, a job of many times that, a second worker sweeping for expired leases, and a duplicate
     message of the job (as a lease lost to a Redis outage would produce): the second worker leaves it unacked
     while the first holds the job, and it is dropped once the job has ended."""
-    from genfleet.shared.queue import _send, publisher
+    from genfleet.shared.queue import publisher
     from genfleet.shared.schema import Job
 
     lease = {"GENFLEET_VISIBILITY_TIMEOUT_S": "5", **ONE_TRY}
@@ -74,7 +74,7 @@ def test_a_live_workers_long_job_is_never_run_twice(stack, s3, redis):
     # its own, where the duplicate goes (the first worker would otherwise take it itself, behind the job)
     dup_queue = f"{stack.settings.queue}-dup"
     stack.start_worker(**lease, GENFLEET_QUEUE=dup_queue)
-    _send(publisher(stack.settings, stack.env["GENFLEET_REDIS_URL"]), Job.model_validate(job), dup_queue)
+    kombu_send(publisher(stack.settings, stack.env["GENFLEET_REDIS_URL"]), Job.model_validate(job), dup_queue)
     second = stack.tmp / "worker-2.log"
     wait_for(lambda: "leaving this delivery" in second.read_text(), 30, lambda: "the duplicate never reached worker 2")
     done = wait_terminal(api, job["id"], timeout_s=300)
