@@ -53,7 +53,7 @@ class Worker:
     settings: Settings
     app: Celery
     warm: Warm  # the models its pool process holds, as its lease renewals announce them
-    held: Context | None = None
+    ctx: Context | None = None
     writes: Outstanding[Job] = field(default_factory=Outstanding)
 
 
@@ -122,7 +122,7 @@ def worker() -> Worker:
 
 def context() -> Context:
     w = worker()
-    if w.held is None:
+    if w.ctx is None:
         settings, app = w.settings, w.app
         device = resolve_device(settings.device)
         use_compile_cache(settings.compile_cache_dir)
@@ -133,7 +133,7 @@ def context() -> Context:
             writer.start()
         else:
             writer = ThreadWrites(settings.write_threads, settings.write_queue)
-        w.held = Context(
+        w.ctx = Context(
             settings=settings,
             store=recorder.store,
             storage=recorder.storage,
@@ -145,7 +145,7 @@ def context() -> Context:
             outcomes=recorder.outcomes,
             safety=SafetyChecker(settings.safety_checker, device),
         )
-    return w.held
+    return w.ctx
 
 
 def observe(job: Job) -> None:
