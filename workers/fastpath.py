@@ -88,13 +88,23 @@ def compile_denoiser(net: Any, fast: FastPath) -> str:
     return "compile_full" + suffix
 
 
+# Dynamo's variant limits, by their current names first: earlier torch releases (which pyproject.toml allows)
+# call them `cache_size_limit`, and have no `recompile_limit`.
+RECOMPILE_LIMITS = (("recompile_limit", "cache_size_limit"),
+                    ("accumulated_recompile_limit", "accumulated_cache_size_limit"))
+
+
 def allow_recompiles(limit: int) -> None:
     """Raises Dynamo's per-function variant limit to `limit` (never lowers it: a process may compile other models)."""
     import torch._dynamo
 
     config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, limit)
-    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, limit)
+    for names in RECOMPILE_LIMITS:
+        name = next((n for n in names if hasattr(config, n)), None)
+        if name is None:
+            raise RuntimeError(f"this torch's dynamo config has none of {', '.join(names)}: cannot raise its "
+                               "recompile limit, so a compiled worker would fail jobs past it")
+        setattr(config, name, max(getattr(config, name), limit))
 
 
 def bucket(n: int) -> int:

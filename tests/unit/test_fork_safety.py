@@ -35,9 +35,9 @@ def test_importing_the_worker_modules_builds_nothing_exits_nothing_and_edits_no_
     # With GENFLEET_REDIS_URL unset, building the app would exit (`genfleet worker` starts the embedded Redis).
     # torch's own import sets TORCHINDUCTOR_CACHE_DIR: the libraries are imported before the environment is read
     probe = ("import os, torch, diffusers, transformers, celery; before = dict(os.environ); "
-             "import genfleet.workers.app as w, genfleet.workers.webhooks as h; "
-             "print(dict(os.environ) == before, w._worker is None, h._settings is None)")
-    assert _probe(probe) == ["True", "True", "True"]
+             "import genfleet.workers.app as w, genfleet.workers.webhooks as h, genfleet.api.app as a; "
+             "print(dict(os.environ) == before, w._worker is None, h._settings is None, 'app' not in vars(a))")
+    assert _probe(probe) == ["True", "True", "True", "True"]
 
 
 def test_a_worker_whose_kombu_lost_a_name_the_leases_need_refuses_to_start_naming_it():
