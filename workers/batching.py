@@ -12,8 +12,10 @@ rejects the batch's messages. `AcceleratorBatches` changes those three things an
   rerun harmless. The batch function returns normally for jobs that merely failed: those are recorded and acked.
 
 Two more, for faults: the jobs of a batch whose process died are reported (`lost`), and when they come back
-(`suspects`; both hooks the task's class fills in) each runs in a pool call of its own, so a poison job that
-kills its process cannot take innocent batch-mates down a second time.
+(`suspects`; both hooks the task's class fills in) each runs alone: in a pool call of its own, once the pool is
+idle and every other job's write has ended, and before any new batch. So a poison job that kills its process
+cannot take innocent jobs down a second time, neither a batch-mate nor a job whose images were being written
+beside it (under load, a batch sampled just before the poison's could still be writing when it struck).
 
 And one for throughput: writes overlap the next batch. The batch function returns once its batch is sampled,
 reporting `writing` for a message whose images are still being written; it reports those writes as they end in
@@ -59,6 +61,7 @@ class AcceleratorBatches(BufferedBatches):
     abstract = True
     _writing: dict[str, Delivery] | None = None  # deliveries whose images are being written, by task id
     _calls: set[PoolCall] | None = None  # pool calls neither of whose callbacks has run yet
+    _suspects: list[Request] | None = None  # redelivered suspects waiting to run alone
 
     @property
     def writing(self) -> dict[str, Delivery]:
@@ -72,6 +75,12 @@ class AcceleratorBatches(BufferedBatches):
             self._calls = set()
         return self._calls
 
+    @property
+    def waiting_suspects(self) -> list[Request]:
+        if self._suspects is None:
+            self._suspects = []
+        return self._suspects
+
     def drain(self) -> Callable[[], Report]:
         """The function a pool process runs to report its outstanding writes once they end (the task's class
         names it)."""
@@ -81,11 +90,20 @@ class AcceleratorBatches(BufferedBatches):
         """The models the pool process holds now, most recently used first (the task's class announces them)."""
 
     def hold_flush(self) -> bool:
-        # keep filling while the pool is busy: a bigger batch costs the accelerator almost nothing more
-        return bool(self.calls) and self.buffered() < self.flush_every
+        # a suspect waiting to run alone goes first; otherwise keep filling while the pool is busy: a bigger
+        # batch costs the accelerator almost nothing more
+        return bool(self.waiting_suspects) or (bool(self.calls) and self.buffered() < self.flush_every)
 
     def _finished(self) -> None:
-        if self.buffered():
+        """The pool may have work to take: a suspect alone, once nothing else is running or being written; else
+        the next batch; else a drain of the writes still out."""
+        if self.waiting_suspects:
+            if not self.calls:
+                if self.writing:
+                    self._drain()
+                else:
+                    self._run([self.waiting_suspects.pop(0)])
+        elif self.buffered():
             self.flush_buffer()
         elif self.writing and not self.calls:
             self._drain()
@@ -185,8 +203,10 @@ class AcceleratorBatches(BufferedBatches):
         if suspects:
             log.warning("%d job(s) of this batch died with an earlier run; each runs alone", len(suspects))
         fresh = [r for r in requests if r.id not in suspects]
-        for part in ([fresh] if fresh else []) + [[r] for r in requests if r.id in suspects]:
-            self._run(part)
+        if fresh:
+            self._run(fresh)
+        self.waiting_suspects.extend(r for r in requests if r.id in suspects)
+        self._finished()
 
     def _run(self, requests: list[Request]) -> PoolCall:
         conf = self.app.conf
