@@ -9,8 +9,9 @@ import asyncio
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 from contextlib import suppress
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import redis
@@ -23,7 +24,7 @@ from genfleet.shared.kombu_adapter import envelope, priority_list_name
 from genfleet.shared.leases import Warm, holding, transport_options
 from genfleet.shared.redis_server import kombu_url
 from genfleet.shared.schema import Job, JobStatus, Priority
-from genfleet.shared.settings import Settings
+from genfleet.shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 GENERATE_TASK = "genfleet.generate"
@@ -106,6 +107,22 @@ def consumer(name: str, settings: Settings, command: str, warm: Warm | None = No
     app.conf.update(task_acks_late=True, task_reject_on_worker_lost=True, **conf)
     app.steps["consumer"].add(holding(warm))
     return app
+
+
+def built_on_access(create_app: Callable[[Settings], Celery]) -> Callable[[str], Celery]:
+    """A module `__getattr__` for a consumer's module: `celery -A MODULE` asks it for `app`, which it builds from the
+    environment's settings on first access. So importing the module builds nothing, exits nothing."""
+
+    @cache
+    def build() -> Celery:
+        return create_app(get_settings())
+
+    def __getattr__(name: str) -> Celery:
+        if name == "app":
+            return build()
+        raise AttributeError(name)
+
+    return __getattr__
 
 
 def publisher(settings: Settings, redis_url: str) -> Celery:

@@ -8,7 +8,6 @@ job at a time per process with a prefetch deep enough to batch from.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Callable
@@ -24,10 +23,10 @@ from genfleet.shared.errors import MissingInterface
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.leases import Warm
 from genfleet.shared.logs import configure_celery_logging
-from genfleet.shared.queue import GENERATE_TASK, consumer, given_redis
+from genfleet.shared.queue import GENERATE_TASK, built_on_access, consumer, given_redis
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import Job, JobStatus
-from genfleet.shared.settings import Settings, WriteIn, get_settings
+from genfleet.shared.settings import Settings, WriteIn
 from genfleet.shared.webhooks import notify
 from genfleet.workers import batches_adapter, billiard_adapter
 from genfleet.workers.batching import AcceleratorBatches, Reconnected, Report
@@ -102,16 +101,7 @@ def create_app(settings: Settings) -> Celery:
     return app
 
 
-@functools.cache
-def _app_from_environment() -> Celery:
-    return create_app(get_settings())
-
-
-def __getattr__(name: str) -> Any:
-    """`celery -A genfleet.workers.app` asks for `app`: it is built from the environment on first use."""
-    if name == "app":
-        return _app_from_environment()
-    raise AttributeError(name)
+__getattr__ = built_on_access(create_app)  # `celery -A genfleet.workers.app` builds the app on first access
 
 
 def worker() -> Worker:

@@ -8,7 +8,6 @@ importing the module builds nothing (`celery -A genfleet.workers.webhooks` build
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from datetime import UTC, datetime
@@ -23,9 +22,9 @@ from genfleet.shared import keys
 from genfleet.shared.errors import DeliveryFailed, UnsafeTarget
 from genfleet.shared.logs import configure_celery_logging
 from genfleet.shared.metrics import DEAD_LETTERS, WEBHOOKS
-from genfleet.shared.queue import WEBHOOK_TASK, consumer, given_redis, webhook_queue
+from genfleet.shared.queue import WEBHOOK_TASK, built_on_access, consumer, given_redis, webhook_queue
 from genfleet.shared.redis_server import client
-from genfleet.shared.settings import Settings, get_settings
+from genfleet.shared.settings import Settings
 from genfleet.shared.webhooks import deliver
 
 log = logging.getLogger(__name__)
@@ -43,16 +42,7 @@ def create_app(settings: Settings) -> Celery:
     return app
 
 
-@functools.cache
-def _app_from_environment() -> Celery:
-    return create_app(get_settings())
-
-
-def __getattr__(name: str) -> Any:
-    """`celery -A genfleet.workers.webhooks` asks for `app`: it is built from the environment on first use."""
-    if name == "app":
-        return _app_from_environment()
-    raise AttributeError(name)
+__getattr__ = built_on_access(create_app)  # `celery -A genfleet.workers.webhooks` builds the app on first access
 
 
 def settings() -> Settings:
