@@ -198,11 +198,8 @@ class JobStore:
 
     def published(self, job_ids: Sequence[UUID | str]) -> None:
         """Marks jobs published; with a durability rule, returns once it holds (else raises NotDurable)."""
-        if not job_ids:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(keys.UNPUBLISHED, *(str(i) for i in job_ids))
-        self._execute_durably(pipe)  # same connection, after the publish: the wait covers the message too
+        if job_ids:
+            self.publish([], job_ids)
 
     def unpublished(self, older_than_s: float, count: int = 1000) -> list[str]:
         """Ids recorded more than `older_than_s` ago whose publishing was never confirmed."""
