@@ -78,8 +78,9 @@ class Limits:
         """503 when the queue already holds more waiting messages than `GENFLEET_MAX_QUEUE_DEPTH`."""
         pipe = self.redis.pipeline(transaction=False)
         for name in (n for q in model_queues(self.settings) for n in priority_lists(q)):
-            pipe.llen(name)
-        depth = sum(await pipe.execute())
+            pipe.llen(name)  # the ready list, and its tenants' backlogs (shared/fairshare.py)
+            pipe.get(keys.fair(name, "waiting"))
+        depth = sum(int(n or 0) for n in await pipe.execute())
         if depth + adding > self.settings.max_queue_depth:
             raise self.backpressure(depth)
 

@@ -13,6 +13,7 @@ import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from genfleet.shared.fairshare import waiting
 from genfleet.shared.fleet import oldest_age
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.queue import PRIORITY_STEPS, priority_lists
@@ -32,8 +33,10 @@ class QueueCollector(Collector):
         now = datetime.now(UTC)
         try:
             for queue in self.queues:
-                for priority, name in zip(PRIORITY_STEPS, priority_lists(queue), strict=True):
-                    depth.add_metric([queue, priority.value], self.store.redis.llen(name))
+                lists = priority_lists(queue)
+                counts = waiting(self.store.redis, lists)  # in the ready lists and the tenants' backlogs
+                for priority, name, count in zip(PRIORITY_STEPS, lists, counts, strict=True):
+                    depth.add_metric([queue, priority.value], count)
                     age.add_metric([queue, priority.value], oldest_age(self.store, name, now))
             depth.add_metric([self.webhooks, "normal"],
                              sum(self.store.redis.llen(n) for n in priority_lists(self.webhooks)))

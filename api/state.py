@@ -15,6 +15,7 @@ from genfleet.api.keyring import KeyRing
 from genfleet.api.limits import Limits
 from genfleet.shared.batches import BatchStore
 from genfleet.shared.durability import Durability
+from genfleet.shared.fairshare import Fairness
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.outcomes import Outcomes
 from genfleet.shared.queue import publisher
@@ -41,7 +42,7 @@ class State:
 def build(settings: Settings, redis_url: str) -> State:
     r = client(redis_url)
     durability = Durability(r, settings.durability, settings.durability_replicas, settings.durability_timeout_ms)
-    store = JobStore(r, settings.job_ttl_s, durability)
+    store = JobStore(r, settings.job_ttl_s, durability, Fairness.of(settings))
     batches = BatchStore(store)
     storage = open_storage(settings.storage_url, settings.s3_endpoint_url)
     app = publisher(settings, redis_url)

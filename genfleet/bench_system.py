@@ -19,6 +19,7 @@ import psutil
 
 from genfleet import supervisor
 from genfleet.shared.batches import Batch, BatchItem, BatchRequest, BatchStore, new_jobs
+from genfleet.shared.fairshare import Fairness
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.queue import publish, publisher
 from genfleet.shared.redis_server import client
@@ -59,7 +60,7 @@ class System:
 
     def __enter__(self) -> System:
         url = self._exit.enter_context(supervisor.redis_for(self.settings))
-        self.store = JobStore(client(url), 3600)
+        self.store = JobStore(client(url), 3600, fairness=Fairness.of(self.settings))
         storage = self._storage_env()
         # Scoring stays on (it is part of the system); quality retries are off: they are extra images that the
         # raw pipeline never makes, so they would not compare like with like.

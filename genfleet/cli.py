@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from genfleet import supervisor
 from genfleet.client import Client, SubmitError, download, submit, wait
 from genfleet.shared.batches import BatchStore
+from genfleet.shared.fairshare import Fairness
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.queue import enqueue, priority_lists, publisher, queue_for
 from genfleet.shared.redis_server import async_client, client
@@ -99,7 +100,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(f"{'.'.join(map(str, err['loc'])) or 'request'}: {err['msg']}")
     log = settings.data_dir / "worker.log"
     with supervisor.redis_for(settings) as url:
-        store = JobStore(client(url), settings.job_ttl_s)
+        store = JobStore(client(url), settings.job_ttl_s, fairness=Fairness.of(settings))
         worker = None if args.no_worker else supervisor.spawn(
             supervisor.worker_command(settings), supervisor.worker_env(url, 0), log)
         try:

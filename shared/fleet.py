@@ -15,12 +15,15 @@ import redis
 from pydantic import BaseModel
 
 from genfleet.shared import keys
+from genfleet.shared.fairshare import backlogs, returned, waiting
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.kombu_adapter import task_id
 from genfleet.shared.leases import WorkerView
 from genfleet.shared.queue import PRIORITY_STEPS, priority_lists
+from genfleet.shared.usage import UsageFigures
 
 MINUTES = 60  # the images-per-minute window
+_AGE_TENANTS = 100  # the oldest waiting job is looked for among the next tenants to be served, not every tenant
 _MINUTE_TTL_S = 2 * MINUTES * 60
 
 
@@ -30,22 +33,32 @@ class QueueView(BaseModel):
     oldest_age_s: float  # 0 when nothing waits
 
 
+class TenantView(BaseModel):
+    """The caller's own tenant: its jobs waiting (of the queues' total), and its usage over the last 24 hours."""
+
+    tenant: str
+    waiting: int
+    last_day: UsageFigures
+
+
 class FleetView(BaseModel):
-    queues: list[QueueView]
+    queues: list[QueueView]  # every tenant's jobs: the queues are shared
+    tenant: TenantView
     workers: list[WorkerView]
     images_per_minute: list[int]  # the last `MINUTES` whole minutes, oldest first, then the current one
     models: list[str]  # what a job may ask for; the first is the default
 
 
 def oldest_age(store: JobStore, queue_list: str, now: datetime) -> float:
-    """Seconds the oldest message of one priority list has waited: kombu LPUSHes and BRPOPs, so it is the
-    one at the tail, and its task id is the job id, whose record says when it was queued."""
-    raw = store.redis.lindex(queue_list, -1)
-    job_id = task_id(raw) if raw is not None else None
-    if job_id is None:
-        return 0.0
-    job = store.get(job_id)
-    return max(0.0, (now - job.created_at).total_seconds()) if job else 0.0
+    """Seconds the oldest message of one priority list has waited, in the list or a tenant's backlog: each is
+    LPUSHed and popped from the right, so its oldest is the one at the tail, whose task id is the job id, whose
+    record says when it was queued."""
+    pipe = store.redis.pipeline(transaction=False)
+    for name in (queue_list, returned(queue_list), *backlogs(store.redis, queue_list, _AGE_TENANTS)):
+        pipe.lindex(name, -1)
+    ids = [i for raw in pipe.execute() if raw is not None and (i := task_id(raw)) is not None]
+    created = [job.created_at for job in store.get_many(ids) if job is not None]
+    return max(0.0, (now - min(created)).total_seconds()) if created else 0.0
 
 
 def queues(store: JobStore, names: list[str]) -> Iterator[QueueView]:
@@ -53,7 +66,7 @@ def queues(store: JobStore, names: list[str]) -> Iterator[QueueView]:
     now = datetime.now(UTC)
     for step, priority in enumerate(PRIORITY_STEPS):
         lists = [priority_lists(queue)[step] for queue in names]
-        yield QueueView(priority=priority.value, depth=sum(store.redis.llen(n) for n in lists),
+        yield QueueView(priority=priority.value, depth=sum(waiting(store.redis, lists)),
                         oldest_age_s=max(oldest_age(store, n, now) for n in lists))
 
 

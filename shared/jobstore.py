@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from uuid import UUID
 
 import redis
@@ -29,19 +29,21 @@ from genfleet.shared import keys
 from genfleet.shared.durability import Durability
 from genfleet.shared.errors import QueueFull
 from genfleet.shared.events import MAXLEN
+from genfleet.shared.fairshare import LUA, PER_LIST, SHARED, Fairness, FairShare, fair_keys, prefixes, tenant_of
 from genfleet.shared.metrics import DEAD_LETTERS
-from genfleet.shared.schema import TERMINAL, Job, JobStatus
+from genfleet.shared.schema import TERMINAL, Job, JobStatus, Usage
 
 _SUSPECT_TTL_S = 24 * 3600
 _DEAD_LETTER_CAP = 10_000
 
 # KEYS: job, event stream, batch counts (a hash: total, running, succeeded, failed, cancelled), queued index,
-# running index. ARGV: new JSON, ttl seconds, new status, stream maxlen, "1" if the job belongs to a batch, job id,
-# now.
+# running index, queued by tenant, fair share's in-flight and dispatched hashes, the tenant's usage hash for the
+# hour, lifetime usage. ARGV: new JSON, ttl seconds, new status, stream maxlen, "1" if the job belongs to a batch,
+# job id, now, tenant, images, accelerator seconds, queue seconds, usage ttl.
 # Returns -1 no record, 0 refused (already terminal), 1 written, 2 written and it was the batch's last job.
-_TERMINAL_LUA = ", ".join(f"{s.value} = true" for s in sorted(TERMINAL))
-_UPDATE = """
-local TERMINAL = {""" + _TERMINAL_LUA + """}
+# A terminal update also frees the job's slot under its tenant's cap (shared/fairshare.py) and, for a job that
+# ran (succeeded or failed), adds it to its tenant's usage: in the same step, so usage is the sum of the records.
+_UPDATE = LUA + """
 local function terminal(s) return TERMINAL[s] == true end
 local cur = redis.call('GET', KEYS[1])
 if not cur then return -1 end
@@ -49,7 +51,24 @@ local old = cjson.decode(cur)['status']
 if terminal(old) then return 0 end
 local new = ARGV[3]
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-if old == 'queued' and new ~= 'queued' then redis.call('ZREM', KEYS[4], ARGV[6]) end
+if old == 'queued' and new ~= 'queued' and redis.call('ZREM', KEYS[4], ARGV[6]) == 1 then
+  redis.call('HINCRBY', KEYS[6], ARGV[8], -1)
+end
+if terminal(new) then
+  local t = redis.call('HGET', KEYS[8], ARGV[6])
+  if t then
+    redis.call('HDEL', KEYS[8], ARGV[6])
+    redis.call('HINCRBY', KEYS[7], t, -1)
+  end
+  if new == 'succeeded' or new == 'failed' then
+    local fields = {images = ARGV[9], jobs = 1, accelerator_s = ARGV[10], queue_s = ARGV[11]}
+    for f, v in pairs(fields) do
+      redis.call('HINCRBYFLOAT', KEYS[9], f, v)
+      redis.call('HINCRBYFLOAT', KEYS[10], ARGV[8] .. '|' .. f, v)
+    end
+    redis.call('EXPIRE', KEYS[9], ARGV[12])
+  end
+end
 if new == 'running' then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[6])
 elseif old == 'running' then redis.call('ZREM', KEYS[5], ARGV[6]) end
 if old ~= new or new == 'running' then
@@ -67,21 +86,41 @@ if finished >= (tonumber(c[1]) or 0) then return 2 end
 return 1
 """
 
-# KEYS: job, the queue's priority list, queued index, then every list whose waiting messages count against the
-# bound. ARGV: record JSON, ttl seconds, message, now, job id, bound (0: none).
-# 1 if stored and pushed, 0 if the id exists, -(depth) - 1 if as many messages wait as the bound allows.
-_SUBMIT = """
-local bound = tonumber(ARGV[6])
+# KEYS: job, queued index, queued by tenant, the fair keys of the job's queue (shared/fairshare.py), then pairs
+# (ready list, its backlog's count) whose waiting messages count against the bound. ARGV: record JSON, ttl
+# seconds, message, now, job id, bound (0: none), the queue's lists, the job's list's place among them, the
+# fair-share push's tenant, weight, cap and window, then the prefixes.
+# 1 if stored and sent on, 0 if the id exists, -(depth) - 1 if as many messages wait as the bound allows.
+_SUBMIT = LUA + """
+local bound, n, at = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local fair_keys = n * PER_LIST + SHARED
 if bound > 0 then
   local depth = 0
-  for i = 4, #KEYS do depth = depth + redis.call('LLEN', KEYS[i]) end
+  for i = 4 + fair_keys, #KEYS, 2 do
+    depth = depth + redis.call('LLEN', KEYS[i]) + tonumber(redis.call('GET', KEYS[i + 1]) or '0')
+  end
   if depth + 1 > bound then return -depth - 1 end
 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
-redis.call('LPUSH', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+redis.call('HINCRBY', KEYS[3], ARGV[9], 1)
+local k = {}
+for i = 4, 3 + fair_keys do k[#k + 1] = KEYS[i] end
+local Q = queue(k, 13, n)
+push(Q, Q[at], ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), {ARGV[3]})
 return 1
-"""
+""".replace("PER_LIST", str(PER_LIST)).replace("SHARED", str(SHARED))
+_USAGE_TTL_S = 400 * 24 * 3600  # a year and a month of hourly usage: GET /v1/usage reads it
+
+
+class Outgoing(NamedTuple):
+    """A job's message (shared/queue.py `outgoing`): its queue's lists, most urgent first, the one it is bound for
+    (an index), the message, and its tenant."""
+
+    lists: tuple[str, ...]
+    at: int
+    message: str
+    tenant: str
 
 
 class Written(IntEnum):
@@ -97,8 +136,12 @@ class Written(IntEnum):
 
 
 class JobStore:
-    def __init__(self, r: redis.Redis, ttl_s: int, durability: Durability | None = None) -> None:
+    def __init__(self, r: redis.Redis, ttl_s: int, durability: Durability | None = None,
+                 fairness: Fairness | None = None) -> None:
+        """`fairness`: how the jobs this store publishes share their queues (shared/fairshare.py); None, first
+        come, first served."""
         self.redis, self.ttl_s, self.durability = r, ttl_s, durability
+        self.fair = FairShare(r, fairness or Fairness())
         self._update = r.register_script(_UPDATE)
         self._submit = r.register_script(_SUBMIT)
 
@@ -111,17 +154,19 @@ class JobStore:
         pipe.set(keys.job(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s)
         pipe.zadd(keys.UNPUBLISHED, {str(job.id): time.time()}, nx=True)
         pipe.zadd(keys.QUEUED, {str(job.id): time.time()}, nx=True)
-        created, _, _ = pipe.execute()
+        pipe.hincrby(keys.QUEUED_BY_TENANT, tenant_of(job), 1)
+        created, *_ = pipe.execute()
         return bool(created)
 
-    async def submit(self, ar: redis.asyncio.Redis, job: Job, queue_list: str, message: str, bound: int = 0,
+    async def submit(self, ar: redis.asyncio.Redis, job: Job, out: Outgoing, bound: int = 0,
                      counted: Sequence[str] = ()) -> bool:
-        """Stores a new record and pushes its message onto `queue_list`, atomically, in one round trip; with a
+        """Stores a new record and sends its message on (`out`, through its tenant's fair share), atomically,
+        in one round trip; with a
         durability rule, returns once it holds (else raises NotDurable). False (nothing written) if the id
         exists; QueueFull (nothing written) if the lists `counted` already hold `bound` waiting messages.
         On an asyncio client, for the API's event loop: the async twin of `_script_durably` (the same EVALSHA,
         wait and NOSCRIPT retry), since a thread-pool hop to the blocking one cost more than the call."""
-        script_keys, args = self._submit_call(job, queue_list, message, bound, counted)
+        script_keys, args = self._submit_call(job, out, bound, counted)
         for loaded in (False, True):
             pipe = ar.pipeline(transaction=False)
             pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *args)
@@ -139,10 +184,12 @@ class JobStore:
             return self._submitted(replies[0])
         raise AssertionError("unreachable: the second try returns or raises")
 
-    def _submit_call(self, job: Job, queue_list: str, message: str, bound: int, counted: Sequence[str]
+    def _submit_call(self, job: Job, out: Outgoing, bound: int, counted: Sequence[str]
                      ) -> tuple[list[str], list[Any]]:
-        return ([keys.job(job.id), queue_list, keys.QUEUED, *counted],
-                [job.model_dump_json(), self.ttl_s, message, time.time(), str(job.id), bound])
+        return ([keys.job(job.id), keys.QUEUED, keys.QUEUED_BY_TENANT, *fair_keys(out.lists),
+                 *(k for name in counted for k in (name, keys.fair(name, "waiting")))],
+                [job.model_dump_json(), self.ttl_s, out.message, time.time(), str(job.id), bound, len(out.lists),
+                 out.at + 1, *self.fair.fairness.args(out.tenant), *prefixes(out.lists)])
 
     @staticmethod
     def _submitted(reply: int) -> bool:
@@ -184,14 +231,22 @@ class JobStore:
         listed = dict.fromkeys((str(j.id) for j in jobs), time.time())
         pipe.zadd(keys.UNPUBLISHED, listed, nx=True)
         pipe.zadd(keys.QUEUED, listed, nx=True)
+        for tenant in {tenant_of(j) for j in jobs}:
+            pipe.hincrby(keys.QUEUED_BY_TENANT, tenant, sum(tenant_of(j) == tenant for j in jobs))
         pipe.execute()
 
-    def publish(self, messages: Sequence[tuple[str, str]], job_ids: Sequence[UUID | str]) -> None:
-        """Pushes recorded jobs' messages (Redis list, message) and marks the jobs published, in one round trip;
-        with a durability rule, returns once it holds for both (else raises NotDurable)."""
+    def publish(self, messages: Sequence[Outgoing], job_ids: Sequence[UUID | str]) -> None:
+        """Sends recorded jobs' messages on, through their tenants' fair share, and marks the jobs published, in
+        one round trip; with a durability rule, returns once it holds for both (else raises NotDurable)."""
         pipe = self.redis.pipeline(transaction=False)
-        for name, message in messages:
-            pipe.lpush(name, message)
+        groups: dict[tuple[tuple[str, ...], int, str], list[str]] = {}
+        for out in messages:
+            groups.setdefault((out.lists, out.at, out.tenant), []).append(out.message)
+        if groups:  # loaded first on the same connection, so the EVALSHAs cannot meet NOSCRIPT after a failover
+            pipe.script_load(self.fair.publish_script.script)
+        for (lists, at, tenant), group in groups.items():
+            script_keys, args = self.fair.publish_call(lists, at, tenant, group)
+            pipe.evalsha(self.fair.publish_script.sha, len(script_keys), *script_keys, *args)
         if job_ids:
             pipe.zrem(keys.UNPUBLISHED, *(str(i) for i in job_ids))
         self._execute_durably(pipe)
@@ -236,8 +291,12 @@ class JobStore:
         """The update script's KEYS and ARGV for `job`."""
         counts = keys.batch_counts(job.batch_id) if job.batch_id else keys.job(job.id)
         in_batch = "1" if job.batch_id else "0"
-        return ([keys.job(job.id), keys.events(job.id), counts, keys.QUEUED, keys.RUNNING],
-                [job.model_dump_json(), self.ttl_s, job.status.value, MAXLEN, in_batch, str(job.id), time.time()])
+        tenant, usage = tenant_of(job), job.usage or Usage()
+        hour = int((job.finished_at or datetime.now(UTC)).timestamp()) // 3600
+        return ([keys.job(job.id), keys.events(job.id), counts, keys.QUEUED, keys.RUNNING, keys.QUEUED_BY_TENANT,
+                 keys.FAIR_INFLIGHT, keys.FAIR_DISPATCHED, keys.usage(tenant, hour), keys.USAGE_TOTAL],
+                [job.model_dump_json(), self.ttl_s, job.status.value, MAXLEN, in_batch, str(job.id), time.time(),
+                 tenant, len(job.outputs), usage.accelerator_s, usage.queue_s, _USAGE_TTL_S])
 
     def update(self, job: Job) -> Written:
         """Writes `job` unless the stored record is already terminal (falsy then). A terminal status returns once

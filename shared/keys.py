@@ -70,6 +70,31 @@ def rate_window(limit: str, key_id: str, window_start: int) -> str:
 WORKERS = f"{PREFIX}workers"
 
 
+# Fair share (shared/fairshare.py), per ready list (a kombu priority list): each tenant's backlog, the tenants
+# with a backlog by virtual time, those held back by their cap, the virtual clock and the backlog's size.
+def fair(ready_list: str, part: str) -> str:
+    """One of a ready list's fair-share keys: active, parked, clock, waiting, or `backlog:` (a prefix)."""
+    return f"{PREFIX}fair:{ready_list}:{part}"
+
+
+def backlog(ready_list: str, tenant: str) -> str:
+    """A tenant's messages for one ready list, waiting their turn (LPUSH in, RPOP out)."""
+    return fair(ready_list, "backlog:") + tenant
+
+
+FAIR_WEIGHTS = f"{PREFIX}fair:weights"  # a hash: tenant -> weight, as the last publisher's settings said
+FAIR_CAPS = f"{PREFIX}fair:caps"  # a hash: tenant -> most jobs in flight at once (absent: no cap)
+FAIR_INFLIGHT = f"{PREFIX}fair:inflight"  # a hash: tenant -> jobs of a capped tenant sent on, not yet finished
+FAIR_DISPATCHED = f"{PREFIX}fair:dispatched"  # a hash: job id -> tenant, for each job counted in FAIR_INFLIGHT
+QUEUED_BY_TENANT = f"{PREFIX}queued-by-tenant"  # a hash: tenant -> jobs whose status is `queued`
+USAGE_TOTAL = f"{PREFIX}usage:total"  # a hash: `tenant|field` -> lifetime total, for the Prometheus counters
+
+
+def usage(tenant: str, hour: int) -> str:
+    """A hash of one tenant's usage in one UTC hour (unix time // 3600): images, jobs, accelerator_s, queue_s."""
+    return f"{PREFIX}usage:{tenant}:{hour}"
+
+
 def images_minute(minute: int) -> str:
     """Images stored in one UTC minute (unix time // 60), for the web page's images-per-minute chart."""
     return f"{PREFIX}images:{minute}"

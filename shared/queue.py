@@ -19,7 +19,8 @@ import redis.asyncio
 from celery import Celery
 
 from genfleet.shared.failpoints import failpoint
-from genfleet.shared.jobstore import JobStore
+from genfleet.shared.fairshare import tenant_of, waiting
+from genfleet.shared.jobstore import JobStore, Outgoing
 from genfleet.shared.kombu_adapter import envelope, priority_list_name
 from genfleet.shared.leases import Warm, holding, transport_options
 from genfleet.shared.redis_server import kombu_url
@@ -143,6 +144,13 @@ def task_message(app: Celery, job: Job, queue: str) -> tuple[str, str]:
     return priority_list(queue, step), envelope(headers, properties, body, queue, step)
 
 
+def outgoing(app: Celery, job: Job, queue: str) -> Outgoing:
+    """`job`'s message bound for `queue`, with what fair share needs: the queue's lists and its tenant."""
+    lists = tuple(priority_lists(queue))
+    name, message = task_message(app, job, queue)
+    return Outgoing(lists, lists.index(name), message, tenant_of(job))
+
+
 async def enqueue(job: Job, store: JobStore, ar: redis.asyncio.Redis, app: Celery, queue: str, bound: int = 0,
                   counted: list[str] | None = None) -> None:
     """Records the job and pushes its message in one atomic step, one Redis round trip (with the durability
@@ -151,7 +159,7 @@ async def enqueue(job: Job, store: JobStore, ar: redis.asyncio.Redis, app: Celer
     `bound`, the same step refuses the job (QueueFull) when the queues `counted` already hold that many."""
     lists = [name for q in (counted or []) for name in priority_lists(q)]
     try:
-        if not await store.submit(ar, job, *task_message(app, job, queue), bound, lists):  # and waits on the rule
+        if not await store.submit(ar, job, outgoing(app, job, queue), bound, lists):  # and waits on the rule
             # The id is fresh, so the record is this job's own: a first try ran and its reply was lost with the
             # connection, and redis-py sent the script again. Record and message went together; the retry's wait
             # covered none of it, so confirm the rule now.
@@ -174,13 +182,11 @@ def publish(jobs: list[Job], store: JobStore, app: Celery, settings: Settings) -
     which records it and pushes the same message in one atomic step."""
     for start in range(0, len(jobs), PUBLISH_CHUNK):
         chunk = jobs[start:start + PUBLISH_CHUNK]
-        store.publish([task_message(app, job, queue_for(settings, job.model)) for job in chunk], [j.id for j in chunk])
+        store.publish([outgoing(app, job, queue_for(settings, job.model)) for job in chunk], [j.id for j in chunk])
         failpoint("publish.after-chunk")
 
 
 def queue_depth(r: redis.Redis, queue: str) -> dict[str, int]:
-    """Messages waiting in each priority list of `queue` (reserved, unacked ones are not counted)."""
-    pipe = r.pipeline(transaction=False)
-    for name in priority_lists(queue):
-        pipe.llen(name)
-    return dict(zip((p.value for p in PRIORITY_STEPS), pipe.execute(), strict=True))
+    """Messages waiting in each priority of `queue`, in its ready list and its tenants' backlogs (reserved,
+    unacked ones are not counted)."""
+    return dict(zip((p.value for p in PRIORITY_STEPS), waiting(r, priority_lists(queue)), strict=True))

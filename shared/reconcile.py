@@ -28,6 +28,7 @@ import redis
 from celery import Celery
 
 from genfleet.shared import keys
+from genfleet.shared.fairshare import backlogs, returned
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.kombu_adapter import UNACKED, task_id
 from genfleet.shared.leases import holds
@@ -55,10 +56,14 @@ def _list_messages(r: redis.Redis, name: str) -> Iterator[bytes]:
 
 
 def carried(r: redis.Redis, queues: list[str]) -> set[str]:
-    """The task ids of every message Redis holds for `queues`: waiting in their lists, or delivered and unacked."""
+    """The task ids of every message Redis holds for `queues`: waiting in their lists or their tenants'
+    backlogs, or delivered and unacked."""
     ids: set[str | None] = set()
-    for name in (n for queue in queues for n in priority_lists(queue)):
-        ids.update(task_id(m) for m in _list_messages(r, name))
+    for ready in (n for queue in queues for n in priority_lists(queue)):
+        # Backlogs first: their messages only move on, to the list. Between the list and what was pulled back
+        # from it they move both ways, so that is read on both sides of the list.
+        for name in (*backlogs(r, ready), returned(ready), ready, returned(ready)):
+            ids.update(task_id(m) for m in _list_messages(r, name))
     ids.update(task_id(m) for _, m in r.hscan_iter(UNACKED, count=_CHUNK))
     ids.discard(None)
     return cast(set[str], ids)

@@ -165,6 +165,14 @@ class ImageOutput(BaseModel):
     download_url: str | None = None
 
 
+class Usage(BaseModel):
+    """What a job cost: its images' share of the accelerator time of each pipeline call that made them, quality
+    retries included, and how long it waited in the queue before its first start."""
+
+    accelerator_s: float = 0.0
+    queue_s: float = 0.0
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -187,6 +195,7 @@ class Job(BaseModel):
     attempts: int = 0
     worker: str | None = Field(None, description="the worker running it, or that ran it last")
     timings: dict[str, float] = {}
+    usage: Usage | None = None  # set when it has run
 
     @classmethod
     def new(cls, request: JobRequest, default_model: str, tenant: str | None = None, **fields: Any) -> Job:

@@ -6,6 +6,7 @@ import json
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -108,6 +109,12 @@ class Settings(BaseSettings):
     # the sweeper; publishing takes milliseconds, a 10,000-prompt batch a few seconds.
     publish_grace_s: float = Field(30.0, ge=0.5, le=3600)
     max_queue_depth: int = Field(100_000, ge=1, description="waiting messages above which POSTs get 503")
+    # Fair share between tenants within each priority (shared/fairshare.py). Weights and caps as JSON by tenant;
+    # a tenant not named weighs 1; the cap of "*" applies to every tenant not named, 0 is no cap.
+    fair_share: bool = True
+    tenant_weights: dict[str, Annotated[float, Field(gt=0, le=1000)]] = {}
+    tenant_max_running: dict[str, Annotated[int, Field(ge=0)]] = {}
+    fair_share_window: int = Field(0, ge=0, le=10_000, description="messages ready per list; 0: half a batch")
     idempotency_ttl_s: int = Field(24 * 3600, ge=60, le=30 * 24 * 3600)
     presign_expiry_s: int = Field(3600, ge=1, le=7 * 24 * 3600)  # 7 days: the most SigV4 allows
     # Webhooks: Standard Webhooks signing secret (`whsec_` + base64); unset, a job asking for one gets a 422.
@@ -125,7 +132,7 @@ class Settings(BaseSettings):
                              "limit cuts a batch short while it waits for storage")
         return self
 
-    @field_validator("fastpath", "model_families", "adapters", mode="before")
+    @field_validator("fastpath", "model_families", "adapters", "tenant_weights", "tenant_max_running", mode="before")
     @classmethod
     def _fastpath_json(cls, value: object) -> object:
         # from the environment pydantic-settings decodes it; given as a string elsewhere (a manifest), decode it here

@@ -18,7 +18,9 @@ import psutil
 import redis
 
 from genfleet import supervisor
-from genfleet.shared.queue import queue_depth
+from genfleet.shared import keys, usage
+from genfleet.shared.fairshare import backlogs, returned
+from genfleet.shared.queue import priority_lists, queue_depth
 from genfleet.shared.schema import TERMINAL
 from genfleet.shared.settings import Settings
 
@@ -151,6 +153,22 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "genfleet", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def queued_messages(r: redis.Redis, queue: str) -> list[bytes]:
+    """Every message waiting on `queue`: in its lists, pulled back from them, or in its tenants' backlogs."""
+    names = [n for ready in priority_lists(queue) for n in (*backlogs(r, ready), returned(ready), ready)]
+    return [m for name in names for m in r.lrange(name, 0, -1)]
+
+
+def tenant_state_written(r: redis.Redis, queue: str, tenant: str) -> list[str]:
+    """The keys fair share wrote for `queue` and the usage keys of `tenant`, having forgotten `tenant` in the
+    hashes every queue shares: what a benchmark, on a Redis of its own, removes as it ends."""
+    for shared in (keys.FAIR_WEIGHTS, keys.FAIR_CAPS, keys.FAIR_INFLIGHT, keys.QUEUED_BY_TENANT):
+        r.hdel(shared, tenant)
+    r.hdel(keys.USAGE_TOTAL, *(f"{tenant}|{field}" for field in usage.FIELDS))
+    patterns = [keys.fair(ready, "*") for ready in priority_lists(queue)] + [keys.usage(tenant, 0)[:-1] + "*"]
+    return [k.decode() for pattern in patterns for k in r.scan_iter(pattern, count=1000)]
 
 
 def depth(stack: Stack, r: redis.Redis) -> int:

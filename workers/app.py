@@ -20,10 +20,11 @@ from prometheus_client import multiprocess, start_http_server
 
 from genfleet.shared import kombu_adapter, metrics
 from genfleet.shared.errors import MissingInterface
+from genfleet.shared.fairshare import Fairness, FairShare
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.leases import Warm
 from genfleet.shared.logs import configure_celery_logging
-from genfleet.shared.queue import GENERATE_TASK, built_on_access, consumer, given_redis
+from genfleet.shared.queue import GENERATE_TASK, built_on_access, consumer, given_redis, model_queues, priority_lists
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import Job, JobStatus
 from genfleet.shared.settings import Settings, WriteIn
@@ -34,6 +35,7 @@ from genfleet.workers.delivery import Event, started, written
 from genfleet.workers.fastpath import use_compile_cache
 from genfleet.workers.models import PipelineCache, resolve_device
 from genfleet.workers.recording import open_recorder
+from genfleet.workers.refill import refilling
 from genfleet.workers.runner import Context, start_batch
 from genfleet.workers.safety import SafetyChecker
 from genfleet.workers.sampling import Sampler
@@ -91,6 +93,10 @@ def create_app(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
     )
     app.steps["consumer"].add(Reconnected)
+    # the tenants' backlogs of the queues this worker consumes, moved on in fair order as it takes messages
+    queues = [priority_lists(queue) for queue in model_queues(settings, settings.serving)]
+    app.steps["consumer"].add(refilling(FairShare(client(given_redis(settings, "worker")), Fairness.of(settings)),
+                                        queues))
     configure_celery_logging(settings.log_format)
     _worker = Worker(settings, app, warm)
     app.task(name=GENERATE_TASK, base=JobBatches, flush_every=settings.max_batch,

@@ -29,7 +29,7 @@ from genfleet.shared.events import publish_progress
 from genfleet.shared.fastpath import Compile, fastpath_for
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.outcomes import Outcomes
-from genfleet.shared.schema import ImageOutput, Job, JobStatus
+from genfleet.shared.schema import ImageOutput, Job, JobStatus, Usage
 from genfleet.shared.settings import Settings
 from genfleet.shared.storage import Storage
 from genfleet.workers.adapters import AdapterError, AdapterSlots
@@ -184,6 +184,16 @@ def slots(candidates: list[Candidate]) -> list[Slot]:
     return kept
 
 
+def shares(jobs: list[Job], results: list[Ok[list[Candidate]] | Failed], seconds: float) -> list[float]:
+    """Each job's share of a group's `seconds`: the images it had made, quality retries included, over all the
+    images the group's pipeline calls made (the images of one group have one size and step count, so each costs
+    the same). A job that failed counts the images it asked for: they were in the call."""
+    made = [sum(max(1, len(c.attempts)) for c in r.value) if isinstance(r, Ok) else j.request.num_images
+            for j, r in zip(jobs, results, strict=True)]
+    total = sum(made) or 1
+    return [seconds * m / total for m in made]
+
+
 def run_batch(messages: list[Job], ctx: Context) -> list[Job | None]:
     """`start_batch`, then waits for its writes: each job's record as stored, or None (left for later)."""
     return [o.result() if isinstance(o, Future) else o for o in start_batch(messages, ctx).outcomes]
@@ -226,10 +236,11 @@ def start_batch(messages: list[Job], ctx: Context) -> Started:
             results = [Failed(e)] * len(jobs)
         sample_s = time.perf_counter() - t0  # sampling, scoring and quality retries of the whole group
         call_seconds[key.model] = call_seconds.get(key.model, 0.0) + sample_s
-        for job, result in zip(jobs, results, strict=True):
+        for job, result, share in zip(jobs, results, shares(jobs, results, sample_s), strict=True):
             queued_s = ((job.started_at or job.created_at) - job.created_at).total_seconds()
             timings = {"queued_s": queued_s, "sample_s": sample_s,
                        "batch_images": float(sum(j.request.num_images for j in jobs))}
+            job = job.model_copy(update={"usage": Usage(accelerator_s=share, queue_s=queued_s)})
             if isinstance(result, Failed):
                 outcome[order[job.id]] = finish_or_later(job, ctx, JobStatus.failed, error=result.reason,
                                                          timings=timings)

@@ -44,12 +44,13 @@ from redis import Redis
 from genfleet import supervisor
 from genfleet.shared import keys
 from genfleet.shared.batches import Batch
+from genfleet.shared.fairshare import waiting
 from genfleet.shared.kombu_adapter import task_id
 from genfleet.shared.queue import GENERATE_TASK, priority_lists, publisher
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import Job, JobRequest
 from genfleet.shared.settings import Settings
-from tests.helpers import free_port, healthy, wait_for
+from tests.helpers import free_port, healthy, queued_messages, tenant_state_written, wait_for
 
 
 def emit(**fields) -> dict:
@@ -86,15 +87,12 @@ def bench_api(base: str, n: int, made: list[str], pid: int, round_no: int = 0) -
 LOAD_SCRIPT = Path(__file__).with_name("enqueue_load.lua")
 
 
-def queued(r: Redis, queue: str) -> list[bytes]:
-    """Every message on the run's queue lists (each side pushes its jobs' messages there; nothing consumes)."""
-    return [m for name in priority_lists(queue) for m in r.lrange(name, 0, -1)]
 
 
 def bench_loaded(base: str, seconds: int, r: Redis, queue: str, pid: int, round_no: int, connections: int) -> dict:
     """wrk keeps `connections` requests in flight for `seconds`. Jobs/s are counted from the messages the API
     pushed to Redis, not from wrk's own count (the two must agree to within the requests in flight at the end)."""
-    before = sum(r.llen(name) for name in priority_lists(queue))
+    before = sum(waiting(r, priority_lists(queue)))  # its lists and, behind them, the tenants' backlogs
     t0, cpu0 = time.perf_counter(), cpu_seconds(pid)
     run = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(LOAD_SCRIPT),
                           f"{base}/v1/jobs", "--", str(round_no)],
@@ -103,7 +101,7 @@ def bench_loaded(base: str, seconds: int, r: Redis, queue: str, pid: int, round_
         raise SystemExit(f"wrk failed ({run.returncode}):\n{run.stdout}{run.stderr}")
     wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
     got = json.loads([line for line in run.stdout.splitlines() if line.startswith("{")][-1])
-    pushed = sum(r.llen(name) for name in priority_lists(queue)) - before
+    pushed = sum(waiting(r, priority_lists(queue))) - before
     return {"jobs_per_s": pushed / (got["duration_us"] / 1e6), "messages": pushed, "wrk_requests": got["requests"],
             "non_2xx": got["non_2xx"], "socket_errors": got["socket_errors"], "p50_ms": got["p50_us"] / 1000,
             "p99_ms": got["p99_us"] / 1000, "api_cpu_share": cpu / wall}
@@ -165,8 +163,9 @@ def summary_line(rounds: list[dict], batch: dict | None) -> dict:
 def clean(redis: Redis, queue: str, made: list[str]) -> None:
     """Removes what the run wrote: its queues, and the records of every job it made (the loaded side's, whose ids
     only their messages carry, too)."""
-    made = [*made, *(i for i in map(task_id, queued(redis, queue)) if i)]
+    made = [*made, *(i for i in map(task_id, queued_messages(redis, queue)) if i)]
     written = [*priority_lists(queue), f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}",
+               *tenant_state_written(redis, queue, "public"),
                *(k if k.startswith("genfleet:") else keys.job(k) for k in made),
                *(keys.events(k) for k in made if not k.startswith("genfleet:"))]
     for start in range(0, len(written), 1000):

@@ -109,3 +109,19 @@ def test_web_page_bench_opens_every_size_each_round_and_cleans_up(redis, redis_u
         spread = lines[-1][f"jobs_{size}_s"]
         assert (spread["min"], spread["max"]) == (seconds[0], seconds[1]) and seconds[0] > 0
     assert redis.dbsize() == 0  # every key it wrote is gone
+
+
+def test_fair_share_bench_times_every_configuration_each_round_and_cleans_up(redis, redis_url):
+    r = subprocess.run([sys.executable, "-m", "tests.benchmarks.fair_share", "--tenants", "1,50", "--depths", "200",
+                        "--rounds", "2", "--moves", "100", "--redis-url", redis_url], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    rounds = [line for line in lines if line["event"] == "round" and "tenants" in line]
+    assert sorted((line["round"], line["tenants"]) for line in rounds) == [(0, 1), (0, 50), (1, 1), (1, 50)]
+    summary = {line["config"]: line for line in lines if line["event"] == "summary"}
+    assert set(summary) == {"1x200", "50x200", "floor"}
+    for name in ("1x200", "50x200"):
+        medians = sorted(line["median_us"] for line in rounds if f"{line['tenants']}x200" == name)
+        assert (summary[name]["min_us"], summary[name]["max_us"]) == (round(medians[0], 1), round(medians[1], 1))
+    assert redis.dbsize() == 0  # every key it wrote is gone

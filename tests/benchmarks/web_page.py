@@ -35,7 +35,7 @@ from genfleet.shared.redis_server import client
 from genfleet.shared.schema import ImageOutput, JobStatus
 from genfleet.shared.storage import LocalStorage
 from tests.benchmarks.enqueue import emit, spread
-from tests.helpers import start_api
+from tests.helpers import start_api, tenant_state_written
 from tests.ui.conftest import CHROMIUM
 
 KEY = "bench/0.png"
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
              largest_over_smallest=medians[sizes[-1]]["median"] / medians[sizes[0]]["median"])
     finally:
         supervisor.stop(api, grace_s=5)
-        made = [*priority_lists(queue), f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
+        made = [*priority_lists(queue), f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}",
+                *tenant_state_written(r, queue, "public")]
         for batch_id in batches:
             batch = BatchStore(store).get(batch_id)
             made += [keys.batch(batch_id), keys.batch_counts(batch_id)]

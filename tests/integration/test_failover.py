@@ -17,7 +17,17 @@ import pytest
 from genfleet.shared import keys
 from genfleet.shared.queue import queue_depth
 from tests.faults import BrokenPop, FlakyEndpoint, die_holding_restore_lock
-from tests.helpers import alive, kombu_send, objects, pool_children, versions, wait_for, wait_status, wait_terminal
+from tests.helpers import (
+    alive,
+    kombu_send,
+    objects,
+    pool_children,
+    queued_messages,
+    versions,
+    wait_for,
+    wait_status,
+    wait_terminal,
+)
 from tests.integration.test_reliability import post
 
 ONE_TRY = {"GENFLEET_QUALITY_ATTEMPTS": "1"}  # fixed work per job, whatever the model's scores
@@ -204,7 +214,7 @@ def test_the_rest_of_a_half_published_batch_is_published_exactly_once(stack, red
     while redis.zcard(keys.UNPUBLISHED) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert redis.zcard(keys.UNPUBLISHED) == 0
-    queued = [m for lst in ("", ":3", ":6") for m in redis.lrange(stack.settings.queue + lst, 0, -1)]
+    queued = queued_messages(redis, stack.settings.queue)
     ids = [json.loads(m)["headers"]["id"] for m in queued]
     assert len(ids) == 1500 and len(set(ids)) == 1500  # every job once, none twice
 
