@@ -16,27 +16,31 @@ import redis
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import REGISTRY
+from prometheus_client.registry import Collector
 
-from genfleet.api import batch_results, batches, events, fleet, health, inputs, jobs, ui
+from genfleet.api import batch_results, batches, events, fleet, health, inputs, jobs, ui, usage
 from genfleet.api.errors import BodyLimit, redis_unavailable, validation_error
 from genfleet.api.observe import ObserveRequests
 from genfleet.api.queue_metrics import QueueCollector
 from genfleet.api.state import attach, build
+from genfleet.api.tenant_metrics import TenantCollector
 from genfleet.shared import logs
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.queue import model_queues, webhook_queue
 from genfleet.shared.settings import Settings, get_settings
 from genfleet.shared.sweeper import Sweeper
 
-_collector: QueueCollector | None = None
+_collectors: list[Collector] = []
 
 
-def _register_queue_metrics(store: JobStore, settings: Settings) -> None:
-    global _collector
-    if _collector is not None:  # one per process: a second app (tests) replaces the first
-        REGISTRY.unregister(_collector)
-    _collector = QueueCollector(store, model_queues(settings), webhook_queue(settings.queue))
-    REGISTRY.register(_collector)
+def _register_redis_metrics(store: JobStore, settings: Settings, tenants: set[str]) -> None:
+    """The metrics read from Redis at scrape time: one set per process, a second app (tests) replaces the first."""
+    for old in _collectors:
+        REGISTRY.unregister(old)
+    _collectors[:] = [QueueCollector(store, model_queues(settings), webhook_queue(settings.queue)),
+                      TenantCollector(store.redis, tenants)]
+    for collector in _collectors:
+        REGISTRY.register(collector)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,8 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="genfleet", version=metadata.version("genfleet"), lifespan=lifespan,
                   description="Queue text-to-image jobs; GPU workers generate, score and store the images.")
     attach(app, state)
-    _register_queue_metrics(state.store, settings)
-    for module in (jobs, inputs, events, batches, batch_results, fleet, health):
+    _register_redis_metrics(state.store, settings, state.keys.tenants)
+    for module in (jobs, inputs, events, batches, batch_results, fleet, usage, health):
         app.include_router(module.router)
     ui.mount(app, settings)
 

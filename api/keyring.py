@@ -33,6 +33,11 @@ class KeyRing:
     def open(self) -> bool:
         return not self._keys
 
+    @property
+    def tenants(self) -> set[str]:
+        """The tenants the keys name; `public` alone when the API is open."""
+        return {tenant for _, tenant in self._keys} or {"public"}
+
     def tenant(self, key: str) -> str | None:
         d = key_digest(key)
         found = None

@@ -1,5 +1,6 @@
-// The fleet at a glance: queue depth and oldest waiting job per priority, workers alive with the models they
-// keep warm, and images stored per minute over the last hour. Refreshed every five seconds while shown.
+// The fleet at a glance: the caller's tenant (its jobs waiting, its last day's usage), queue depth and oldest
+// waiting job per priority, workers alive with the models they keep warm, and images stored per minute over the
+// last hour. Refreshed every five seconds while shown.
 
 import { call } from "./api.js";
 import { age, h, replace } from "./dom.js";
@@ -23,11 +24,21 @@ function chart(counts) {
   return svg;
 }
 
+function tenant(t) {
+  const day = t.last_day;
+  return h("p", { id: "tenant" }, h("code", {}, t.tenant), ` waiting: `, h("span", { class: "waiting" }, String(t.waiting)),
+    ` · last 24 h: `, h("span", { class: "images" }, String(day.images)), ` images in ${day.jobs} jobs, `,
+    h("span", { class: "accelerator" }, day.accelerator_s.toFixed(1)), ` accelerator s`);
+}
+
 function render(fleet) {
   const perMinute = fleet.images_per_minute;
   const lastHour = perMinute.slice(0, -1).reduce((a, b) => a + b, 0);
+  const total = fleet.queues.reduce((a, q) => a + q.depth, 0);
   return [
     h("h2", {}, "Fleet"),
+    h("h3", {}, `Your tenant (of ${total} waiting in all)`),
+    tenant(fleet.tenant),
     h("h3", {}, "Queues"),
     h("table", { id: "queues" },
       h("thead", {}, h("tr", {}, h("th", {}, "priority"), h("th", {}, "waiting"), h("th", {}, "oldest"))),

@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 from genfleet.api.queue_metrics import QueueCollector
+from genfleet.api.tenant_metrics import TenantCollector
 from genfleet.shared import metrics
 from genfleet.shared.jobstore import JobStore
 
@@ -21,6 +22,7 @@ def exported(redis) -> set[str]:
     """Every series name genfleet's processes can export (the scrape-time collector runs against Redis)."""
     families = [f for m in vars(metrics).values() if isinstance(m, MetricWrapperBase) for f in m.describe()]
     families += list(QueueCollector(JobStore(redis, 60), ["genfleet"], "genfleet.webhooks").collect())
+    families += list(TenantCollector(redis, {"public"}).collect())
     return {f.name + suffix for f in families for suffix in _SUFFIXES[f.type]}
 
 
