@@ -2,6 +2,7 @@
 schemas that the kubernetes-validate package ships. KEDA's and the Prometheus Operator's resources are custom
 (no schema ships for them): their fields are checked here, and the PrometheusRule's rules go through promtool."""
 
+import re
 import shutil
 import subprocess
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from genfleet.shared.queue import model_queues, priority_lists
+from genfleet.shared.queue import PRIORITY_STEPS, model_queues
 from genfleet.shared.settings import PLACEHOLDER, Settings
 from tests.deploy.conftest import DEPLOY
 from tests.helpers import settings_of
@@ -72,11 +73,15 @@ def test_keda_scales_on_every_priority_list_of_every_served_model_and_can_reach_
     base, zero = render("base"), render("overlays/scale-to-zero")
     scaled = by_kind(base, "ScaledObject", "genfleet-worker")["spec"]
     assert scaled["scaleTargetRef"]["name"] == "genfleet-worker"
-    lists = [t["metadata"]["listName"] for t in scaled["triggers"]]
+    # fair share keeps most waiting work in tenants' backlogs, out of kombu's lists: the triggers read the
+    # API's genfleet_queue_depth, which counts both, for every priority of every served model's queue
+    asked = [re.fullmatch(r'max\(genfleet_queue_depth\{queue="([^"]+)",priority="(\w+)"\}\) or vector\(0\)',
+                          t["metadata"]["query"]) for t in scaled["triggers"]]
     config = by_kind(base, "ConfigMap", "genfleet-config")["data"]
     served = settings_of(config)
-    assert lists == [name for queue in model_queues(served) for name in priority_lists(queue)]
-    assert all(t["type"] == "redis" for t in scaled["triggers"])
+    assert [m.groups() if m else None for m in asked] == \
+        [(queue, p.value) for queue in model_queues(served) for p in PRIORITY_STEPS]
+    assert all(t["type"] == "prometheus" for t in scaled["triggers"])
     names = {t["name"] for t in scaled["triggers"]}
     assert set(scaled["advanced"]["scalingModifiers"]["formula"].replace("+", " ").split()) == names
     assert scaled["minReplicaCount"] >= 1
