@@ -60,6 +60,11 @@ def test_the_form_shows_the_apis_errors_by_field_then_a_jobs_thumbnails_and_scor
     counted = page.locator("h3", has_text="Images per minute").inner_text()
     hour, minute = map(int, re.search(r"last hour: (\d+), this minute: (\d+)", counted).groups())
     assert hour + minute == 2, counted
+    # the caller's tenant (open access: public), with the day's usage its job's record adds up to
+    expect(page.locator("#tenant code")).to_have_text("public")
+    expect(page.locator("#tenant .images")).to_have_text("2")
+    shown = float(page.locator("#tenant .accelerator").inner_text())  # one decimal
+    assert abs(shown - job["usage"]["accelerator_s"]) <= 0.051 and job["usage"]["accelerator_s"] > 0
     assert page.errors == []
 
 
