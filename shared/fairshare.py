@@ -34,6 +34,7 @@ from genfleet.shared.settings import Settings
 
 PUBLIC = "public"  # the tenant of open access (no GENFLEET_API_KEYS), and of a record without one
 ANY_TENANT = "*"  # in GENFLEET_TENANT_MAX_RUNNING: the cap of every tenant not named
+DRAIN = 2**31  # a window no list reaches: what dispatch uses with fair share off
 
 PER_LIST = 6  # the keys of one priority's ready list, in the order the scripts take them (`fair_keys`)
 SHARED = 4  # then the hashes every list shares
@@ -228,13 +229,14 @@ class FairShare:
 
     def dispatch(self, queues: Sequence[Sequence[str]]) -> None:
         """Moves backlogged messages on in each queue (its lists, most urgent first) until its lists hold the
-        window, or a more urgent list still has messages waiting."""
-        if not self.fairness.window or not queues:
+        window, or a more urgent list still has messages waiting. With fair share off, it moves every one on:
+        backlogs left from while it was on must not be stranded."""
+        if not queues:
             return
+        window = self.fairness.window or DRAIN
         pipe = self.redis.pipeline(transaction=False)
         for lists in queues:
-            self.dispatch_script(keys=fair_keys(lists), args=[len(lists), self.fairness.window, *prefixes(lists)],
-                                 client=pipe)
+            self.dispatch_script(keys=fair_keys(lists), args=[len(lists), window, *prefixes(lists)], client=pipe)
         pipe.execute()
 
 

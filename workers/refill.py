@@ -4,7 +4,7 @@ Publishing dispatches too (shared/fairshare.py), but only as far as the window: 
 was ready, the next messages must be moved on in fair order by someone, and the one who needs them is the worker.
 A thread does it, woken each time the consumer receives a message (Celery's public `task_received` signal) and
 otherwise every `IDLE_S` (a tenant unparked by a finished job, a publisher that died between its record and
-its dispatch). Dispatch is one Lua call per list, so workers racing each other never send a message twice.
+its dispatch). Dispatch is one Lua call per queue, so workers racing each other never send a message twice.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ class Refill(bootsteps.StartStopStep):
         self.thread: threading.Thread | None = None
 
     def start(self, c: Consumer) -> None:
-        if self.fair is None or not self.fair.fairness.window or self.thread is not None:
-            return
+        if self.fair is None or self.thread is not None:
+            return  # (with fair share off it still runs: it drains what was left waiting while it was on)
         self.stopping.clear()
         signals.task_received.connect(self.received, weak=False, dispatch_uid=f"genfleet-refill-{id(self)}")
         self.thread = threading.Thread(target=self.run, name="genfleet-refill", daemon=True)

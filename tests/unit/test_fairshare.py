@@ -11,7 +11,7 @@ import pytest
 
 from genfleet.shared import keys
 from genfleet.shared.errors import QueueFull
-from genfleet.shared.fairshare import Fairness, waiting
+from genfleet.shared.fairshare import Fairness, FairShare, waiting
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.kombu_adapter import task_id
 from genfleet.shared.queue import outgoing, priority_lists, publisher
@@ -88,6 +88,14 @@ def test_off_is_first_come_first_served(redis):
     send(store, jobs_of("a", 20))
     send(store, jobs_of("b", 1))
     assert store.redis.llen(READY) == 21 and take(store, 21)[-1] == "b"
+
+
+def test_turned_off_the_dispatcher_drains_what_waited_while_it_was_on(redis):
+    store = JobStore(redis, 600, fairness=Fairness(window=2))
+    send(store, jobs_of("a", 30))
+    assert waiting(redis, LISTS) == [0, 30, 0] and redis.llen(READY) == 2
+    FairShare(redis, Fairness()).dispatch([LISTS])  # a worker with GENFLEET_FAIR_SHARE=false
+    assert redis.llen(READY) == 30 and waiting(redis, LISTS) == [0, 30, 0]  # all on kombu's list now
 
 
 def test_a_capped_tenant_waits_until_a_job_of_its_own_finishes(redis):
