@@ -12,6 +12,11 @@ dispatcher takes the lowest, moves one message, and raises that tenant's tag by 
 starts at the clock (the tag last served), so its first job goes next whatever the others' backlogs. Choosing is
 one ZRANGE and one ZADD: O(log tenants), whatever the queue's depth (docs/fair-share.md has the measurements).
 
+Priorities still come first. Dispatch fills a queue's lists most urgent first, and while a more urgent list
+still has messages waiting, whatever is ready in the less urgent lists is pulled back (to be sent on first
+later): kombu's BRPOP names the lists in priority order, but it would take a low message the moment the high list
+ran empty, before the next dispatch refilled it.
+
 A per-tenant cap on jobs in flight parks a tenant that reaches it; the job store's terminal update releases a
 slot (shared/jobstore.py), and the next dispatch unparks it. Dispatch runs inside every publish (the same Lua
 call) and in each worker, on a thread woken as it receives messages (workers/refill.py).
@@ -36,7 +41,8 @@ PUBLIC = "public"  # the tenant of open access (no GENFLEET_API_KEYS), and of a 
 ANY_TENANT = "*"  # in GENFLEET_TENANT_MAX_RUNNING: the cap of every tenant not named
 DRAIN = 2**31  # a window no list reaches: what dispatch uses with fair share off
 
-PER_LIST = 6  # the keys of one priority's ready list, in the order the scripts take them (`fair_keys`)
+LIST_PARTS = ("active", "parked", "clock", "waiting", "returned")  # a ready list's own keys (shared/keys.py `fair`)
+PER_LIST = 1 + len(LIST_PARTS)  # the list and its keys, in the order the scripts take them (`fair_keys`)
 SHARED = 4  # then the hashes every list shares
 
 
@@ -46,8 +52,6 @@ def fair_keys(ready_lists: Sequence[str]) -> list[str]:
     per = [k for name in ready_lists for k in (name, *(keys.fair(name, part) for part in LIST_PARTS))]
     return [*per, keys.FAIR_WEIGHTS, keys.FAIR_CAPS, keys.FAIR_INFLIGHT, keys.FAIR_DISPATCHED]
 
-
-LIST_PARTS = ("active", "parked", "clock", "waiting", "returned")
 
 
 def prefixes(ready_lists: Sequence[str]) -> list[str]:
