@@ -15,6 +15,7 @@ import redis.asyncio
 from fastapi import HTTPException, status
 
 from genfleet.shared import keys, metrics
+from genfleet.shared.fairshare import ask_waiting, waiting_counts
 from genfleet.shared.queue import model_queues, priority_lists
 from genfleet.shared.settings import Settings
 
@@ -77,10 +78,9 @@ class Limits:
     async def check_depth(self, adding: int = 1) -> None:
         """503 when the queue already holds more waiting messages than `GENFLEET_MAX_QUEUE_DEPTH`."""
         pipe = self.redis.pipeline(transaction=False)
-        for name in (n for q in model_queues(self.settings) for n in priority_lists(q)):
-            pipe.llen(name)  # the ready list, and its tenants' backlogs (shared/fairshare.py)
-            pipe.get(keys.fair(name, "waiting"))
-        depth = sum(int(n or 0) for n in await pipe.execute())
+        # each list, and its tenants' backlogs behind it (shared/fairshare.py)
+        ask_waiting(pipe, [n for q in model_queues(self.settings) for n in priority_lists(q)])
+        depth = sum(waiting_counts(await pipe.execute()))
         if depth + adding > self.settings.max_queue_depth:
             raise self.backpressure(depth)
 

@@ -53,7 +53,6 @@ def fair_keys(ready_lists: Sequence[str]) -> list[str]:
     return [*per, keys.FAIR_WEIGHTS, keys.FAIR_CAPS, keys.FAIR_INFLIGHT, keys.FAIR_DISPATCHED]
 
 
-
 def prefixes(ready_lists: Sequence[str]) -> list[str]:
     """The scripts' ARGV prefixes for one queue: the job key's, then each list's backlog key's."""
     return [keys.job(""), *(keys.backlog(name, "") for name in ready_lists)]
@@ -244,15 +243,24 @@ class FairShare:
         pipe.execute()
 
 
+def ask_waiting(pipe: Any, ready_lists: Sequence[str]) -> None:
+    """Queues on `pipe` (a blocking or an asyncio pipeline) the reads that `waiting_counts` adds up."""
+    for name in ready_lists:
+        pipe.llen(name)
+        pipe.get(keys.fair(name, "waiting"))
+
+
+def waiting_counts(replies: Sequence[Any]) -> list[int]:
+    """Per list, from the replies to `ask_waiting`: the list's length plus its backlogs' count."""
+    return [int(replies[i]) + int(replies[i + 1] or 0) for i in range(0, len(replies), 2)]
+
+
 def waiting(r: redis.Redis, ready_lists: Sequence[str]) -> list[int]:
     """Messages waiting in each of `ready_lists`: in the list itself, and behind it (its tenants' backlogs, and
     what was pulled back from it)."""
     pipe = r.pipeline(transaction=False)
-    for name in ready_lists:
-        pipe.llen(name)
-        pipe.get(keys.fair(name, "waiting"))
-    replies = pipe.execute()
-    return [int(replies[i]) + int(replies[i + 1] or 0) for i in range(0, len(replies), 2)]
+    ask_waiting(pipe, ready_lists)
+    return waiting_counts(pipe.execute())
 
 
 def backlogs(r: redis.Redis, ready_list: str, most: int = 0) -> list[str]:

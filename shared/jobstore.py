@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -157,8 +158,8 @@ class JobStore:
         listed = dict.fromkeys((str(j.id) for j in jobs), time.time())
         pipe.zadd(keys.UNPUBLISHED, listed, nx=True)
         pipe.zadd(keys.QUEUED, listed, nx=True)
-        for tenant in {tenant_of(j) for j in jobs}:
-            pipe.hincrby(keys.QUEUED_BY_TENANT, tenant, sum(tenant_of(j) == tenant for j in jobs))
+        for tenant, n in Counter(tenant_of(j) for j in jobs).items():
+            pipe.hincrby(keys.QUEUED_BY_TENANT, tenant, n)
         pipe.execute()
 
     def publish(self, messages: Sequence[Outgoing], job_ids: Sequence[UUID | str]) -> None:

@@ -73,7 +73,7 @@ WORKERS = f"{PREFIX}workers"
 # Fair share (shared/fairshare.py), per ready list (a kombu priority list): each tenant's backlog, the tenants
 # with a backlog by virtual time, those held back by their cap, the virtual clock and the backlog's size.
 def fair(ready_list: str, part: str) -> str:
-    """One of a ready list's fair-share keys: active, parked, clock, waiting, or `backlog:` (a prefix)."""
+    """One of a ready list's fair-share keys: active, parked, clock, waiting, returned, or `backlog:` (a prefix)."""
     return f"{PREFIX}fair:{ready_list}:{part}"
 
 
