@@ -87,9 +87,9 @@ def create_app(settings: Settings) -> Celery:
         task_time_limit=settings.hard_time_limit_s,
         task_soft_time_limit=settings.soft_time_limit_s,
         worker_concurrency=1,  # one warm pipeline per process, one process per accelerator
-        # room for the batch being written, the one sampling and the next one filling behind it (a message stays
-        # unacknowledged, and counts against the prefetch, until its write ends)
-        worker_prefetch_multiplier=3 * settings.max_batch,
+        # the batch sampling and the next one filling behind it; messages being written borrow slots of their own
+        # (workers/batching.py), so a newcomer's job waits behind one reserved batch at most
+        worker_prefetch_multiplier=2 * settings.max_batch,
         worker_cancel_long_running_tasks_on_connection_loss=True,
     )
     app.steps["consumer"].add(Reconnected)

@@ -23,6 +23,12 @@ the reports of later batches, or, when no batch follows, in a `drain` call that 
 process dies, the messages whose writes it held go back to the queue with its batch. What becomes of each message
 (acked, released, requeued) is decided by its `Delivery` (workers/delivery.py), and nowhere here.
 
+And one for fairness (docs/fair-share.md): a message stays unacknowledged, and so counts against the prefetch,
+until its write ends. The prefetch is two batches, one sampling and one waiting, and each message being written
+lends one more slot, up to a batch. So quick writes never let the worker reserve a second waiting batch, a
+newcomer's job is dispatched behind at most one, and slow writes still leave room for the next batch. The slots
+are lent through the consumer's `qos`, Celery's public counter (its ETA tasks borrow the same way).
+
 And one for a lost broker connection. The consumer then clears its timer, celery-batches' flush timer with it,
 and the pool discards every call not yet handed to its process, so neither of that call's callbacks ever runs.
 Left alone, the next batches would wait for a full buffer, and the last writes would never be drained nor their
@@ -62,6 +68,8 @@ class AcceleratorBatches(BufferedBatches):
     _writing: dict[str, Delivery] | None = None  # deliveries whose images are being written, by task id
     _calls: set[PoolCall] | None = None  # pool calls neither of whose callbacks has run yet
     _suspects: list[Request] | None = None  # redelivered suspects waiting to run alone
+    _qos: Any = None  # the consumer's prefetch counter (kombu.common.QoS), given as the consumer starts
+    _lent = 0  # prefetch slots lent to it for messages being written
 
     @property
     def writing(self) -> dict[str, Delivery]:
@@ -120,6 +128,18 @@ class AcceleratorBatches(BufferedBatches):
             ended = self.writing.pop(task_id, None)
             if ended is not None:
                 ended.report(event)
+        self._lend()
+
+    def _lend(self) -> None:
+        """One more prefetch slot for each message being written, up to a batch (the module says why)."""
+        if self._qos is None:
+            return
+        want = min(len(self.writing), self.flush_every)
+        if want > self._lent:
+            self._qos.increment_eventually(want - self._lent)
+        elif want < self._lent:
+            self._qos.decrement_eventually(self._lent - want)
+        self._lent = want
 
     def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], on_return: Callable[[Any], None],
                 on_error: Callable[[BaseException], None], **limits: Any) -> PoolCall:
@@ -139,10 +159,13 @@ class AcceleratorBatches(BufferedBatches):
         self.calls.add(call)
         return call
 
-    def reconnected(self) -> None:
-        """The consumer (re)started: after a lost broker connection, forget the pool calls the pool discarded
-        (their messages come back from the broker, as the pool expects), restart the flush timer with the next
-        message, and flush or drain what waits."""
+    def reconnected(self, qos: Any = None) -> None:
+        """The consumer (re)started, with a fresh prefetch counter (`qos`): after a lost broker connection,
+        forget the pool calls the pool discarded (their messages come back from the broker, as the pool expects),
+        restart the flush timer with the next message, and flush or drain what waits."""
+        if qos is not None:
+            self._qos, self._lent = qos, 0
+            self._lend()
         self.forget_timer()
         gone = {c for c in self.calls if discarded(c)}
         if gone:
@@ -184,6 +207,7 @@ class AcceleratorBatches(BufferedBatches):
                 log.exception("could not mark the lost batch's jobs as suspects")
         for delivery in [*batch, *writing]:
             delivery.lost()
+        self._lend()
 
     def suspects(self, ids: list[str]) -> set[str]:
         """Of these redelivered task ids, those to run alone."""
@@ -231,11 +255,12 @@ class AcceleratorBatches(BufferedBatches):
 
 
 class Reconnected(bootsteps.StartStopStep):
-    """Calls `reconnected` on the worker's AcceleratorBatches tasks each time the consumer (re)starts."""
+    """Calls `reconnected` on the worker's AcceleratorBatches tasks, with the consumer's new prefetch counter, each
+    time the consumer (re)starts."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def start(self, c: Any) -> None:
         for task in c.app.tasks.values():
             if isinstance(task, AcceleratorBatches):
-                task.reconnected()
+                task.reconnected(c.qos)
