@@ -18,7 +18,19 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import REGISTRY
 from prometheus_client.registry import Collector
 
-from genfleet.api import batch_results, batches, events, fleet, health, inputs, jobs, ui, usage
+from genfleet.api import (
+    batch_results,
+    batches,
+    events,
+    fleet,
+    health,
+    inputs,
+    jobs,
+    openai_images,
+    openai_models,
+    ui,
+    usage,
+)
 from genfleet.api.errors import BodyLimit, redis_unavailable, validation_error
 from genfleet.api.observe import ObserveRequests
 from genfleet.api.queue_metrics import QueueCollector
@@ -65,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Queue text-to-image jobs; GPU workers generate, score and store the images.")
     attach(app, state)
     _register_redis_metrics(state.store, settings, state.keys.tenants)
-    for module in (jobs, inputs, events, batches, batch_results, fleet, usage, health):
+    for module in (jobs, inputs, events, batches, batch_results, fleet, usage, health, openai_images, openai_models):
         app.include_router(module.router)
     ui.mount(app, settings)
 

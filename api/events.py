@@ -1,8 +1,9 @@
 """Progress as Server-Sent Events (sse-starlette).
 
 `GET /v1/jobs/{id}/events` replays the job's history from Redis (or from `Last-Event-ID` on), then follows it
-live, and ends after the terminal event: `queued`, `running`, `progress` ({"step", "steps"}), then `succeeded`,
-`failed` or `cancelled`. Status events carry the job record as JSON.
+live, and ends after the terminal event: `queued`, `running`, `progress` ({"step", "steps"}), `preview`
+({"step", "steps", "index", "image": base64 JPEG}), then `succeeded`, `failed` or `cancelled`. Status events
+carry the job record as JSON. While a client listens, the job is marked watched, so its worker sends previews.
 
 `GET /v1/batches/{id}/events` sends a `batch` event (the batch with its counts) each time its counts move, read
 every half second, and ends once the batch has finished.
@@ -23,7 +24,7 @@ from sse_starlette import EventSourceResponse
 from genfleet.api.auth import Who, owned
 from genfleet.api.state import AppState, State
 from genfleet.shared import keys
-from genfleet.shared.events import wait_next
+from genfleet.shared.events import follow
 from genfleet.shared.schema import Job
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -38,12 +39,8 @@ async def _events(r: redis.asyncio.Redis, job: Job, last_event_id: str | None) -
         yield {"id": "0-0", "event": job.status.value, "data": job.model_dump_json()}
         if job.status.terminal:
             return
-    while True:
-        for event in await wait_next(r, job.id, after, _BLOCK_MS):
-            yield {"id": event.id, "event": event.type, "data": event.data}
-            after = event.id
-            if event.terminal:
-                return
+    async for event in follow(r, job.id, after, _BLOCK_MS):
+        yield {"id": event.id, "event": event.type, "data": event.data}
 
 
 @router.get("/jobs/{job_id}/events", response_class=EventSourceResponse,

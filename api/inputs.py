@@ -72,7 +72,8 @@ def decode(data: bytes, max_pixels: int) -> Decoded:
         raise Unusable(f"a damaged image ({e})") from None
 
 
-def _store(data: bytes, state: State) -> InputView:
+def store_input(data: bytes, state: State) -> InputView:
+    """Checks and stores an input image (blocking); Unusable says why it cannot be one."""
     decoded = decode(data, state.settings.max_input_pixels)
     digest = hashlib.sha256(data).hexdigest()
     ext, content_type = FORMATS[decoded.format]
@@ -95,7 +96,7 @@ async def upload_input(request: Request, state: AppState, who: Who) -> Response:
         return JSONResponse({"detail": [{"type": "too_large", "loc": ["body"], "input": None, "msg": f"the image is "
                                          f"{len(data)} bytes; the limit is {limit} (GENFLEET_MAX_INPUT_BYTES)"}]}, 413)
     try:
-        view = await run_in_threadpool(_store, data, state)
+        view = await run_in_threadpool(store_input, data, state)
     except Unusable as e:
         raise RequestValidationError([{"type": "value_error", "loc": ("body",), "input": None,
                                        "msg": f"the upload is {e}"}]) from None

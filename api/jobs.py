@@ -17,7 +17,7 @@ from genfleet.api.inputs import resolve
 from genfleet.api.state import AppState, State
 from genfleet.shared import metrics
 from genfleet.shared.queue import enqueue, model_queues, queue_for
-from genfleet.shared.schema import Job, JobRequest, JobStatus, Task
+from genfleet.shared.schema import Job, JobRequest, JobStatus, OutputFormat, Task
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ def as_json(model: BaseModel, status_code: int = 200, headers: dict[str, str] | 
     return Response(model.model_dump_json(), status_code, headers, media_type="application/json")
 
 
-async def _queue_one(body: JobRequest, model: str, state: State, who: Caller) -> Job:
+async def queue_one(body: JobRequest, model: str, state: State, who: Caller) -> Job:
+    """Admits, records and publishes one job: the one way a single job reaches the queue."""
     if body.task is not Task.text_to_image:  # its input images are read from storage: blocking, off the loop
         body = await run_in_threadpool(resolve, body, model, state, who)
     job = Job.new(body, state.settings.model, who.tenant)
@@ -68,7 +69,7 @@ async def create_job(body: JobRequest, request: Request, state: AppState, who: W
     check_webhook(body.webhook_url, state.settings)
     # on the event loop: admission and the record-and-publish step are async Redis calls
     job_id, job = await idempotent(state, request, who, idempotency_key, body.model_dump_json,
-                                   lambda: _queue_one(body, model, state, who))
+                                   lambda: queue_one(body, model, state, who))
     headers = {"Location": f"/v1/jobs/{job_id}"}
     if job is None:  # a replay: the job as it stands now
         headers["Idempotent-Replayed"] = "true"
@@ -82,7 +83,7 @@ def get_job(job_id: UUID, state: AppState, who: Who) -> Job:
 
 
 @router.get("/jobs/{job_id}/images/{index}", response_class=Response,
-            responses={200: {"content": {"image/png": {}}, "description": "the image"},
+            responses={200: {"content": {f.content_type: {} for f in OutputFormat}, "description": "the image"},
                        404: {"description": "no such job or image"}})
 def get_image(job_id: UUID, index: int, state: AppState, who: Who) -> Response:
     """One image, through the API: for clients that cannot reach the storage (a local folder) or hold no link."""
@@ -91,7 +92,7 @@ def get_image(job_id: UUID, index: int, state: AppState, who: Who) -> Response:
     if output is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no image {index}")
     # private: the caller's key authorised it; immutable: a stored image is never rewritten
-    return Response(state.storage.get(output.key), media_type="image/png",
+    return Response(state.storage.get(output.key), media_type=job.request.output_format.content_type,
                     headers={"Cache-Control": "private, max-age=86400, immutable"})
 
 

@@ -2,7 +2,9 @@
 
 Status events (`running`, `succeeded`, `failed`, `cancelled`) are appended by the job store's update script in
 the same atomic step as the status change, so the stream can never disagree with the record. `progress`
-events (step n of N) come from the sampling loop at most twice a second. A stream keeps its last few dozen
+events (step n of N) come from the sampling loop at most twice a second, and with them `preview` events (a
+small JPEG of each image as it stands, workers/previews.py) for jobs that asked for them or that someone
+listens to: a listener marks the job watched (`keys.watch`) while it listens. A stream keeps its last few dozen
 events and expires with its job, so a client that connects late, or reconnects with `Last-Event-ID`, still
 sees how the job ended.
 """
@@ -10,7 +12,7 @@ sees how the job ended.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -22,13 +24,15 @@ from genfleet.shared import keys
 from genfleet.shared.schema import TERMINAL
 
 MAXLEN = 64  # approximate (XADD MAXLEN ~): enough for every status change and the latest progress
+WATCH_TTL_S = 30  # a listener renews its mark at least this often (the SSE route's read blocks 10 s at most)
 
 
 @dataclass(frozen=True)
 class Event:
     id: str  # the stream entry id: what a client sends back as Last-Event-ID
-    type: str  # running | progress | succeeded | failed | cancelled (queued is synthesised from the record)
-    data: str  # JSON: the job record for status events, {"step", "steps"} for progress
+    type: str  # running | progress | preview | succeeded | failed | cancelled (queued comes from the record)
+    data: str  # JSON: the job record for status events, {"step", "steps"} for progress, and for a preview
+    # {"step", "steps", "index", "image"}: the job's image `index`, as a base64 JPEG
 
     @property
     def terminal(self) -> bool:
@@ -46,6 +50,44 @@ def publish_progress(r: redis.Redis, job_ids: Iterable[UUID | str], step: int, s
         pipe.xadd(keys.events(job_id), {"event": "progress", "data": data}, maxlen=MAXLEN, approximate=True)
         pipe.expire(keys.events(job_id), ttl_s)
     pipe.execute()
+
+
+def publish_previews(r: redis.Redis, previews: list[tuple[str, int, str]], step: int, steps: int, ttl_s: int
+                     ) -> None:
+    """(job id, image index, base64 JPEG) for each image previewed at this step."""
+    pipe = r.pipeline(transaction=False)
+    for job_id, index, image in previews:
+        data = json.dumps({"step": step, "steps": steps, "index": index, "image": image})
+        pipe.xadd(keys.events(job_id), {"event": "preview", "data": data}, maxlen=MAXLEN, approximate=True)
+        pipe.expire(keys.events(job_id), ttl_s)
+    pipe.execute()
+
+
+def watched(r: redis.Redis, job_ids: list[str]) -> set[str]:
+    """Of these jobs, those someone listens to now."""
+    pipe = r.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.exists(keys.watch(job_id))
+    return {job_id for job_id, n in zip(job_ids, pipe.execute(), strict=True) if n}
+
+
+async def watch(r: redis.asyncio.Redis, job_id: UUID | str) -> None:
+    """Marks the job listened to, for the next `WATCH_TTL_S`."""
+    await r.set(keys.watch(job_id), 1, ex=WATCH_TTL_S)
+
+
+async def follow(r: redis.asyncio.Redis, job_id: UUID | str, after: str = "0-0", block_ms: int = 10_000,
+                 watching: bool = True) -> AsyncIterator[Event]:
+    """The job's events after `after`, as they come, until its terminal one; `watching` marks it listened to
+    (so its worker sends previews) while this runs."""
+    while True:
+        if watching:
+            await watch(r, job_id)  # renewed at least every block_ms, well within its expiry
+        for event in await wait_next(r, job_id, after, block_ms):
+            yield event
+            after = event.id
+            if event.terminal:
+                return
 
 
 async def wait_next(r: redis.asyncio.Redis, job_id: UUID | str, after: str, block_ms: int) -> list[Event]:

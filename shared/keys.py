@@ -36,6 +36,11 @@ def events(job_id: UUID | str) -> str:
     return f"{PREFIX}events:{job_id}"
 
 
+def watch(job_id: UUID | str) -> str:
+    """Set, with a short expiry, while a client listens to a job's events: its worker then publishes previews."""
+    return f"{PREFIX}watch:{job_id}"
+
+
 def suspect(job_id: UUID | str) -> str:
     """Set when a pool process died under the job while its worker lived: it runs alone on redelivery."""
     return f"{PREFIX}suspect:{job_id}"

@@ -40,6 +40,11 @@ class Family(StrEnum):
     generic = "generic"
 
 
+# OpenAI's `quality`, as a share of a model's default steps (`ModelSpec.steps_for`); `auto` leaves them unset
+QUALITY_STEPS = {"low": 0.5, "medium": 1.0, "standard": 1.0, "high": 1.5, "hd": 1.5, "xhigh": 2.0, "max": 2.0}
+PIPELINE_STEPS = 50  # what a diffusers pipeline runs when a family names no default
+MAX_STEPS = 150  # JobParams' bound
+
 _UNET_SCHEDULERS = frozenset(Scheduler)
 _FLOW = frozenset[Scheduler]()  # flow-matching models keep their own scheduler: no other one applies
 _ALL_TASKS = frozenset(Task)
@@ -60,6 +65,13 @@ class ModelSpec:
     tasks: frozenset[Task] = _ALL_TASKS
     scorers: tuple[str, ...] = ("technical",)
     loader: str = _HUB  # "module:callable", called with (name, dtype), returning the pipeline
+
+    def steps_for(self, quality: str) -> int | None:
+        """The steps an OpenAI `quality` asks of this model: a share of its default (`QUALITY_STEPS`), at least
+        one; None for `auto` (the model's default)."""
+        if quality == "auto":
+            return None
+        return max(1, min(MAX_STEPS, round((self.steps or PIPELINE_STEPS) * QUALITY_STEPS[quality])))
 
     def misfits(self, params: JobParams, name: str) -> list[Misfit]:
         """What this model cannot take in `params`: one entry per field at fault."""

@@ -21,6 +21,23 @@ MAX_ADAPTERS = 4
 Side = Annotated[int, Field(multiple_of=8, ge=8, le=2048, description="pixels, a multiple of 8")]
 
 
+class OutputFormat(StrEnum):
+    """How a job's images are encoded and stored: PNG (lossless, with the job's provenance in text chunks), or
+    JPEG and WebP (smaller; the provenance in EXIF)."""
+
+    png = "png"
+    jpeg = "jpeg"
+    webp = "webp"
+
+    @property
+    def extension(self) -> str:
+        return "jpg" if self is OutputFormat.jpeg else self.value
+
+    @property
+    def content_type(self) -> str:
+        return f"image/{self.value}"
+
+
 class Priority(StrEnum):
     high = "high"
     normal = "normal"
@@ -100,6 +117,9 @@ class JobParams(BaseModel):
                                    "it is redrawn; unset: 0.8 for image-to-image, 1 for inpaint")
     adapters: list[AdapterRef] = Field(default_factory=list, max_length=MAX_ADAPTERS,
                                        description="LoRA adapters by declared name, with weights")
+    output_format: OutputFormat = Field(OutputFormat.png, description="how the images are encoded and stored")
+    previews: bool = Field(False, description="publish a small preview to the job's events every few steps "
+                           "(`preview` events); a job with a listener on its events gets them anyway")
 
     @field_validator("adapters")
     @classmethod

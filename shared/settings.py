@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     safety: Safety = Safety.off  # the safety flag (workers/safety.py)
     safety_checker: str = "CompVis/stable-diffusion-safety-checker"  # a folder or a cached HF id; never downloaded
     png_compress_level: int = Field(1, ge=0, le=9)
+    # Live previews (workers/previews.py) for jobs that ask or have a listener; off: never, whatever a job asks.
+    previews: bool = True
     # The GPU fast path per model (shared/fastpath.py), and where compiled kernels are kept across restarts.
     fastpath: dict[str, FastPath] = {}
     compile_cache_dir: Path | None = None
@@ -117,6 +119,8 @@ class Settings(BaseSettings):
     fair_share_window: int = Field(0, ge=0, le=10_000, description="messages ready per list; 0: half a batch")
     idempotency_ttl_s: int = Field(24 * 3600, ge=60, le=30 * 24 * 3600)
     presign_expiry_s: int = Field(3600, ge=1, le=7 * 24 * 3600)  # 7 days: the most SigV4 allows
+    # How long an OpenAI-compatible request waits for its job; past it, a 504 that names the job (api/openai_images.py)
+    openai_wait_s: float = Field(300.0, gt=0, le=3600)
     # Webhooks: Standard Webhooks signing secret (`whsec_` + base64); unset, a job asking for one gets a 422.
     webhook_secret: str | None = None
     webhook_allow_private: bool = False  # True lets webhooks reach loopback, private and link-local addresses

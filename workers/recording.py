@@ -26,7 +26,7 @@ from genfleet.shared.schema import Attempt, ImageOutput, Job, JobStatus
 from genfleet.shared.settings import Safety, Settings
 from genfleet.shared.storage import RideOut, Storage, open_storage
 from genfleet.shared.webhooks import notify
-from genfleet.workers.encode import manifest_bytes, png_bytes
+from genfleet.workers.encode import encoded, manifest_bytes
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Slot:
 
 def image_key(job: Job, index: int, flagged: bool = False) -> str:
     """Where an image is stored; under `flagged/` when the safety checker flagged it and GENFLEET_SAFETY=separate."""
-    return f"{'flagged/' if flagged else ''}{job.id}/{index}.png"
+    return f"{'flagged/' if flagged else ''}{job.id}/{index}.{job.request.output_format.extension}"
 
 
 def manifest_key(job: Job) -> str:
@@ -113,9 +113,9 @@ def write_job(job: Job, slots: list[Slot], timings: dict[str, float], ctx: Recor
                                  scores=slot.scores, width=image.width, height=image.height, attempts=slot.attempts,
                                  nsfw=slot.nsfw)
             t_enc = time.perf_counter()
-            data = png_bytes(image, job, output, ctx.settings.png_compress_level)
+            data = encoded(image, job, output, ctx.settings.png_compress_level)
             encode_s += time.perf_counter() - t_enc
-            ctx.storage.put(key, data, "image/png", if_absent=True)
+            ctx.storage.put(key, data, job.request.output_format.content_type, if_absent=True)
             failpoint("write.after-image", whole_worker=True)
             outputs.append(output)
         ctx.storage.put(manifest_key(job), manifest_bytes(job, outputs), "application/json", if_absent=True)

@@ -25,20 +25,21 @@ from PIL import Image
 
 from genfleet.shared import leases
 from genfleet.shared.errors import NotDurable, StorageUnavailable
-from genfleet.shared.events import publish_progress
+from genfleet.shared.events import publish_previews, publish_progress, watched
 from genfleet.shared.fastpath import Compile, fastpath_for
 from genfleet.shared.jobstore import JobStore
 from genfleet.shared.outcomes import Outcomes
 from genfleet.shared.schema import ImageOutput, Job, JobStatus, Usage
 from genfleet.shared.settings import Settings
 from genfleet.shared.storage import Storage
+from genfleet.workers import previews
 from genfleet.workers.adapters import AdapterError, AdapterSlots
 from genfleet.workers.models import PipelineCache
 from genfleet.workers.quality import Candidate, sample_with_retries
 from genfleet.workers.recording import Slot, finish, manifest_key
 from genfleet.workers.results import Failed, Ok
 from genfleet.workers.safety import SafetyChecker, check
-from genfleet.workers.sampling import GroupKey, Inputs, Sampler, StopCheck, group_jobs
+from genfleet.workers.sampling import Frame, GroupKey, Inputs, Sampler, StopCheck, group_jobs
 from genfleet.workers.scoring import ScorerSet
 from genfleet.workers.writer import Writes
 
@@ -127,16 +128,24 @@ def claim_safely(message: Job, ctx: Context) -> tuple[Job, Claim]:
 
 
 def step_hook(jobs: list[Job], ctx: Context) -> StopCheck:
-    """Called by a pipeline call at most twice a second: publishes step progress to every job sharing it,
-    and says to stop once all of them have been cancelled."""
+    """Called by a pipeline call at most twice a second: publishes step progress to every job sharing it, and
+    previews of the images of those that asked or have a listener; says to stop once all have been cancelled."""
     ids = [str(j.id) for j in jobs]
+    asked = {str(j.id) for j in jobs if j.request.previews}
 
-    def hook(step: int | None = None, steps: int | None = None) -> bool:
+    def hook(step: int | None = None, steps: int | None = None, frame: Frame | None = None) -> bool:
         if step is not None and steps:
-            publish_progress(ctx.store.redis, ids, step, steps, ctx.settings.job_ttl_s)
+            r, ttl = ctx.store.redis, ctx.settings.job_ttl_s
+            publish_progress(r, ids, step, steps, ttl)
+            if frame is not None and ctx.settings.previews:
+                wanted = asked | watched(r, [i for i in ids if i not in asked])
+                shown = previews.of_frame(frame, wanted)
+                if shown:
+                    publish_previews(r, shown, step, steps, ttl)
         return all(s is JobStatus.cancelled for s in ctx.store.statuses(ids))
 
     return hook
+
 
 
 def load_inputs(jobs: list[Job], storage: Storage) -> tuple[Inputs, dict[str, Failed]]:

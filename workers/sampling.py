@@ -66,6 +66,8 @@ class ImageSpec:
     seed: int
     image: Image.Image | None = None  # the input of an image-to-image or inpaint job
     mask: Image.Image | None = None
+    job_id: str = ""  # whose image it is, and which of its images (a step's previews go to the job's events)
+    index: int = 0
 
 
 Inputs = dict[str, Image.Image]  # input images by storage key, loaded for a batch (workers/runner.py)
@@ -74,14 +76,25 @@ Inputs = dict[str, Image.Image]  # input images by storage key, loaded for a bat
 def image_specs(job: Job, inputs: Inputs | None = None) -> list[ImageSpec]:
     r, given = job.request, inputs or {}
     image, mask = given.get(r.image or ""), given.get(r.mask or "")
-    return [ImageSpec(r.prompt, r.negative_prompt, image_seed(job, i), image, mask) for i in range(r.num_images)]
+    return [ImageSpec(r.prompt, r.negative_prompt, image_seed(job, i), image, mask, str(job.id), i)
+            for i in range(r.num_images)]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A pipeline call between two steps: the pipeline, its latents as they stand, and whose images they are
+    (padding's last rows repeat the last image)."""
+
+    pipe: Any
+    latents: torch.Tensor | None
+    specs: list[ImageSpec]
 
 
 class StopCheck(Protocol):
-    """Asked with (step, steps) at most every half second during a call, and with no arguments between calls:
-    True means stop (every job of the call was cancelled)."""
+    """Asked with (step, steps, frame) at most every half second during a call, and with no arguments between
+    calls: True means stop (every job of the call was cancelled)."""
 
-    def __call__(self, step: int | None = None, steps: int | None = None) -> bool: ...
+    def __call__(self, step: int | None = None, steps: int | None = None, frame: Frame | None = None) -> bool: ...
 
 
 class Pipeline(Protocol):
@@ -91,15 +104,18 @@ class Pipeline(Protocol):
     def __call__(self, **kwargs: Any) -> Any: ...
 
 
-def interrupter(should_stop: StopCheck, every_s: float = 0.5) -> Callable[..., dict[str, Any]]:
-    """A diffusers step-end callback that sets the pipeline's interrupt flag once `should_stop()` says so
-    (asked at most every `every_s`, so a cancel costs a Redis read per half second, not per step)."""
+def interrupter(should_stop: StopCheck, specs: list[ImageSpec], every_s: float = 0.5
+                ) -> Callable[..., dict[str, Any]]:
+    """A diffusers step-end callback that shows `should_stop` the call's progress and latents, and sets the
+    pipeline's interrupt flag once it says so (asked at most every `every_s`, so a cancel costs a Redis read per
+    half second, not per step)."""
     last = [time.monotonic()]
 
     def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         if time.monotonic() - last[0] >= every_s:
             last[0] = time.monotonic()
-            if should_stop(step + 1, getattr(pipe, "num_timesteps", None)):
+            frame = Frame(pipe, tensors.get("latents"), specs)
+            if should_stop(step + 1, getattr(pipe, "num_timesteps", None), frame):
                 pipe._interrupt = True
         return tensors
 
@@ -123,7 +139,7 @@ def call_kwargs(key: GroupKey, specs: list[ImageSpec], device: torch.device,
     if key.task is Task.inpaint:
         kwargs["mask_image"] = [s.mask for s in specs]
     if should_stop is not None:
-        kwargs["callback_on_step_end"] = interrupter(should_stop)
+        kwargs["callback_on_step_end"] = interrupter(should_stop, specs)
     return kwargs
 
 

@@ -1,4 +1,5 @@
 // One job: its status, step progress and thumbnails, filled in live from its event stream; a cancel button.
+// While it samples, the worker's previews (it sends them because this page listens) fill the thumbnails in.
 
 import { call, events } from "./api.js";
 import { h, progressBar, replace } from "./dom.js";
@@ -8,8 +9,18 @@ export async function jobPage(view, id, signal) {
   const head = h("div", { class: "head" });
   const bar = h("div", {}, progressBar(0, "steps"));
   const body = h("div", { class: "grid" });
+  const previews = h("div", { class: "thumbs previews", id: "previews" });
   const panel = h("aside", { class: "details", hidden: true });
-  replace(view, head, bar, body, panel);
+  replace(view, head, bar, previews, body, panel);
+  const showPreview = ({ index, step, steps, image }) => {
+    // a blob: URL, which the page's Content-Security-Policy allows for images (data: it does not)
+    const bytes = Uint8Array.from(atob(image), (c) => c.charCodeAt(0));
+    const src = URL.createObjectURL(new Blob([bytes], { type: "image/jpeg" }));
+    const img = h("img", { class: "preview", alt: `image ${index} at step ${step} of ${steps}`, width: 128, height: 128,
+                           src, "data-index": index, "data-step": step });
+    const old = previews.querySelector(`img[data-index="${index}"]`);
+    if (old) { URL.revokeObjectURL(old.src); old.replaceWith(img); } else previews.append(img);
+  };
   const select = (job, output) => details(panel, job, output);
 
   const render = (job) => {
@@ -21,7 +32,7 @@ export async function jobPage(view, id, signal) {
       h("p", {}, h("span", { class: `badge ${job.status}`, id: "job-status" }, job.status),
         ` ${job.model} · seed ${job.seed} · ${job.request.num_images} image(s)`), cancel);
     replace(body, card(job, select));
-    if (ended(job)) replace(bar, progressBar(1, "steps"));
+    if (ended(job)) { replace(bar, progressBar(1, "steps")); replace(previews); }
   };
 
   let job = await call("GET", `/v1/jobs/${id}`);
@@ -29,6 +40,8 @@ export async function jobPage(view, id, signal) {
   for await (const event of events(`/v1/jobs/${id}/events`, signal)) {
     if (event.event === "progress") {
       replace(bar, progressBar(event.data.step / event.data.steps, "steps"));
+    } else if (event.event === "preview") {
+      showPreview(event.data);
     } else if (ENDED.has(event.event)) {
       job = await call("GET", `/v1/jobs/${id}`);  // the record with its download links
       render(job);

@@ -187,3 +187,19 @@ def test_a_batch_of_a_thousand_opens_on_one_page_of_jobs(stack, page):
     expect(page.locator("#page-range")).to_have_text("49–96 of 1000")
     expect(page.locator(".card .prompt").first).to_have_text("cat 48")
     print(f"batch page of 1,000 jobs loaded in {loaded_s:.2f} s")  # a figure, not a target: docs/benchmarks.md
+
+
+def test_a_job_page_shows_previews_as_the_picture_forms_then_the_final_image(stack, page):
+    api = stack.start_api()
+    job = httpx.post(f"{api}/v1/jobs", json={"prompt": "a blue cat with a yellow hat", "steps": 60}).json()
+    page.goto(f"{api}/ui/#/jobs/{job['id']}")  # the page listens before any worker runs the job
+    expect(page.locator("#job-status")).to_have_text("queued")
+    stack.start_worker()
+    preview = page.locator("#previews img.preview").first
+    expect(preview).to_be_attached(timeout=120_000)
+    assert preview.evaluate(LOADED) or page.wait_for_function(
+        f"() => {{ const i = document.querySelector('#previews img.preview'); return i && ({LOADED})(i); }}")
+    assert page.locator(".thumb img").count() == 0  # a preview, and no final image yet
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=120_000)
+    expect(page.locator(".thumb img").first).to_be_visible()
+    expect(page.locator("#previews img")).to_have_count(0)  # the final image replaces them
