@@ -10,6 +10,10 @@ One JSON line each:
    carries its own ratio, system over raw, and each half's images/s, which show that drift;
 3. the last line: the median ratio over the rounds with its min and max, and each side's median, min and max.
 
+`--previews on` has every job ask for live previews (workers/previews.py); `--previews alternate` turns them on
+in every other round (off first), and the last line then gives each side's median ratio and `previews_cost`,
+the on side's over the off side's: what previews cost the whole system, measured against the same raw side.
+
 Each round also says where the CPU went, as the kernel counts it (not as the system reports itself): CPU
 seconds per image of the raw pipeline, and of each part of the system (worker, API, Redis, the S3 server when
 started here, and this process's watching), and `cpu_bound_ratio`, the raw side's over the system's. When
@@ -85,6 +89,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="where the worker writes (GENFLEET_WRITE_IN): threads of the sampling process, or a process")
     ap.add_argument("--batch1", action=argparse.BooleanOptionalAction, default=True,
                     help="time the raw pipeline at batch 1 too (compiled, that is one more compile)")
+    ap.add_argument("--previews", choices=["off", "on", "alternate"], default="off",
+                    help="jobs ask for live previews: never, always, or in every other round")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--guidance", type=float)
     ap.add_argument("--size", type=int, help="width and height; default: the model's native size")
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     request = {"prompt": "a red cat with a blue hat", "model": model, "steps": args.steps,
                "guidance": args.guidance, "width": args.size, "height": args.size}
     request = {k: v for k, v in request.items() if v is not None}
+    request["previews"] = args.previews != "off"  # so the warm-up round fits the preview projection, if any
     key = GroupKey(model, args.size, args.size, args.steps, args.guidance)
     emit(measure="setup", model=args.model, device=str(device), batch=args.batch, jobs=args.jobs,
          rounds=args.rounds, through=args.through, torch_threads=torch.get_num_threads(), cpus=os.cpu_count(),
@@ -114,10 +121,12 @@ def main(argv: list[str] | None = None) -> None:
         emit(measure="raw", batch=1, images_per_s=raw1)
     raw_images_per_s(pipe, key, args.batch, device, 1)
     kind: type[System] = ThroughAPI if args.through == "api" else InProcess
-    raws, systems, ratios, bounds = [], [], [], []
+    raws, systems, ratios, bounds, with_previews = [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="genfleet-bench-") as tmp, \
             kind(model, request, args.batch, settings, Path(tmp), args.storage_url, args.s3_endpoint) as system:
         for n in range(args.rounds):
+            request["previews"] = args.previews == "on" or (args.previews == "alternate" and n % 2 == 1)
+            with_previews.append(request["previews"])
             first, first_cpu = _raw_half(pipe, key, args, device)
             before, wall0 = system.cpu_by_part(), time.perf_counter()
             sys_rate = system.images_per_s(args.jobs)
@@ -131,7 +140,9 @@ def main(argv: list[str] | None = None) -> None:
             bounds.append(raw_cpu / sum(per_image.values()))
             # bench_process_cpu_share: what the measurement itself (the watching) took from the cores the
             # worker shares
-            emit(measure="round", round=n, raw_batched_images_per_s=raw, raw_halves_images_per_s=[first, second],
+            emit(measure="round", round=n, previews=request["previews"], previews_published=system.previews_published(),
+                 raw_batched_images_per_s=raw,
+                 raw_halves_images_per_s=[first, second],
                  system_images_per_s=sys_rate, ratio=ratios[-1],
                  bench_process_cpu_share=(after["bench"] - before["bench"]) / wall,
                  cpu_s_per_image={"raw": raw_cpu, **per_image}, cpu_bound_ratio=bounds[-1])
@@ -139,7 +150,18 @@ def main(argv: list[str] | None = None) -> None:
          rounds=args.rounds, batch=args.batch,
          raw_batch1_images_per_s=raw1, raw_batched_images_per_s=spread(raws),
          system_images_per_s=spread(systems), cpu_bound_ratio=spread(bounds), ratio_min=min(ratios),
-         ratio_max=max(ratios), ratio=statistics.median(ratios))
+         ratio_max=max(ratios), ratio=statistics.median(ratios), **_previews_summary(ratios, with_previews))
+
+
+def _previews_summary(ratios: list[float], with_previews: list[bool]) -> dict:
+    """With previews in some rounds and not in others: each side's ratio, and the on side's median over the off
+    side's."""
+    on = [r for r, p in zip(ratios, with_previews, strict=True) if p]
+    off = [r for r, p in zip(ratios, with_previews, strict=True) if not p]
+    if not on or not off:
+        return {}
+    return {"ratio_previews_off": spread(off), "ratio_previews_on": spread(on),
+            "previews_cost": statistics.median(on) / statistics.median(off)}
 
 
 def _raw_half(pipe, key: GroupKey, args: argparse.Namespace, device: torch.device) -> tuple[float, float]:

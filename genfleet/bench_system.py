@@ -13,11 +13,13 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 
 from genfleet import supervisor
+from genfleet.shared import keys
 from genfleet.shared.batches import Batch, BatchItem, BatchRequest, BatchStore, new_jobs
 from genfleet.shared.fairshare import Fairness
 from genfleet.shared.jobstore import JobStore
@@ -48,6 +50,7 @@ class System:
 
     api: subprocess.Popen | None = None
     s3: subprocess.Popen | None = None  # moto's server, when started here
+    last_batch: str | None = None  # the id of the batch the last round sent
 
     def __init__(self, model: str, request: dict, batch: int, settings: Settings, workdir: Path,
                  storage_url: str | None, s3_endpoint: str | None) -> None:
@@ -114,6 +117,16 @@ class System:
         return (f"bench batch ended with {seen.counts}; a failed job's error: {next(errors, None)}\n"
                 f"the worker's log:\n{supervisor.tail(self.log, 60)}")
 
+    def previews_published(self) -> int:
+        """The preview events the last round's jobs got (read after the round, outside its timing): evidence
+        that the rounds with previews on made them."""
+        seen = BatchStore(self.store).get(self.last_batch) if self.last_batch else None
+        if seen is None:
+            return 0
+        r: Any = self.store.redis  # redis-py's stream replies are typed loosely
+        return sum(1 for job_id in seen.job_ids() for _, fields in r.xrange(keys.events(job_id))
+                   if fields[b"event"] == b"preview")
+
     def _jobs(self, n: int) -> list[JobRequest]:
         return [JobRequest(**{**self.request, "seed": i}) for i in range(n)]
 
@@ -136,6 +149,7 @@ class InProcess(System):
         body = BatchRequest(prompts=[BatchItem(prompt=r.prompt, seed=r.seed) for r in self._jobs(jobs)],
                             params={k: v for k, v in self.request.items() if k != "prompt"})
         stream = new_jobs(batch, body, self.model)
+        self.last_batch = str(batch.id)
         start = time.perf_counter()
         BatchStore(self.store).create(batch, stream)
         publish(stream, self.store, app, self.settings)
@@ -186,6 +200,7 @@ class ThroughAPI(System):
         prompts = [{"prompt": r.prompt, "seed": r.seed} for r in self._jobs(jobs)]
         start = time.perf_counter()
         batch = self.http.post("/v1/batches", json={"prompts": prompts, "params": params}).raise_for_status().json()
+        self.last_batch = batch["id"]
         seen = self._wait_finished(batch["id"])
         elapsed = time.perf_counter() - start
         # what a client sees: the API must report the batch finished, every job succeeded

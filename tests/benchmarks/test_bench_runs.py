@@ -128,3 +128,16 @@ def test_fair_share_bench_times_every_configuration_each_round_and_cleans_up(red
         medians = sorted(line["median_us"] for line in rounds if f"{line['tenants']}x200" == name)
         assert (summary[name]["min_us"], summary[name]["max_us"]) == (round(medians[0], 1), round(medians[1], 1))
     assert redis.dbsize() == 0  # every key it wrote is gone
+
+
+@pytest.mark.timeout(900)
+def test_bench_alternates_previews_and_reports_their_cost(tmp_path, redis_url):
+    # steps enough that a call outlasts the half second between step hooks, so the rounds with previews make some
+    r = run_cli("bench", "--jobs", "4", "--batch", "2", "--steps", "40", "--repeats", "1", "--rounds", "2",
+                "--no-batch1", "--previews", "alternate", cwd=tmp_path, env={"GENFLEET_REDIS_URL": redis_url})
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    rounds, last = [line for line in lines if line.get("measure") == "round"], lines[-1]
+    assert [line["previews"] for line in rounds] == [False, True]
+    assert rounds[0]["previews_published"] == 0 < rounds[1]["previews_published"]
+    assert last["previews_cost"] == pytest.approx(rounds[1]["ratio"] / rounds[0]["ratio"])
