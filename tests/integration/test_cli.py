@@ -66,6 +66,13 @@ def test_up_serves_api_and_worker_until_terminated(tmp_path, monkeypatch):
         assert page.status_code == 200 and "text/html" in page.headers["content-type"], page.text[:200]
         assert "script-src 'self'" in page.headers["content-security-policy"]
         assert httpx.get(f"{base}/v1/fleet").json()["models"] == ["embedded"]
+        # the README's OpenAI SDK call, as written there (but for the port)
+        readme = (ROOT / "README.md").read_text()
+        snippet = readme.split("### OpenAI clients", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+        monkeypatch.chdir(tmp_path)  # where it writes cat.png
+        exec(snippet.replace("127.0.0.1:8000", f"127.0.0.1:{port}"), {})  # noqa: S102  # our own README
+        with Image.open(tmp_path / "cat.png") as cat:
+            assert cat.format == "PNG" and cat.size == (64, 64)
     finally:
         # SIGTERM, as Kubernetes, Docker and systemd stop it (and Ctrl-C's SIGINT may be ignored: a shell starts
         # background jobs with SIGINT ignored, and Python then leaves it so)
