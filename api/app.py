@@ -30,6 +30,7 @@ from genfleet.api import (
     openai_models,
     ui,
     usage,
+    verify,
 )
 from genfleet.api.errors import BodyLimit, redis_unavailable, validation_error
 from genfleet.api.observe import ObserveRequests
@@ -77,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Queue text-to-image jobs; GPU workers generate, score and store the images.")
     attach(app, state)
     _register_redis_metrics(state.store, settings, state.keys.tenants)
-    for module in (jobs, inputs, events, batches, batch_results, fleet, usage, health, openai_images, openai_models):
+    for module in (jobs, inputs, events, batches, batch_results, fleet, usage, health, openai_images, openai_models,
+                   verify):
         app.include_router(module.router)
     ui.mount(app, settings)
 

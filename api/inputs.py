@@ -93,14 +93,18 @@ async def upload_input(request: Request, state: AppState, who: Who) -> Response:
     data = await request.body()
     limit = state.settings.max_input_bytes
     if len(data) > limit:
-        return JSONResponse({"detail": [{"type": "too_large", "loc": ["body"], "input": None, "msg": f"the image is "
-                                         f"{len(data)} bytes; the limit is {limit} (GENFLEET_MAX_INPUT_BYTES)"}]}, 413)
+        return too_large_image(len(data), limit)
     try:
         view = await run_in_threadpool(store_input, data, state)
     except Unusable as e:
         raise RequestValidationError([{"type": "value_error", "loc": ("body",), "input": None,
                                        "msg": f"the upload is {e}"}]) from None
     return Response(view.model_dump_json(), status.HTTP_201_CREATED, media_type="application/json")
+
+
+def too_large_image(size: int, limit: int) -> JSONResponse:
+    return JSONResponse({"detail": [{"type": "too_large", "loc": ["body"], "input": None, "msg": f"the image is "
+                                     f"{size} bytes; the limit is {limit} (GENFLEET_MAX_INPUT_BYTES)"}]}, 413)
 
 
 def _owned_key(key: str, state: State, who: Caller) -> bool:

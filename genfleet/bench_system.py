@@ -68,7 +68,8 @@ class System:
         # Scoring stays on (it is part of the system); quality retries are off: they are extra images that the
         # raw pipeline never makes, so they would not compare like with like.
         self.env = {**supervisor.worker_env(url, 0), "GENFLEET_MODEL": self.model, "GENFLEET_QUEUE": self.queue,
-                    "GENFLEET_MAX_BATCH": str(self.batch), "GENFLEET_QUALITY_ATTEMPTS": "1", **storage}
+                    "GENFLEET_MAX_BATCH": str(self.batch), "GENFLEET_QUALITY_ATTEMPTS": "1",
+                    "GENFLEET_DATA_DIR": str(self.settings.data_dir), **storage}
         self.log = self.workdir / "worker.log"
         self.worker = supervisor.spawn(supervisor.worker_command(self.settings, "WARNING"), self.env, self.log)
         self._exit.callback(supervisor.stop, self.worker)

@@ -7,23 +7,13 @@ loses an accepted job (`GENFLEET_DURABILITY`, shared/durability.py).
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from genfleet.shared.redis_server import answers
-
-
-def _socket_path(data_dir: Path) -> Path:
-    path = data_dir.resolve() / "redis.sock"
-    if len(str(path)) < 100:  # unix socket paths are capped at about 107 bytes
-        return path
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"genfleet-{digest}.sock"
+from genfleet.shared.redis_server import answers, socket_path
 
 
 def _executable() -> str:
@@ -37,7 +27,7 @@ def embedded_redis(data_dir: Path, timeout_s: float = 20.0) -> Iterator[str]:
     """Yields the URL of a Redis server for `data_dir`: one already serving it, or one started here and
     stopped (with its data saved) when the block ends."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    sock = _socket_path(data_dir)
+    sock = socket_path(data_dir)
     url = f"unix://{sock}"
     if answers(url):
         yield url

@@ -25,6 +25,11 @@ WEBHOOKS = Counter("genfleet_webhooks_total", "Webhook delivery attempts by outc
 # Worker
 JOBS_FINISHED = Counter("genfleet_jobs_finished_total", "Jobs that reached a terminal status", ["model", "status"])
 IMAGES_GENERATED = Counter("genfleet_images_generated_total", "Images written to storage", ["model"])
+IMAGES_SIGNED = Counter("genfleet_images_signed_total", "Images stored with Content Credentials", ["model"])
+IMAGES_WATERMARKED = Counter("genfleet_images_watermarked_total", "Images stored with an invisible watermark",
+                             ["model"])
+SIGNING_FAILURES = Counter("genfleet_signing_failures_total", "Failed attempts to sign an image (each retry counts)",
+                           ["model"])
 SAMPLE_SECONDS = Histogram("genfleet_sample_seconds", "Pipeline call duration", ["model"], buckets=_SECONDS)
 BATCH_IMAGES = Histogram("genfleet_batch_images", "Images in the pipeline call a job's images were part of",
                          ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128))

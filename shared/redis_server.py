@@ -3,6 +3,9 @@ genfleet/embedded_redis.py)."""
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -54,3 +57,12 @@ def answers(url: str) -> bool:
         return bool(client(url).ping())
     except (redis.RedisError, OSError):
         return False
+
+
+def socket_path(data_dir: Path) -> Path:
+    """Where the embedded server listens for `data_dir` (the data folder itself, unless that path is too long)."""
+    path = data_dir.resolve() / "redis.sock"
+    if len(str(path)) < 100:  # unix socket paths are capped at about 107 bytes
+        return path
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"genfleet-{digest}.sock"

@@ -181,6 +181,8 @@ class ImageOutput(BaseModel):
     height: int
     attempts: list[Attempt] = []
     nsfw: bool | None = Field(None, description="the safety checker's flag (GENFLEET_SAFETY); null: not checked")
+    marks: list[str] = Field(default_factory=list, description="what the stored image carries: `c2pa` (signed "
+                             "Content Credentials), `watermark` (an invisible watermark in its pixels)")
     # Filled in by the API when it answers: a presigned GET URL (S3) or a local path; never stored.
     download_url: str | None = None
 

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genfleet.shared.fastpath import FastPath
@@ -31,6 +31,14 @@ class WriteIn(StrEnum):
 
     threads = "threads"  # threads of the sampling process
     process = "process"  # a process of its own: its Python work never holds the sampling thread's GIL
+
+
+class Provenance(StrEnum):
+    """Content Credentials on stored images (shared/provenance.py, shared/signing.py)."""
+
+    on = "on"  # signed with the configured signer; with none, a development one on the embedded default only
+    dev = "dev"  # signed with the configured signer, or a development one made under data_dir
+    off = "off"  # stored without Content Credentials
 
 
 class Settings(BaseSettings):
@@ -94,6 +102,20 @@ class Settings(BaseSettings):
     png_compress_level: int = Field(1, ge=0, le=9)
     # Live previews (workers/previews.py) for jobs that ask or have a listener; off: never, whatever a job asks.
     previews: bool = True
+    # Content Credentials (C2PA) on every stored image, and who signs them (shared/signing.py)
+    provenance: Provenance = Provenance.on
+    signing_certs: Path | None = None  # PEM chain file, the signer's certificate first
+    signing_key: Path | None = None  # PEM private key file
+    signing_certs_pem: SecretStr | None = None  # or the PEM text itself
+    signing_key_pem: SecretStr | None = None
+    signing_alg: str = "es256"
+    provenance_prompt: bool = False  # the prompt in the manifest: off, since prompts can be private
+    trust_anchors: Path | None = None  # PEM roots `verify` trusts, beside a development CA made here
+    # An invisible watermark in the pixels (shared/watermark.py): its payload (hex, 48 bits), and the models
+    # whose images go without it (comma-separated)
+    watermark: bool = True
+    watermark_payload: str = Field("67656e666c74", pattern=r"^[0-9a-fA-F]{12}$")  # "genflt"
+    watermark_skip: str = ""
     # The GPU fast path per model (shared/fastpath.py), and where compiled kernels are kept across restarts.
     fastpath: dict[str, FastPath] = {}
     compile_cache_dir: Path | None = None
@@ -175,6 +197,11 @@ class Settings(BaseSettings):
     def scorer_names(self) -> list[str] | None:
         names = _names(self.scorers)
         return None if names in ([], ["auto"]) else names
+
+    @property
+    def unwatermarked(self) -> set[str]:
+        """The models whose images go without a watermark (GENFLEET_WATERMARK_SKIP)."""
+        return set(_names(self.watermark_skip))
 
     @property
     def models(self) -> list[str]:

@@ -111,7 +111,9 @@ def stack(redis, redis_url, s3_endpoint, tmp_path) -> Iterator[Stack]:
     run = uuid.uuid4().hex[:8]
     env = {**os.environ, "GENFLEET_REDIS_URL": redis_url, "GENFLEET_QUEUE": f"genfleet-test-{run}",
            "GENFLEET_STORAGE_URL": f"s3://{BUCKET}/{run}", "GENFLEET_S3_ENDPOINT_URL": s3_endpoint,
-           "GENFLEET_METRICS_PORT": "0", "PYTHONPATH": str(ROOT)}
+           "GENFLEET_METRICS_PORT": "0", "PYTHONPATH": str(ROOT),
+           # a development signer of the test's own (its CA at data/provenance/ca.pem): workers sign as in production
+           "GENFLEET_PROVENANCE": "dev", "GENFLEET_DATA_DIR": str(tmp_path / "data")}
     s = Stack(env=env, tmp=tmp_path)
     yield s
     for proc in s.procs:

@@ -28,6 +28,7 @@ from genfleet.shared.queue import GENERATE_TASK, built_on_access, consumer, give
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import Job, JobStatus
 from genfleet.shared.settings import Settings, WriteIn
+from genfleet.shared.signing import NoSigner, require
 from genfleet.shared.webhooks import notify
 from genfleet.workers import batches_adapter, billiard_adapter
 from genfleet.workers.batching import AcceleratorBatches, Reconnected, Report
@@ -76,6 +77,10 @@ def create_app(settings: Settings) -> Celery:
     """The worker's Celery app, with its task, bootsteps and signal handlers."""
     global _worker
     check_interfaces()
+    try:  # a worker that would store unsigned images stops here, saying why; a development signer is made here
+        require(settings)
+    except NoSigner as e:
+        raise SystemExit(f"genfleet worker cannot start: {e}") from e
     # Celery's prefork pool forks its pool process from this process, which imports torch, and PyTorch refuses
     # CUDA in a child forked after the parent asked the CUDA runtime for its devices ("Cannot re-initialize CUDA
     # in forked subprocess": every batch of a worker failed so on an H200, docs/benchmarks.md). With this,
@@ -140,6 +145,7 @@ def context() -> Context:
             writer=writer,
             outcomes=recorder.outcomes,
             safety=SafetyChecker(settings.safety_checker, device),
+            marker=recorder.marker,
         )
     return w.ctx
 
@@ -152,6 +158,8 @@ def observe(job: Job) -> None:
         metrics.JOB_SECONDS.labels(model).observe((job.finished_at - job.created_at).total_seconds())
     if job.status is JobStatus.succeeded:
         metrics.IMAGES_GENERATED.labels(model).inc(len(job.outputs))
+        metrics.IMAGES_SIGNED.labels(model).inc(sum("c2pa" in out.marks for out in job.outputs))
+        metrics.IMAGES_WATERMARKED.labels(model).inc(sum("watermark" in out.marks for out in job.outputs))
         for out in job.outputs:
             if out.score is not None:
                 metrics.QUALITY_SCORE.labels(model).observe(out.score)

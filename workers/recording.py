@@ -27,6 +27,7 @@ from genfleet.shared.settings import Safety, Settings
 from genfleet.shared.storage import RideOut, Storage, open_storage
 from genfleet.shared.webhooks import notify
 from genfleet.workers.encode import encoded, manifest_bytes
+from genfleet.workers.marking import Marker, SigningFailed
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class Recording(Protocol):
     def storage(self) -> Storage: ...
     @property
     def outcomes(self) -> Outcomes: ...
+    @property
+    def marker(self) -> Marker: ...
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class Recorder:
     store: JobStore
     storage: Storage
     outcomes: Outcomes
+    marker: Marker
 
 
 def open_recorder(settings: Settings, notify_with: Notify | None = None) -> Recorder:
@@ -64,7 +68,7 @@ def open_recorder(settings: Settings, notify_with: Notify | None = None) -> Reco
     if notify_with is None:
         app = publisher(settings, url)
         notify_with = lambda url, event: notify(app, settings.queue, url, event)  # noqa: E731
-    return Recorder(settings, store, storage, Outcomes(BatchStore(store), storage, notify_with))
+    return Recorder(settings, store, storage, Outcomes(BatchStore(store), storage, notify_with), Marker(settings))
 
 
 @dataclass(frozen=True)
@@ -108,22 +112,25 @@ def write_job(job: Job, slots: list[Slot], timings: dict[str, float], ctx: Recor
     try:
         outputs = []
         for i, slot in enumerate(slots):
-            key, image = image_key(job, i, bool(slot.nsfw) and ctx.settings.safety is Safety.separate), slot.image
+            key = image_key(job, i, bool(slot.nsfw) and ctx.settings.safety is Safety.separate)
+            t_enc = time.perf_counter()
+            image, watermarked = ctx.marker.pixels(slot.image, job)
             output = ImageOutput(index=i, url=ctx.storage.url(key), key=key, seed=slot.seed, score=slot.score,
                                  scores=slot.scores, width=image.width, height=image.height, attempts=slot.attempts,
-                                 nsfw=slot.nsfw)
-            t_enc = time.perf_counter()
-            data = encoded(image, job, output, ctx.settings.png_compress_level)
+                                 nsfw=slot.nsfw, marks=ctx.marker.marks(watermarked))
+            data = ctx.marker.sign(encoded(image, job, output, ctx.settings.png_compress_level), job, output,
+                                   watermarked, ctx.storage)
             encode_s += time.perf_counter() - t_enc
             ctx.storage.put(key, data, job.request.output_format.content_type, if_absent=True)
             failpoint("write.after-image", whole_worker=True)
             outputs.append(output)
         ctx.storage.put(manifest_key(job), manifest_bytes(job, outputs), "application/json", if_absent=True)
         failpoint("write.after-manifest", whole_worker=True)
-    except Exception as e:  # storage still down after the outage window (RideOut): the job fails with the reason
-        reason = f"storing images: {type(e).__name__}: {e}"
+    except Exception as e:  # storage still down after the outage window (RideOut), or signing still failing
+        signing = isinstance(e, SigningFailed)
+        reason = str(e) if signing else f"storing images: {type(e).__name__}: {e}"
         log.exception("storing job %s failed", job.id)
-        ctx.store.dead_letter(job, "storage", reason)
+        ctx.store.dead_letter(job, "signing" if signing else "storage", reason)
         return finish(job, ctx, JobStatus.failed, error=reason, timings=timings)
     store_s = time.perf_counter() - t0
     timings = {**timings, "store_s": store_s, "encode_s": encode_s, "upload_s": store_s - encode_s}

@@ -34,6 +34,7 @@ from genfleet.shared.settings import Settings
 from genfleet.shared.storage import Storage
 from genfleet.workers import previews
 from genfleet.workers.adapters import AdapterError, AdapterSlots
+from genfleet.workers.marking import Marker
 from genfleet.workers.models import PipelineCache
 from genfleet.workers.quality import Candidate, sample_with_retries
 from genfleet.workers.recording import Slot, finish, manifest_key
@@ -59,6 +60,7 @@ class Context:
     writer: Writes
     outcomes: Outcomes
     safety: SafetyChecker
+    marker: Marker
 
 
 class Claim(Enum):

@@ -17,6 +17,7 @@ from genfleet.shared.outcomes import Outcomes
 from genfleet.shared.schema import Job, JobRequest, JobStatus
 from genfleet.shared.settings import Settings
 from genfleet.shared.storage import LocalStorage
+from genfleet.workers.marking import Marker
 from genfleet.workers.models import PipelineCache, load_pipeline
 from genfleet.workers.runner import Context, run_batch
 from genfleet.workers.safety import SafetyChecker
@@ -54,14 +55,15 @@ def make_ctx(redis, tmp_path, pipe, max_batch=8, **settings) -> Context:
     """A worker's context around `pipe`; quality retries off unless asked for (these tests count calls)."""
     pipelines = PipelineCache(DEVICE)
     pipelines.add("embedded", pipe)
-    settings = Settings(**{"redis_url": "redis://unused", "quality_attempts": 1, **settings})
+    settings = Settings(**{"redis_url": "redis://unused", "quality_attempts": 1, "provenance": "dev",
+                           "data_dir": tmp_path / "data", **settings})
     store, storage = JobStore(redis, 600), LocalStorage(tmp_path)
     notified: list[tuple[str | None, dict]] = []  # webhooks the worker would queue, kept for the tests to read
     ctx = Context(settings=settings, store=store, storage=storage, pipelines=pipelines,
                   scorers=ScorerSet(settings.scorer_names), sampler=Sampler(DEVICE, max_batch),
                   writer=ThreadWrites(2, 4),
                   outcomes=Outcomes(BatchStore(store), storage, lambda url, event: notified.append((url, event))),
-                  safety=SafetyChecker(settings.safety_checker, DEVICE))
+                  safety=SafetyChecker(settings.safety_checker, DEVICE), marker=Marker(settings))
     ctx.notified = notified  # type: ignore[attr-defined]  # kept on the context for the tests to read
     return ctx
 
