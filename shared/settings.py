@@ -173,6 +173,11 @@ class Settings(BaseSettings):
                              f"{PLACEHOLDER}: set it (deploy/k8s/base/config.yaml's Secret)")
         return value
 
+    @field_validator("signing_certs_pem", "signing_key_pem", mode="before")
+    @classmethod
+    def _no_placeholder_secret(cls, value: object, info: ValidationInfo) -> object:
+        return cls._no_placeholder(value, info) if isinstance(value, str) else value
+
     @field_validator("webhook_secret")
     @classmethod
     def _secret_decodes(cls, value: str | None) -> str | None:

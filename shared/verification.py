@@ -13,7 +13,6 @@ import io
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 
-from genfleet.shared import watermark
 from genfleet.shared.provenance import MIME, ManifestReport, read
 from genfleet.shared.settings import Settings
 from genfleet.shared.signing import DEV_FOLDER
@@ -48,13 +47,15 @@ def trust_anchors(settings: Settings) -> list[bytes]:
 
 
 def _watermark(image: Image.Image, settings: Settings) -> WatermarkReport:
-    try:
+    try:  # numpy, OpenCV and the package come with the worker extra; the API's slim image may lack them
+        from genfleet.shared import watermark
+
         reading = watermark.detect(image, settings.watermark_payload)
     except ImportError:
         return WatermarkReport(checked=False, reason="invisible-watermark is not installed here (the worker extra)")
     if reading is None:
         return WatermarkReport(checked=False, reason=f"{image.width}x{image.height} is under the "
-                                                     f"{watermark.MIN_PIXELS} pixels a watermark needs")
+                                                     f"{watermark.MIN_PIXELS} pixels a watermark needs, even at 2x")
     return WatermarkReport(checked=True, detected=reading.detected, payload=reading.payload,
                            expected=settings.watermark_payload.lower(), bit_accuracy=reading.bit_accuracy,
                            scale=reading.scale)

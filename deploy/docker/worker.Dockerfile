@@ -9,7 +9,8 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/genfleet PATH=/opt/genfleet/bin:$PATH \
     HF_HOME=/models/huggingface HF_HUB_OFFLINE=0
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv \
+# libgl1 and libglib2.0-0: OpenCV, which the invisible watermark (invisible-watermark) imports
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/* && python3 -m venv /opt/genfleet
 # torch first, from PyTorch's own index for this CUDA; then genfleet with the worker extra
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
