@@ -40,7 +40,9 @@ async def _events(r: redis.asyncio.Redis, job: Job, last_event_id: str | None) -
         if job.status.terminal:
             return
     async for event in follow(r, job.id, after, _BLOCK_MS):
-        yield {"id": event.id, "event": event.type, "data": event.data}
+        # a preview carries no id: a client resuming from it would skip the history written meanwhile
+        yield {"id": event.id, "event": event.type, "data": event.data} if event.history else \
+            {"event": event.type, "data": event.data}
 
 
 @router.get("/jobs/{job_id}/events", response_class=EventSourceResponse,

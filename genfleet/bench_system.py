@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
@@ -119,14 +118,12 @@ class System:
                 f"the worker's log:\n{supervisor.tail(self.log, 60)}")
 
     def previews_published(self) -> int:
-        """The preview events the last round's jobs got (read after the round, outside its timing): evidence
-        that the rounds with previews on made them."""
+        """The preview events the last round's jobs hold (read after the round, outside its timing; each job's
+        preview stream keeps its latest few): evidence that the rounds with previews on made them."""
         seen = BatchStore(self.store).get(self.last_batch) if self.last_batch else None
         if seen is None:
             return 0
-        r: Any = self.store.redis  # redis-py's stream replies are typed loosely
-        return sum(1 for job_id in seen.job_ids() for _, fields in r.xrange(keys.events(job_id))
-                   if fields[b"event"] == b"preview")
+        return sum(int(self.store.redis.xlen(keys.previews(job_id))) for job_id in seen.job_ids())
 
     def _jobs(self, n: int) -> list[JobRequest]:
         return [JobRequest(**{**self.request, "seed": i}) for i in range(n)]

@@ -36,6 +36,11 @@ def events(job_id: UUID | str) -> str:
     return f"{PREFIX}events:{job_id}"
 
 
+def previews(job_id: UUID | str) -> str:
+    """A job's live previews: a short stream of its own, so they never push its history out of `events`."""
+    return f"{PREFIX}previews:{job_id}"
+
+
 def watch(job_id: UUID | str) -> str:
     """Set, with a short expiry, while a client listens to a job's events: its worker then publishes previews."""
     return f"{PREFIX}watch:{job_id}"

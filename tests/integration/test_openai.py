@@ -143,5 +143,5 @@ def test_a_job_with_previews_off_sends_none_and_one_watched_gets_them(stack, red
 
     wait_for(lambda: ended(quiet) and ended(asked), 300, "the jobs never finished")
     kinds = {job_id: [f[b"event"] for _, f in redis.xrange(f"genfleet:events:{job_id}")] for job_id in (quiet, asked)}
-    assert b"progress" in kinds[quiet] and b"preview" not in kinds[quiet], kinds
-    assert b"preview" in kinds[asked], kinds
+    assert b"progress" in kinds[quiet] and b"progress" in kinds[asked] and b"preview" not in kinds[asked], kinds
+    assert redis.xlen(f"genfleet:previews:{quiet}") == 0 < redis.xlen(f"genfleet:previews:{asked}")

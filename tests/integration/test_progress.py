@@ -68,7 +68,7 @@ def sse_events(api: str, job_id: str, headers: dict | None = None) -> list[tuple
                 name, _, value = line.partition(":")
                 current[name] = value.strip()
             elif not line and "event" in current:
-                events.append((current["id"], current["event"], json.loads(current["data"])))
+                events.append((current.get("id"), current["event"], json.loads(current["data"])))
                 current = {}
     return events
 
@@ -87,9 +87,14 @@ def test_sse_streams_queued_running_progress_and_done(stack):
     # steps rise within a pipeline call (a quality retry is a new call, which starts again from step 1)
     assert progress[0]["step"] < progress[1]["step"]
     assert len(first[-1][2]["outputs"]) == 8
-    # reconnecting with Last-Event-ID replays only what came after it
+    # a listener gets previews (it marks the job watched); they are live, with no id to resume from
+    previews = [(eid, data) for eid, kind, data in first if kind == "preview"]
+    assert previews and all(eid is None for eid, _ in previews)
+    assert {data["index"] for _, data in previews} <= set(range(8))
+    # reconnecting with Last-Event-ID replays only the history that came after it, whole: the previews of eight
+    # images never pushed it out
     replay = sse_events(api, job["id"], {"last-event-id": first[1][0]})
-    assert [e[0] for e in replay] == [e[0] for e in first[2:]]
+    assert [e[0] for e in replay if e[1] != "preview"] == [e[0] for e in first[2:] if e[1] != "preview"]
 
 
 def test_signed_webhook_retried_with_backoff_until_delivered(stack):
