@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from genfleet.bench import emit, spread
-from genfleet.shared.fastpath import Compile, CompileMode, FastPath
+from genfleet.shared.fastpath import FULL_GRAPH, Compile, CompileMode, FastPath
 from genfleet.workers import deepcache
 from genfleet.workers.architectures import build
 from genfleet.workers.fastpath import apply
@@ -25,14 +25,24 @@ from genfleet.workers.sampling import GroupKey, ImageSpec, call_kwargs
 Arch = tuple[str, int, int]  # architecture, size, steps
 # The fast path the Kubernetes config sets. Not channels_last: on an H200, SD 1.5 in fp16 ran 0.93x eager's speed
 # with it, and the whole path with it 1.01x against 1.11x for the compile alone (docs/benchmarks.md).
-FAST = FastPath(compile=Compile.regional, fuse_qkv=True)
-# The whole fast path first, then each part alone, the longest compiles last: a run cut short keeps the most. The
-# last two are torch.compile's modes: CUDA graphs on the regional compile, then diffusers' own recipe for UNets
-# (the whole denoiser, max-autotune, which replays CUDA graphs too).
-PARTS = {"all": FAST, "compile_regional": FastPath(compile=Compile.regional),
-         "channels_last": FastPath(channels_last=True), "fuse_qkv": FastPath(fuse_qkv=True),
-         "compile_full": FastPath(compile=Compile.full),
-         "cuda_graphs": FastPath(compile=Compile.regional, compile_mode=CompileMode.reduce_overhead),
+FAST = FULL_GRAPH  # the recipe the lease after 2026-12-04 measures (regional compile lost to eager on an H200)
+_FULL = FastPath(compile=Compile.full)
+MAX_DIFF = 0.05  # pixels in [0, 1]: a part whose pictures moved further from eager's is no faster path to them
+# The whole recipe first, then each part alone, in alternation with eager (the part's options on a plain full
+# compile, so each line says what that option adds to one graph), then the regional compile that cold-start
+# sensitive deployments keep, and the modes with CUDA graphs, whose compiles are longest: a run cut short keeps
+# the most.
+PARTS = {"full_graph": FULL_GRAPH, "compile_full": _FULL,
+         "inductor_tuning": _FULL.model_copy(update={"inductor_tuning": True}),
+         "compile_vae": _FULL.model_copy(update={"compile_vae": True}),
+         "channels_last_in_graph": _FULL.model_copy(update={"channels_last": True}),
+         "fuse_qkv": _FULL.model_copy(update={"fuse_qkv": True}),
+         "cudnn_benchmark": _FULL.model_copy(update={"cudnn_benchmark": True}),
+         "freezing": _FULL.model_copy(update={"freezing": True}),
+         "max_autotune_no_cudagraphs": _FULL.model_copy(
+             update={"compile_mode": CompileMode.max_autotune_no_cudagraphs}),
+         "compile_regional": FastPath(compile=Compile.regional, fuse_qkv=True),
+         "cuda_graphs": FastPath(compile=Compile.full, compile_mode=CompileMode.reduce_overhead),
          "max_autotune": FastPath(compile=Compile.full, compile_mode=CompileMode.max_autotune)}
 
 
@@ -149,12 +159,15 @@ def deep_cache(name: str, pipe: Any, arch: Arch, device: torch.device, args: arg
          **distance(cached, plain, "uncached"))
 
 
-def parts(folder: Path, arch: Arch, device: torch.device, args: argparse.Namespace) -> None:
+def parts(folder: Path, arch: Arch, device: torch.device, args: argparse.Namespace) -> dict[str, float]:
     """Each part of the fast path alone, as a second pipeline from the same folder beside an eager one, the two
-    timed in alternation: each line's speed-up is the median of eager's seconds over the part's, call by call."""
+    timed in alternation: each line's speed-up is the median of eager's seconds over the part's, call by call.
+    Returns each part's median speed-up, for those whose pictures stayed within `MAX_DIFF` of eager's."""
+    found: dict[str, float] = {}
     eager = load_pipeline(str(folder), device)
     want = pictures(eager, arch, args.batch, device)  # warm, and the pictures each part is held to
-    for name, fast in PARTS.items():
+    for name in args.parts:
+        fast = PARTS[name]
         try:
             pipe = load_pipeline(str(folder), device)
             applied = apply(pipe, fast)
@@ -167,12 +180,16 @@ def parts(folder: Path, arch: Arch, device: torch.device, args: argparse.Namespa
             # From a call after the timed ones: CUDA graphs record on an early call and replay after, and a replay
             # that overwrote a buffer still in use would show here.
             got = pictures(pipe, arch, args.batch, device)
+            far = distance(got, want, "eager")
             emit(measure="part", part=name, applied=applied, batch=args.batch, first_call_s=first, rounds=len(ratios),
-                 **{f"speedup_{k}": v for k, v in spread(ratios).items()}, **distance(got, want, "eager"),
+                 **{f"speedup_{k}": v for k, v in spread(ratios).items()}, **far,
                  peak_memory_gib_both_pipelines=peak_gib(device))
+            if far["max_abs_diff_vs_eager"] <= MAX_DIFF:
+                found[name] = spread(ratios)["median"]
         except Exception as e:  # one part that will not apply (a graph break under `full`) leaves the others
             emit(measure="part", part=name, error=failure(e))
         finally:
             pipe = None
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    return found

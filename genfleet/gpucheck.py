@@ -42,7 +42,7 @@ import torch
 from pydantic import ValidationError
 
 from genfleet.bench import emit
-from genfleet.gpu_figures import FAST, Arch, failure, load, parts, pictures, raw, save_folder, sync
+from genfleet.gpu_figures import FAST, PARTS, Arch, failure, load, parts, pictures, raw, save_folder, sync
 from genfleet.shared.fastpath import FastPath
 from genfleet.workers.fastpath import apply, use_compile_cache
 from genfleet.workers.models import load_pipeline, resolve_device
@@ -55,7 +55,13 @@ TARGETS = {"sd15_system_images_per_s": 7.4, "sdxl_compiled_images_per_s": 1.5, "
 # Rough seconds each stage takes at full size on one H100 or H200 (with the compiles): what `--budget-s` plans by.
 # `parts` prints a line a part, so it starts on what its first two need.
 STAGE_S = {"sd15": 120, "cold_start": 150, "system": 180, "sdxl": 150, "system-threads": 150, "parts": 60}
-STAGES = ("sd15", "cold_start", "system", "sdxl", "system-threads")  # the default run; `parts` when asked for
+PART_S = 45  # each part beyond the first: a compile and its alternating calls (max-autotune's compiles take longer)
+# The default run, as issue 36 orders it: eager and the recipe, each part alone against eager, the system with
+# the fastest path found, a cold start from the compile cache, SDXL last. `system-threads` when asked for.
+STAGES = ("sd15", "parts", "system", "cold_start", "sdxl")
+# the recipe and what its options add to one graph; the rest (regional, freezing, cuDNN, the CUDA-graph modes) on
+# request: their compiles are the longest, and the H200 run of 2026-12-04 measured regional already
+DEFAULT_PARTS = ("full_graph", "compile_full", "inductor_tuning", "compile_vae", "channels_last_in_graph")
 
 
 def cold_start(args: argparse.Namespace) -> None:
@@ -137,8 +143,9 @@ class Check:
         return self.args.budget_s - (time.monotonic() - self.started)
 
     def run(self, stage: str) -> None:
-        if self.args.budget_s and self.left_s() < (0 if self.args.toy else STAGE_S[stage]):
-            emit(measure=stage, skipped=f"{self.left_s():.0f} s of the budget left, {STAGE_S[stage]} s needed")
+        need = stage_s(stage, self.args)
+        if self.args.budget_s and self.left_s() < (0 if self.args.toy else need):
+            emit(measure=stage, skipped=f"{self.left_s():.0f} s of the budget left, {need} s needed")
             return
         try:
             getattr(self, "stage_" + stage.replace("-", "_"))()
@@ -167,7 +174,13 @@ class Check:
         self.stage_system("threads")
 
     def stage_parts(self) -> None:
-        parts(self._sd15_folder(), self.plan["sd15"], self.device, self.args)
+        """Each part against eager; the stages after it run with the fastest path found, if it beat eager."""
+        found = parts(self._sd15_folder(), self.plan["sd15"], self.device, self.args)
+        self.figures["parts_speedup"] = found
+        if found and max(found.values()) > 1.0:
+            best = max(found, key=lambda name: found[name])
+            self.args.fast = PARTS[best]
+            self.figures["best_path"] = best
 
     def stage_sdxl(self) -> None:
         self.figures["sdxl_compiled_images_per_s"] = raw("sdxl", self.plan["sdxl"], self.device, self.args,
@@ -196,12 +209,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the system benchmark")
     # 8 batches a round: at 4 (the H200 run of 2026-12-04) the first batch's start and the last one's writes were
     # a large share of a round of about 6 s.
-    ap.add_argument("--system-batches", type=int, default=8, help="batches of B jobs a system round")
+    ap.add_argument("--system-batches", type=int, default=16, help="batches of B jobs a system round")
     ap.add_argument("--fast", type=_fast_path, default=FAST, metavar="JSON",
                     help="the fast path of the compiled, cold-start and system figures "
                          f"(default: {FAST.model_dump_json(exclude_defaults=True)}); `parts` keeps its own list")
     ap.add_argument("--stages", default=",".join(STAGES),
                     help=f"comma-separated, in order, of {', '.join(STAGE_S)} (default: {', '.join(STAGES)})")
+    ap.add_argument("--parts", default=",".join(DEFAULT_PARTS),
+                    help=f"the parts the `parts` stage times, in order, of {', '.join(PARTS)} "
+                         f"(default: {', '.join(DEFAULT_PARTS)})")
+    ap.add_argument("--plan", action="store_true", help="print what would run and a rough time for it, and stop")
     ap.add_argument("--budget-s", type=float, help="skip the stages the time left cannot fit")
     ap.add_argument("--work-dir", type=Path, default=Path(".genfleet/gpu-check"))
     ap.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
@@ -212,11 +229,36 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.stages = [s for s in args.stages.split(",") if s]
     if unknown := set(args.stages) - set(STAGE_S):
         ap.error(f"unknown stages {sorted(unknown)}; choose from {', '.join(STAGE_S)}")
+    args.parts = [p for p in args.parts.split(",") if p]
+    if unknown := set(args.parts) - set(PARTS):
+        ap.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     return args
+
+
+def stage_s(stage: str, args: argparse.Namespace) -> float:
+    """A stage's rough time at full size on one H100 or H200."""
+    return STAGE_S[stage] + (PART_S * (len(args.parts) - 1) if stage == "parts" else 0)
+
+
+def plan(args: argparse.Namespace) -> None:
+    """What a run with these arguments would do, and about how long it would take: one JSON line a stage, then
+    the total (against `--budget-s`, when given)."""
+    for stage in args.stages:
+        emit(measure="plan", stage=stage, estimate_s=stage_s(stage, args),
+             **({"parts": args.parts} if stage == "parts" else {}))
+    total = sum(stage_s(stage, args) for stage in args.stages)
+    emit(measure="plan_total", estimate_s=total, budget_s=args.budget_s, toy=args.toy, batch=args.batch,
+         fast=args.fast.model_dump(mode="json", exclude_defaults=True),
+         note="rough full-size times on one H100 or H200, compiles included; "
+              + ("within the budget" if args.budget_s is None or total <= args.budget_s else
+                 "over the budget: the stages that do not fit are skipped as the run goes"))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.plan:
+        plan(args)
+        return 0
     if args.cold_start:
         cold_start(args)
         return 0

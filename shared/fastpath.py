@@ -2,6 +2,9 @@
 switchable (`GENFLEET_FASTPATH`, JSON: model name, or "*" for every model, to a `FastPath`).
 
     GENFLEET_FASTPATH='{"*": {"compile": "regional", "channels_last": true, "fuse_qkv": true}}'
+    GENFLEET_FASTPATH='{"*": {"compile": "full", "compile_mode": "max-autotune-no-cudagraphs",
+                              "inductor_tuning": true, "compile_vae": true, "channels_last": true,
+                              "cudnn_benchmark": true}}'   # the full-graph recipe (FULL_GRAPH)
     GENFLEET_FASTPATH='{"embedded": {"deep_cache_interval": 3}}'   # one model only
     GENFLEET_COMPILE_CACHE_DIR=/compile-cache   # a volume: a scale-up reuses the compiled kernels
 
@@ -52,16 +55,32 @@ class FastPath(BaseModel):
     # Step caching for UNet denoisers (DeepCache, workers/deepcache.py): the whole UNet runs every this many
     # steps, the steps between only its outermost blocks; 0 or 1 turns it off. The scorers measure its cost.
     deep_cache_interval: int = Field(0, ge=0, le=16)
+    # The fastest public recipes' inductor options, for this compile only: 1x1 convolutions as matmuls,
+    # coordinate-descent tuning in every direction, no epilogue fusion (diffusers' speed-up guide, flux-fast)
+    inductor_tuning: bool = False
+    compile_vae: bool = False  # the VAE decoder compiled too, with the same options (it is most of a decode)
+    freezing: bool = False  # inductor folds the weights in as constants (inference only; longer compiles)
+    cudnn_benchmark: bool = False  # cuDNN times its convolution algorithms for each shape and keeps the fastest
 
     @model_validator(mode="after")
-    def _mode_needs_a_compile(self) -> FastPath:
-        if self.compile is Compile.off and self.compile_mode is not CompileMode.default:
-            raise ValueError("compile_mode needs compile set to regional or full (it is off)")
+    def _options_need_a_compile(self) -> FastPath:
+        needs = [name for name in ("inductor_tuning", "compile_vae", "freezing") if getattr(self, name)]
+        if self.compile_mode is not CompileMode.default:
+            needs.append("compile_mode")
+        if self.compile is Compile.off and needs:
+            raise ValueError(f"{', '.join(needs)} need compile set to regional or full (it is off)")
         return self
 
     @property
     def buckets(self) -> bool:
         return self.compile is not Compile.off if self.bucket_batches is None else self.bucket_batches
+
+
+# The full-graph recipe the issue of 2026-12-04 asked the next GPU lease to measure (docs/benchmarks.md): the
+# whole UNet and the VAE decoder in one graph each, static shapes, channels_last inside the graph only.
+FULL_GRAPH = FastPath(compile=Compile.full, compile_mode=CompileMode.max_autotune_no_cudagraphs,
+                      inductor_tuning=True, compile_vae=True, channels_last=True, fuse_qkv=True,
+                      cudnn_benchmark=True)
 
 
 def fastpath_for(model: str, choices: dict[str, FastPath]) -> FastPath:

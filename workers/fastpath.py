@@ -69,18 +69,44 @@ def apply(pipe: Any, fast: FastPath) -> list[str]:
         done.append("step_cache")
     if fast.deep_cache_interval > 1 and deepcache.enable(net, fast.deep_cache_interval):
         done.append("deep_cache")
+    if fast.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True  # process-wide: every model's convolutions then get timed once
+        done.append("cudnn_benchmark")
     if fast.compile is not Compile.off:
         done.append(compile_denoiser(net, fast))
+    decoder = getattr(vae, "decoder", None)
+    if fast.compile_vae and isinstance(decoder, torch.nn.Module):
+        decoder.compile(**compile_options(fast))
+        done.append("compile_vae")
     if done:
         log.info("fast path for %s: %s", type(pipe).__name__, ", ".join(done))
     return done
 
 
+# diffusers' speed-up guide's and flux-fast's inductor options (`inductor_tuning`)
+TUNING = {"conv_1x1_as_mm": True, "coordinate_descent_tuning": True, "epilogue_fusion": False,
+          "coordinate_descent_check_all_directions": True}
+
+
+def compile_options(fast: FastPath) -> dict[str, Any]:
+    """torch.compile's arguments for `fast`: one graph, static shapes, and its mode; with inductor options of
+    its own (tuning, freezing), the mode goes in as the options it stands for, since torch.compile takes a mode
+    or options, not both. The options are this compile's alone: inductor's global config is left as it is."""
+    options: dict[str, Any] = {"fullgraph": True, "dynamic": False}
+    extra = {**(TUNING if fast.inductor_tuning else {}), **({"freezing": True} if fast.freezing else {})}
+    if not extra:
+        return {**options, "mode": fast.compile_mode.value}
+    from torch._inductor import list_mode_options
+
+    return {**options, "options": {**list_mode_options(fast.compile_mode.value), **extra}}
+
+
 def compile_denoiser(net: Any, fast: FastPath) -> str:
     """Compiles `net` as `fast` says (lazily: the first call of each shape compiles); returns what it did."""
     allow_recompiles(RECOMPILE_LIMIT)
-    options: dict[str, Any] = {"fullgraph": True, "dynamic": False, "mode": fast.compile_mode.value}
+    options = compile_options(fast)
     suffix = "" if fast.compile_mode is CompileMode.default else f":{fast.compile_mode.value}"
+    suffix += "+tuned" if fast.inductor_tuning else ""
     if fast.compile is Compile.regional and getattr(net, "_repeated_blocks", None):
         net.compile_repeated_blocks(**options)
         return "compile_regional" + suffix

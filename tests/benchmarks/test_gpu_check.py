@@ -16,7 +16,8 @@ def test_gpu_check_runs_end_to_end_at_toy_size(tmp_path):
     # CUDA graphs have no effect on the CPU, but the mode must reach every stage that compiles
     fast = '{"compile": "regional", "fuse_qkv": true, "compile_mode": "reduce-overhead"}'
     r = run_cli("gpu-check", "--toy", "--batch", "2", "--repeats", "1", "--rounds", "1", "--system-batches", "3",
-                "--fast", fast, "--work-dir", str(tmp_path / "work"), cwd=tmp_path, timeout=900)
+                "--fast", fast, "--stages", "sd15,cold_start,system,sdxl,system-threads",
+                "--work-dir", str(tmp_path / "work"), cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     lines = _lines(r.stdout)
     measures = [(x["measure"], x.get("model"), x.get("mode"), x.get("batch")) for x in lines]
@@ -86,3 +87,34 @@ def test_the_parts_stage_times_each_part_against_eager(tmp_path):
     assert [x["applied"] for x in found] == [["fuse_qkv", "compile_regional"], ["compile_regional"],
                                              ["channels_last"], ["fuse_qkv"], ["compile_full"],
                                              ["compile_regional:reduce-overhead"], ["compile_full:max-autotune"]]
+
+
+def test_the_plan_says_what_would_run_and_about_how_long_without_running_it(tmp_path):
+    r = run_cli("gpu-check", "--plan", "--budget-s", "480", "--work-dir", str(tmp_path / "work"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = _lines(r.stdout)
+    stages = [x for x in lines if x["measure"] == "plan"]
+    assert [x["stage"] for x in stages] == ["sd15", "parts", "system", "cold_start", "sdxl"]  # SDXL last
+    assert stages[1]["parts"][0] == "full_graph"
+    total = lines[-1]
+    assert total["measure"] == "plan_total" and total["estimate_s"] == sum(x["estimate_s"] for x in stages)
+    assert total["fast"]["compile"] == "full" and total["fast"]["inductor_tuning"] is True
+    assert not (tmp_path / "work").exists()  # nothing ran
+
+
+def test_parts_time_each_option_against_eager_and_the_system_takes_the_fastest(tmp_path):
+    r = run_cli("gpu-check", "--toy", "--batch", "2", "--repeats", "1", "--rounds", "1", "--system-batches", "2",
+                "--stages", "parts,system", "--parts", "full_graph,inductor_tuning",
+                "--work-dir", str(tmp_path / "work"), cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = _lines(r.stdout)
+    found = [x for x in lines if x["measure"] == "part"]
+    assert [x["part"] for x in found] == ["full_graph", "inductor_tuning"]
+    assert found[0]["applied"] == ["fuse_qkv", "channels_last", "cudnn_benchmark",
+                                   "compile_full:max-autotune-no-cudagraphs+tuned",
+                                   "compile_vae"]  # cuDNN does nothing on the CPU; the flag still applies
+    assert all(x["max_abs_diff_vs_eager"] < 0.05 and x["speedup_median"] > 0 for x in found), found
+    summary = lines[-1]
+    assert set(summary["parts_speedup"]) == {"full_graph", "inductor_tuning"}
+    best = max(summary["parts_speedup"], key=summary["parts_speedup"].get)
+    assert summary.get("best_path", best) == best  # named when it beat eager, and the system ran with it

@@ -27,3 +27,37 @@ def test_a_compiled_denoiser_serves_more_shapes_than_dynamos_default_limit():
         want = np.asarray(eager(["a cat"], generator=torch.Generator().manual_seed(size), **call).images)
         got = np.asarray(compiled(["a cat"], generator=torch.Generator().manual_seed(size), **call).images)
         assert np.abs(got - want).max() < 1e-4  # pixels in [0, 1]
+
+
+@pytest.mark.slow  # the UNet and the VAE decoder at three batch buckets: about a minute on 2 cores
+def test_the_full_graph_recipe_matches_eager_and_compiles_nothing_more_on_a_second_run_of_mixed_batches():
+    from torch._dynamo.utils import counters
+
+    from genfleet.shared.fastpath import FULL_GRAPH
+    from genfleet.workers.sampling import GroupKey, ImageSpec, Sampler
+
+    torch._dynamo.reset()
+    # the recipe as a GPU gets it, less what the CPU has no use for (its autotuning mode, cuDNN), plus freezing
+    fast = FULL_GRAPH.model_copy(update={"compile_mode": "default", "cudnn_benchmark": False, "freezing": True})
+    eager, compiled = build("tiny-sd"), build("tiny-sd")
+    assert apply(compiled, fast) == ["fuse_qkv", "channels_last", "compile_full+tuned", "compile_vae"]
+    for p in (eager, compiled):
+        p.set_progress_bar_config(disable=True)
+    key = GroupKey("m", 64, 64, 1, 0.0)
+    sampler = Sampler(torch.device("cpu"), 4, {"m": fast})
+    plain = Sampler(torch.device("cpu"), 4)
+
+    def run(sizes: tuple[int, ...]) -> list[np.ndarray]:
+        images = []
+        for n in sizes:
+            specs = [ImageSpec(f"a cat {i}", None, 10 * n + i) for i in range(n)]
+            got = sampler.sample(compiled, key, specs)
+            want = plain.sample(eager, key, specs)
+            images += [np.asarray(g, dtype=float) - np.asarray(w, dtype=float) for g, w in zip(got, want, strict=True)]
+        return images
+
+    first = run((1, 3, 2))  # buckets 1, 4 and 2: each compiles once
+    graphs = counters["stats"]["unique_graphs"]
+    second = run((2, 1, 3, 1, 2))  # the same buckets, in another order
+    assert counters["stats"]["unique_graphs"] == graphs, "a batch size seen before compiled again"
+    assert max(np.abs(d).max() for d in first + second) <= 2  # 8-bit pixels: rounding apart
