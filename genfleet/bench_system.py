@@ -68,7 +68,10 @@ class System:
         # raw pipeline never makes, so they would not compare like with like.
         self.env = {**supervisor.worker_env(url, 0), "GENFLEET_MODEL": self.model, "GENFLEET_QUEUE": self.queue,
                     "GENFLEET_MAX_BATCH": str(self.batch), "GENFLEET_QUALITY_ATTEMPTS": "1",
-                    "GENFLEET_DATA_DIR": str(self.settings.data_dir), **storage}
+                    "GENFLEET_DATA_DIR": str(self.settings.data_dir),
+                    # signed as in production; with no signer named, a development one (the bench's own Redis
+                    # makes it the embedded default, but a GENFLEET_REDIS_URL given to the bench would not)
+                    "GENFLEET_PROVENANCE": os.environ.get("GENFLEET_PROVENANCE", "dev"), **storage}
         self.log = self.workdir / "worker.log"
         self.worker = supervisor.spawn(supervisor.worker_command(self.settings, "WARNING"), self.env, self.log)
         self._exit.callback(supervisor.stop, self.worker)

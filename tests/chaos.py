@@ -185,7 +185,9 @@ def run(args: argparse.Namespace) -> dict:
     env = {**os.environ, "GENFLEET_REDIS_URL": url, "GENFLEET_QUEUE": f"chaos-{prefix}", "PYTHONUNBUFFERED": "1",
            "GENFLEET_STORAGE_URL": f"s3://{BUCKET}/{prefix}", "GENFLEET_S3_ENDPOINT_URL": endpoint,
            "GENFLEET_METRICS_PORT": "0", "GENFLEET_QUALITY_ATTEMPTS": "1", "GENFLEET_LOG_FORMAT": "text",
-           "GENFLEET_MAX_DELIVERIES": str(args.max_deliveries)}
+           "GENFLEET_MAX_DELIVERIES": str(args.max_deliveries),
+           # workers sign as in production, with a development signer of the run's own
+           "GENFLEET_PROVENANCE": os.environ.get("GENFLEET_PROVENANCE", "dev"), "GENFLEET_DATA_DIR": str(tmp / "data")}
     fleet = Fleet(tmp, env)
     api, base = start_api(tmp / "api.log", env)
     r = client(url)

@@ -65,6 +65,10 @@ def test_every_stored_image_carries_valid_credentials_and_the_watermark_where_it
     cli = run_cli("verify", str(tmp_path / "out.jpg"), cwd=tmp_path,
                   env={"GENFLEET_DATA_DIR": str(stack.tmp / "data")})
     assert cli.returncode == 0 and json.loads(cli.stdout)["manifest"]["state"] == "Trusted", cli.stdout + cli.stderr
+    link = large["outputs"][0]["download_url"]  # a presigned URL: the CLI fetches it
+    by_url = run_cli("verify", link, cwd=tmp_path, env={"GENFLEET_DATA_DIR": str(tmp_path / "elsewhere")})
+    assert by_url.returncode == 0, by_url.stdout + by_url.stderr
+    assert json.loads(by_url.stdout)["manifest"]["state"] == "Valid"  # no development CA trusted over there
     screenshot = io.BytesIO()
     Image.open(io.BytesIO(jpeg)).save(screenshot, format="PNG")
     again = httpx.post(f"{api}/v1/verify", content=screenshot.getvalue()).json()
