@@ -85,12 +85,12 @@ class Signer:
 
 class ManifestReport(BaseModel):
     present: bool
-    valid: bool = False  # its signature and its hash of the image hold
+    valid: bool = False  # its signature and its hashes of the image hold (Valid or Trusted)
     state: str | None = None  # C2PA's: Invalid, Valid, or Trusted (Valid, and signed under a trusted root)
     signer: dict[str, Any] | None = None  # issuer, common name, algorithm, as the signature says
     assertions: dict[str, Any] = {}  # by label
     ingredients: list[dict[str, Any]] = []
-    failures: list[str] = []  # C2PA's validation codes for what did not hold
+    failures: list[str] = []  # C2PA's codes for what did not hold (`signingCredential.untrusted`: an unknown root)
     error: str | None = None
 
 
@@ -106,7 +106,7 @@ def read(data: bytes, mime: str, trust: list[bytes] | None = None) -> ManifestRe
     results = reader.get_validation_results() or {}
     failures = [f.get("code", "") for f in (results.get("activeManifest") or {}).get("failure", [])]
     state = reader.get_validation_state()
-    return ManifestReport(present=True, valid=state in ("Valid", "Trusted") and not failures, state=state,
+    return ManifestReport(present=True, valid=state in ("Valid", "Trusted"), state=state,
                           signer=active.get("signature_info"),
                           assertions={a["label"]: a.get("data") for a in active.get("assertions", [])},
                           ingredients=active.get("ingredients", []), failures=failures)

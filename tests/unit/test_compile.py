@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch._dynamo
 
-from genfleet.shared.fastpath import Compile, FastPath
+from genfleet.shared.fastpath import Compile, CompileMode, FastPath
 from genfleet.workers.architectures import build
 from genfleet.workers.fastpath import RECOMPILE_LIMIT, apply
 
@@ -38,7 +38,8 @@ def test_the_full_graph_recipe_matches_eager_and_compiles_nothing_more_on_a_seco
 
     torch._dynamo.reset()
     # the recipe as a GPU gets it, less what the CPU has no use for (its autotuning mode, cuDNN), plus freezing
-    fast = FULL_GRAPH.model_copy(update={"compile_mode": "default", "cudnn_benchmark": False, "freezing": True})
+    fast = FULL_GRAPH.model_copy(update={"compile_mode": CompileMode.default, "cudnn_benchmark": False,
+                                         "freezing": True})
     eager, compiled = build("tiny-sd"), build("tiny-sd")
     assert apply(compiled, fast) == ["fuse_qkv", "channels_last", "compile_full+tuned", "compile_vae"]
     for p in (eager, compiled):
