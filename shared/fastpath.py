@@ -68,7 +68,8 @@ class FastPath(BaseModel):
         if self.compile_mode is not CompileMode.default:
             needs.append("compile_mode")
         if self.compile is Compile.off and needs:
-            raise ValueError(f"{', '.join(needs)} need compile set to regional or full (it is off)")
+            raise ValueError(f"{', '.join(needs)} need{'s' if len(needs) == 1 else ''} compile set to regional or "
+                             "full (it is off)")
         return self
 
     @property

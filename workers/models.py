@@ -49,7 +49,16 @@ def load_pipeline(name: str, device: torch.device, registry: Registry | None = N
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     pipe = symbol_by_name((registry or Registry()).spec(name).loader)(name, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return without_own_watermark(pipe).to(device)
+
+
+def without_own_watermark(pipe: Any) -> Any:
+    """`pipe` without the watermark diffusers' SDXL pipelines add by themselves whenever `invisible-watermark`
+    is installed (a fixed payload, `dwtDct`): genfleet marks every image itself, with its own payload and method,
+    as settings say (shared/watermark.py), and one image must not carry two."""
+    if getattr(pipe, "watermark", None) is not None:
+        pipe.watermark = None
+    return pipe
 
 
 def weight_bytes(pipe: Any) -> int:
@@ -62,7 +71,7 @@ def task_pipeline(pipe: Any, task: Task) -> Any:
     """The pipeline that runs `task` on `pipe`'s components."""
     if task is Task.text_to_image or getattr(pipe, "serves_tasks", False):
         return pipe
-    return _TASK_PIPELINES[task].from_pipe(pipe)
+    return without_own_watermark(_TASK_PIPELINES[task].from_pipe(pipe))
 
 
 class PipelineCache:

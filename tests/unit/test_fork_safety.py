@@ -27,14 +27,15 @@ def test_the_worker_app_makes_torch_check_cuda_through_nvml():
     probe = ("from genfleet.workers.app import create_app; from genfleet.shared.settings import get_settings; "
              "create_app(get_settings()); import torch.cuda; "
              "print(torch.cuda._nvml_based_avail(), torch.cuda.is_initialized())")
-    # NVML answers; the parent never initialized CUDA
-    assert _probe(probe, GENFLEET_REDIS_URL="redis://127.0.0.1:1/0") == ["True", "False"]
+    # NVML answers; the parent never initialized CUDA (provenance off: a worker with no signer would not start)
+    assert _probe(probe, GENFLEET_REDIS_URL="redis://127.0.0.1:1/0", GENFLEET_PROVENANCE="off") == ["True", "False"]
 
 
 def test_importing_the_worker_modules_builds_nothing_exits_nothing_and_edits_no_environment():
     # With GENFLEET_REDIS_URL unset, building the app would exit (`genfleet worker` starts the embedded Redis).
-    # torch's own import sets TORCHINDUCTOR_CACHE_DIR: the libraries are imported before the environment is read
-    probe = ("import os, torch, diffusers, transformers, celery; before = dict(os.environ); "
+    # torch's own import sets TORCHINDUCTOR_CACHE_DIR, and OpenCV's (which diffusers imports once the watermark's
+    # package is installed) Qt's paths: the libraries are imported before the environment is read
+    probe = ("import os, torch, diffusers, transformers, celery, cv2; before = dict(os.environ); "
              "import genfleet.workers.app as w, genfleet.workers.webhooks as h, genfleet.api.app as a; "
              "print(dict(os.environ) == before, w._worker is None, h._settings is None, 'app' not in vars(a))")
     assert _probe(probe) == ["True", "True", "True", "True"]
