@@ -17,7 +17,7 @@ from PIL import Image
 from genfleet.shared import metrics, watermark
 from genfleet.shared.failpoints import failpoint
 from genfleet.shared.provenance import MIME, Made, Signer, has_manifest
-from genfleet.shared.schema import ImageOutput, Job, OutputFormat
+from genfleet.shared.schema import ImageOutput, Job
 from genfleet.shared.settings import Settings
 from genfleet.shared.signing import require
 from genfleet.shared.storage import Storage
@@ -51,20 +51,20 @@ class Marker:
             return image, []
         return watermark.embed(image, s.watermark_payload), [WATERMARK]
 
-    def sign(self, data: bytes, job: Job, output: ImageOutput, marks: list[str], storage: Storage) -> bytes:
-        """The encoded image with its Content Credentials (or as it is, with provenance off)."""
+    def sign(self, data: bytes, job: Job, output: ImageOutput, marks: list[str],
+             ingredient: tuple[bytes, str] | None) -> bytes:
+        """The encoded image with its Content Credentials (or as it is, with provenance off); `ingredient`: the
+        job's input, from `ingredient`, read once for all its images."""
         if self.signer is None:
             return data
-        fmt = job.request.output_format
         made = Made(job.model, str(job.id), output.index, output.seed, marks,
                     job.request.prompt if self.settings.provenance_prompt else None, output.key.rsplit("/", 1)[-1])
-        ingredient = self._ingredient(job, storage)
         signer = self.signer
 
         def attempt() -> bytes:
             try:
                 failpoint("write.sign")
-                return signer.sign(data, MIME[_pil_format(fmt)], made, ingredient)
+                return signer.sign(data, job.request.output_format.content_type, made, ingredient)
             except Exception:
                 metrics.SIGNING_FAILURES.labels(job.model).inc()
                 raise
@@ -77,17 +77,13 @@ class Marker:
     def marks(self, watermarked: list[str]) -> list[str]:
         return [*watermarked, *([C2PA] if self.signer is not None else [])]
 
-    def _ingredient(self, job: Job, storage: Storage) -> tuple[bytes, str] | None:
-        """The job's input image, when it carries a manifest of its own (an earlier genfleet output, a camera's
-        signed photo)."""
+    def ingredient(self, job: Job, storage: Storage) -> tuple[bytes, str] | None:
+        """The job's input image, when provenance is on and it carries a manifest of its own (an earlier genfleet
+        output, a camera's signed photo)."""
         key = job.request.image
-        if key is None:
+        if key is None or self.signer is None:
             return None
         data = storage.get(key)
         with Image.open(io.BytesIO(data)) as im:
             mime = MIME.get(im.format or "")
         return (data, mime) if mime is not None and has_manifest(data, mime) else None
-
-
-def _pil_format(fmt: OutputFormat) -> str:
-    return fmt.value.upper()

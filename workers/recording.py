@@ -111,6 +111,7 @@ def write_job(job: Job, slots: list[Slot], timings: dict[str, float], ctx: Recor
     encode_s = 0.0
     try:
         outputs = []
+        ingredient = ctx.marker.ingredient(job, ctx.storage)  # once a job, not once an image
         for i, slot in enumerate(slots):
             key = image_key(job, i, bool(slot.nsfw) and ctx.settings.safety is Safety.separate)
             t_enc = time.perf_counter()
@@ -119,7 +120,7 @@ def write_job(job: Job, slots: list[Slot], timings: dict[str, float], ctx: Recor
                                  scores=slot.scores, width=image.width, height=image.height, attempts=slot.attempts,
                                  nsfw=slot.nsfw, marks=ctx.marker.marks(watermarked))
             data = ctx.marker.sign(encoded(image, job, output, ctx.settings.png_compress_level), job, output,
-                                   watermarked, ctx.storage)
+                                   watermarked, ingredient)
             encode_s += time.perf_counter() - t_enc
             ctx.storage.put(key, data, job.request.output_format.content_type, if_absent=True)
             failpoint("write.after-image", whole_worker=True)
