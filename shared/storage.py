@@ -119,9 +119,13 @@ class LocalStorage:
 class S3Storage:
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
         self.bucket, self.prefix = bucket, prefix.strip("/")
-        # botocore's standard retry mode: backoff with jitter on throttling, 5xx and connection errors
+        # botocore's standard retry mode: backoff with jitter on throttling, 5xx and connection errors. SigV4
+        # links: expiry bounded at 7 days, accepted everywhere. Checksums only where S3 requires one: the CRC32
+        # that botocore 1.36 began adding to every PUT is refused by some S3-compatible stores, and the worker
+        # spends its CPU per image on it (docs/benchmarks.md).
         config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30,
-                        signature_version="s3v4")  # SigV4 links: expiry bounded at 7 days, accepted everywhere
+                        signature_version="s3v4", request_checksum_calculation="when_required",
+                        response_checksum_validation="when_required")
         self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
     def put(self, key: str, data: bytes, content_type: str, if_absent: bool = False) -> bool:

@@ -4,6 +4,7 @@ watermark's survival. No process, no network: signing is local."""
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -56,6 +57,22 @@ def test_an_input_with_a_manifest_is_named_as_an_ingredient_and_the_prompt_only_
     assert report.valid and [i["relationship"] for i in report.ingredients] == ["inputTo"]
     assert report.assertions[GENERATION]["prompt"] == "a red cat"
     assert read(encoded(blocks(64)), "image/png").present is False
+
+
+def test_one_signer_signs_from_many_threads_at_once(dev):
+    """Each thread keeps a native signer of its own (shared/provenance.py): four threads signing at once, eight
+    images each, all validate and each names its own job."""
+    signer = Signer(dev)
+
+    def sign_eight(thread: int) -> list[tuple[str, bytes]]:
+        return [(f"{thread}-{i}", signer.sign(encoded(blocks(64, seed=i)), "image/png",
+                                              Made("embedded", f"{thread}-{i}", 0, i, []))) for i in range(8)]
+
+    with ThreadPoolExecutor(4) as pool:
+        signed = [item for batch in pool.map(sign_eight, range(4)) for item in batch]
+    for job_id, data in signed:
+        report = read(data, "image/png", [dev.ca])
+        assert report.state == "Trusted" and report.assertions[GENERATION]["job_id"] == job_id
 
 
 def test_who_signs(tmp_path):

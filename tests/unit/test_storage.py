@@ -1,6 +1,8 @@
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from threading import Thread
 
 import pytest
 
@@ -106,3 +108,41 @@ def test_an_input_url_maps_to_a_key_of_this_storage_or_to_nothing(tmp_path, monk
     assert s3.key_of("s3://bucket/run-2/inputs/a.png") is None  # another prefix: not this server's objects
     assert s3.key_of("http://evil.example/bucket/run-1/inputs/a.png") is None
     assert s3.key_of("s3://bucket/run-1/../secrets") is None
+
+
+class _Recording(BaseHTTPRequestHandler):
+    """An S3 endpoint's front door that keeps each request's headers and body and answers 200: what went over
+    the wire, seen by something other than botocore."""
+
+    seen: list[tuple[dict[str, str], bytes]] = []
+
+    def do_PUT(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        self.send_response(200)
+        self.send_header("ETag", '"0"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.integration  # loopback HTTP
+def test_a_put_carries_no_checksum_s3_does_not_require(monkeypatch):
+    """botocore 1.36 and later add a CRC32 to every PUT unless told otherwise; some S3-compatible stores refuse
+    it, and it is CPU the worker spends per image. The request as it arrives says what was sent."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recording)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        storage = S3Storage(BUCKET, "p", f"http://127.0.0.1:{server.server_address[1]}")
+        assert storage.put("j/0.png", b"\x89PNG-bytes", "image/png", if_absent=True)
+    finally:
+        server.shutdown()
+    (headers, body), = _Recording.seen
+    assert body == b"\x89PNG-bytes" and headers["if-none-match"] == "*"
+    assert not [h for h in headers if h.startswith("x-amz-checksum") or h == "x-amz-sdk-checksum-algorithm"], headers
+    assert "aws-chunked" not in headers.get("content-encoding", "")
