@@ -15,10 +15,13 @@ in every other round (off first), and the last line then gives each side's media
 the on side's over the off side's: what previews cost the whole system, measured against the same raw side.
 
 Each round also says where the CPU went, as the kernel counts it (not as the system reports itself): CPU
-seconds per image of the raw pipeline, and of each part of the system (worker, API, Redis, the S3 server when
+seconds per image of the raw pipeline, and of each part of the system (the worker, and within it its main
+process, its sampling and its writes, from the kernel's per-thread counts; the API, Redis, the S3 server when
 started here, and this process's watching), and `cpu_bound_ratio`, the raw side's over the system's. When
 sampling keeps every core busy on both sides, that is the ratio the cores allow: the system cannot come closer
-to the raw pipeline than the extra CPU it spends per image lets it.
+to the raw pipeline than the extra CPU it spends per image lets it. `worker_cpu_ratio` is the worker's CPU per
+image over the raw side's: what the worker spends beyond the pipeline itself. The last line gives its median
+and spread, and each part's median CPU seconds per image.
 
 `--through api` sends the jobs as one `POST /v1/batches` to an API process, with images going to S3-compatible
 storage: `--storage-url s3://bucket/prefix` and `--s3-endpoint` (or `GENFLEET_STORAGE_URL` and
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     raw_images_per_s(pipe, key, args.batch, device, 1)
     kind: type[System] = ThroughAPI if args.through == "api" else InProcess
     raws, systems, ratios, bounds, with_previews = [], [], [], [], []
+    worker_ratios: list[float] = []
+    cpus: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="genfleet-bench-") as tmp, \
             kind(model, request, args.batch, settings, Path(tmp), args.storage_url, args.s3_endpoint) as system:
         for n in range(args.rounds):
@@ -134,10 +139,13 @@ def main(argv: list[str] | None = None) -> None:
             second, second_cpu = _raw_half(pipe, key, args, device)
             raw, raw_cpu = 2 / (1 / first + 1 / second), (first_cpu + second_cpu) / 2  # equal images a half
             per_image = {part: (after[part] - before[part]) / args.jobs for part in after}
+            worker_cpu = sum(v for part, v in per_image.items() if part.startswith("worker_"))
             raws.append(raw)
             systems.append(sys_rate)
             ratios.append(sys_rate / raw)
             bounds.append(raw_cpu / sum(per_image.values()))
+            worker_ratios.append(worker_cpu / raw_cpu)
+            cpus.append({"raw": raw_cpu, "worker": worker_cpu, **per_image})
             # bench_process_cpu_share: what the measurement itself (the watching) took from the cores the
             # worker shares
             emit(measure="round", round=n, previews=request["previews"], previews_published=system.previews_published(),
@@ -145,11 +153,12 @@ def main(argv: list[str] | None = None) -> None:
                  raw_halves_images_per_s=[first, second],
                  system_images_per_s=sys_rate, ratio=ratios[-1],
                  bench_process_cpu_share=(after["bench"] - before["bench"]) / wall,
-                 cpu_s_per_image={"raw": raw_cpu, **per_image}, cpu_bound_ratio=bounds[-1])
+                 cpu_s_per_image=cpus[-1], cpu_bound_ratio=bounds[-1], worker_cpu_ratio=worker_ratios[-1])
     emit(model=args.model, device=str(device), through=args.through, write_in=settings.write_in.value,
          rounds=args.rounds, batch=args.batch,
          raw_batch1_images_per_s=raw1, raw_batched_images_per_s=spread(raws),
-         system_images_per_s=spread(systems), cpu_bound_ratio=spread(bounds), ratio_min=min(ratios),
+         system_images_per_s=spread(systems), cpu_bound_ratio=spread(bounds), worker_cpu_ratio=spread(worker_ratios),
+         cpu_s_per_image={part: statistics.median(c[part] for c in cpus) for part in cpus[0]}, ratio_min=min(ratios),
          ratio_max=max(ratios), ratio=statistics.median(ratios), **_previews_summary(ratios, with_previews))
 
 

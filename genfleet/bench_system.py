@@ -26,7 +26,9 @@ from genfleet.shared.queue import publish, publisher
 from genfleet.shared.redis_server import client
 from genfleet.shared.schema import JobRequest
 from genfleet.shared.settings import Settings
+from genfleet.workers.threads import WRITE, kernel_name
 
+WRITER_MODULE = "genfleet.workers.write_process"  # a writer process's command line names it
 POLL_S = 0.05  # how often a round looks for its end: at most this much added to a round of several seconds
 
 
@@ -42,6 +44,26 @@ def _cpu_seconds(proc: psutil.Process) -> float:
     except psutil.NoSuchProcess:
         return 0.0
     return times.user + times.system
+
+
+def worker_cpu(worker: psutil.Process) -> dict[str, float]:
+    """A worker's CPU seconds so far by what spends them, from the kernel's per-thread accounting: its main
+    process (Celery's consumer: messages, acks, heartbeats, the batches' hand-over), the writes (the threads
+    named `genfleet-write`, and a writer process whole) and the sampling (every other thread of a pool process:
+    the pipeline's call and its OpenMP threads, the batch's bookkeeping). A thread that has ended takes its
+    count with it; the writing threads live as long as their pool."""
+    parts = {"worker_main": _cpu_seconds(worker), "worker_sampling": 0.0, "worker_writes": 0.0}
+    for proc in worker.children(recursive=True):
+        try:
+            if WRITER_MODULE in " ".join(proc.cmdline()):
+                parts["worker_writes"] += _cpu_seconds(proc)
+                continue
+            for thread in proc.threads():
+                part = "worker_writes" if kernel_name(proc.pid, thread.id) == WRITE else "worker_sampling"
+                parts[part] += thread.user_time + thread.system_time
+        except psutil.NoSuchProcess:
+            continue
+    return parts
 
 
 class System:
@@ -92,16 +114,16 @@ class System:
         raise NotImplementedError
 
     def cpu_by_part(self) -> dict[str, float]:
-        """CPU seconds the kernel has charged so far to each part: the worker (main process and pool), the API,
-        Redis and moto's S3 server when started here, and this process (the watching)."""
+        """CPU seconds the kernel has charged so far to each part: the worker by what does it (`worker_cpu`), the
+        API, Redis and moto's S3 server when started here, and this process (the watching)."""
         me = psutil.Process()
         worker = psutil.Process(self.worker.pid)
         worker_pids = {worker.pid} | {p.pid for p in worker.children(recursive=True)}
-        parts = {"worker": 0.0, "api": 0.0, "redis": 0.0, "s3": 0.0, "other": 0.0, "bench": _cpu_seconds(me)}
+        parts = {**worker_cpu(worker), "api": 0.0, "redis": 0.0, "s3": 0.0, "other": 0.0, "bench": _cpu_seconds(me)}
         for proc in me.children(recursive=True):
             if proc.pid in worker_pids:
-                part = "worker"
-            elif self.api is not None and proc.pid == self.api.pid:
+                continue
+            if self.api is not None and proc.pid == self.api.pid:
                 part = "api"
             elif self.s3 is not None and proc.pid == self.s3.pid:
                 part = "s3"

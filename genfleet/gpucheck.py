@@ -120,7 +120,8 @@ def system(args: argparse.Namespace, folder: Path, cache: Path, write_in: str, t
     emit(measure="system", model="sd15", write_in=write_in, batch=args.batch, rounds=args.rounds, jobs_a_round=jobs,
          ratio=last["ratio"], ratio_min=last["ratio_min"], ratio_max=last["ratio_max"],
          system_images_per_s=last["system_images_per_s"], raw_batched_images_per_s=last["raw_batched_images_per_s"],
-         cpu_bound_ratio=last["cpu_bound_ratio"])
+         cpu_bound_ratio=last["cpu_bound_ratio"], worker_cpu_ratio=last["worker_cpu_ratio"],
+         cpu_s_per_image=last["cpu_s_per_image"])
     return float(last["system_images_per_s"]["median"])
 
 

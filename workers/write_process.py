@@ -33,6 +33,7 @@ from typing import Any
 from genfleet.shared.schema import Job
 from genfleet.shared.settings import Settings
 from genfleet.workers.recording import Recording, Slot
+from genfleet.workers.threads import WRITE, name_this_thread
 from genfleet.workers.writer import Backlog
 
 log = logging.getLogger("genfleet.workers.write_process")  # by name: the writer runs this module as __main__
@@ -173,7 +174,7 @@ def serve(conn: Connection, threads: int, ctx: Recording) -> None:
         except OSError:  # the pool process is gone: nobody is waiting for this reply
             pass
 
-    with ThreadPoolExecutor(threads, thread_name_prefix="genfleet-write") as pool:
+    with ThreadPoolExecutor(threads, thread_name_prefix=WRITE, initializer=name_this_thread, initargs=(WRITE,)) as pool:
         while True:
             try:
                 call_id, job, slots, timings = conn.recv()

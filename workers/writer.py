@@ -15,6 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from genfleet.shared.schema import Job
 from genfleet.workers.recording import Recording, Slot, write_job
+from genfleet.workers.threads import WRITE, name_this_thread
 
 T = TypeVar("T")
 
@@ -45,7 +46,8 @@ class Backlog:
 
 class BoundedWriter:
     def __init__(self, threads: int, capacity: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="genfleet-write")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=WRITE, initializer=name_this_thread,
+                                        initargs=(WRITE,))
         self.backlog = Backlog(capacity)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:

@@ -33,16 +33,24 @@ def test_bench_prints_interleaved_rounds_ending_with_the_median_ratio(tmp_path, 
         first, second = line["raw_halves_images_per_s"]
         assert line["raw_batched_images_per_s"] == pytest.approx(2 / (1 / first + 1 / second))
         cpu = line["cpu_s_per_image"]
-        assert set(cpu) == {"raw", "worker", "api", "redis", "s3", "other", "bench"}
-        # the kernel's count must find the sampling where it runs, in the worker's pool, not only its main process
-        assert cpu["worker"] > cpu["raw"] / 2 > 0
+        worker_parts = {"worker_main", "worker_sampling", "worker_writes"}
+        assert set(cpu) == {"raw", "worker", "api", "redis", "s3", "other", "bench"} | worker_parts
+        # the kernel's count must find the sampling where it runs, in the worker's pool (not its main process,
+        # nor the threads that write)
+        assert cpu["worker_sampling"] > cpu["raw"] / 2 > 0
+        assert cpu["worker"] == pytest.approx(sum(cpu[part] for part in worker_parts))
         assert through == "api" or cpu["api"] == cpu["s3"] == 0
-        system_cpu = sum(v for part, v in cpu.items() if part != "raw")
+        system_cpu = sum(v for part, v in cpu.items() if part not in ("raw", "worker"))
         assert line["cpu_bound_ratio"] == pytest.approx(cpu["raw"] / system_cpu)
+        assert line["worker_cpu_ratio"] == pytest.approx(cpu["worker"] / cpu["raw"])
     # the API's and moto's few milliseconds a round are counted in the kernel's 10 ms ticks: summed over the
     # rounds, not each; moto is its own process, so its requests are not charged to the watching
     for part in ("api", "s3"):
         assert (sum(x["cpu_s_per_image"][part] for x in rounds) > 0) == (through == "api"), part
+    # the writes are found on threads named for them, or in the writer process, whichever writes
+    assert sum(x["cpu_s_per_image"]["worker_writes"] for x in rounds) > 0
+    assert last["worker_cpu_ratio"]["median"] == statistics.median(x["worker_cpu_ratio"] for x in rounds)
+    assert last["cpu_s_per_image"]["worker"] == statistics.median(x["cpu_s_per_image"]["worker"] for x in rounds)
     assert last["cpu_bound_ratio"]["median"] == statistics.median(x["cpu_bound_ratio"] for x in rounds)
     ratios = sorted(line["ratio"] for line in rounds)
     assert (last["ratio_min"], last["ratio"], last["ratio_max"]) == tuple(ratios)  # median of three, and spread

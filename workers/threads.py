@@ -1,0 +1,39 @@
+"""Names a thread as the kernel knows it, so `top -H`, py-spy and the kernel's per-thread CPU accounting
+(/proc/PID/task/TID/comm) tell the worker's writing threads from its sampling ones. Python 3.11 names threads
+for itself only; the kernel's name is set with prctl(PR_SET_NAME), Linux only, at most 15 bytes."""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from collections.abc import Callable
+
+WRITE = "genfleet-write"  # the threads that encode, sign and store images: `genfleet bench` counts them apart
+_PR_SET_NAME = 15
+
+
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # this process's libc, as workers/write_process.py does
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+
+
+def name_this_thread(name: str) -> None:
+    """Gives the calling thread `name` (cut to 15 bytes) in the kernel; nothing where that cannot be done."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+
+
+def kernel_name(pid: int, tid: int) -> str | None:
+    """A thread's name as the kernel has it, or None once it is gone (or off Linux)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
