@@ -6,6 +6,7 @@ switchable (`GENFLEET_FASTPATH`, JSON: model name, or "*" for every model, to a 
                               "inductor_tuning": true, "compile_vae": true, "channels_last": true,
                               "cudnn_benchmark": true}}'   # the full-graph recipe (FULL_GRAPH)
     GENFLEET_FASTPATH='{"embedded": {"deep_cache_interval": 3}}'   # one model only
+    GENFLEET_FASTPATH='{"sdxl": {"compile": "full", "quantize": "fp8"}}'   # FP8 linear layers (Ada, Hopper)
     GENFLEET_COMPILE_CACHE_DIR=/compile-cache   # a volume: a scale-up reuses the compiled kernels
 
 It lives in shared/ because the API validates it with the rest of the settings; workers/fastpath.py applies it.
@@ -37,6 +38,16 @@ class CompileMode(StrEnum):
     max_autotune_no_cudagraphs = "max-autotune-no-cudagraphs"
 
 
+class Quantize(StrEnum):
+    """The denoiser's linear layers in fewer bits, with torchao (workers/quantize.py)."""
+
+    off = "off"
+    # FP8 activations and weights, dynamically scaled, on FP8 tensor cores: for SDXL, SD3 and Flux on a GPU of
+    # compute capability 8.9 or newer (skipped with a warning elsewhere); the scorers measure its cost
+    fp8 = "fp8"
+    int8_weight = "int8-weight"  # int8 weights, dequantized on the fly: half their memory; runs anywhere
+
+
 class FastPath(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -61,6 +72,7 @@ class FastPath(BaseModel):
     compile_vae: bool = False  # the VAE decoder compiled too, with the same options (it is most of a decode)
     freezing: bool = False  # inductor folds the weights in as constants (inference only; longer compiles)
     cudnn_benchmark: bool = False  # cuDNN times its convolution algorithms for each shape and keeps the fastest
+    quantize: Quantize = Quantize.off
 
     @model_validator(mode="after")
     def _options_need_a_compile(self) -> FastPath:

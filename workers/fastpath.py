@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from genfleet.shared.fastpath import Compile, CompileMode, FastPath
-from genfleet.workers import deepcache
+from genfleet.workers import deepcache, quantize
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ def apply(pipe: Any, fast: FastPath) -> list[str]:
     if fast.fuse_qkv and hasattr(net, "fuse_qkv_projections"):
         net.fuse_qkv_projections()
         done.append("fuse_qkv")
+    if quantized := quantize.apply(net, fast.quantize, next(net.parameters()).device):  # after fusing, before compiling
+        done.append(quantized)
     if fast.channels_last:
         modules: list[Any] = [m for m in (net, vae) if isinstance(m, torch.nn.Module)]
         for module in modules:
