@@ -7,9 +7,9 @@
   small batches. It runs anywhere, which is how the suite checks this module's wiring on the CPU.
 
 Quantize before compiling (inductor then fuses the scaling into the matmuls) and after fusing QKV (so the fused
-projection is quantized whole). Only linear layers whose both dimensions are multiples of 16 are converted:
-FP8's scaled matmul requires it, and the few others (a time embedding's first layer) are a rounding error of
-the FLOPs. Convolutions, norms and the VAE stay as they are.
+projection is quantized whole). Only linear layers whose both dimensions are multiples of 16 are converted, as
+FP8's scaled matmul requires (`quantize` returns how many were); convolutions, norms and the VAE stay as they
+are.
 """
 
 from __future__ import annotations
