@@ -15,7 +15,6 @@ idempotent like any other (workers/recording.py).
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import logging
 import os
@@ -25,7 +24,7 @@ import socket
 import subprocess
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 from genfleet.shared.schema import Job
 from genfleet.shared.settings import Settings
 from genfleet.workers.recording import Recording, Slot
-from genfleet.workers.threads import WRITE, name_this_thread
+from genfleet.workers.threads import PRCTL, write_pool
 from genfleet.workers.writer import Backlog
 
 log = logging.getLogger("genfleet.workers.write_process")  # by name: the writer runs this module as __main__
@@ -143,10 +142,9 @@ class ProcessWrites:
 def _die_with_parent(parent: int) -> None:
     """SIGKILL when the pool process dies, as it would in a pod that died whole (Linux; elsewhere the writer
     sees its socket close and exits after the writes in hand)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
+    if PRCTL is None:
         return
+    PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the call took effect
         os._exit(1)
 
@@ -174,7 +172,7 @@ def serve(conn: Connection, threads: int, ctx: Recording) -> None:
         except OSError:  # the pool process is gone: nobody is waiting for this reply
             pass
 
-    with ThreadPoolExecutor(threads, thread_name_prefix=WRITE, initializer=name_this_thread, initargs=(WRITE,)) as pool:
+    with write_pool(threads) as pool:
         while True:
             try:
                 call_id, job, slots, timings = conn.recv()

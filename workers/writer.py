@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from typing import Any, Generic, Protocol, TypeVar
 
 from genfleet.shared.schema import Job
 from genfleet.workers.recording import Recording, Slot, write_job
-from genfleet.workers.threads import WRITE, name_this_thread
+from genfleet.workers.threads import write_pool
 
 T = TypeVar("T")
 
@@ -46,8 +46,7 @@ class Backlog:
 
 class BoundedWriter:
     def __init__(self, threads: int, capacity: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=WRITE, initializer=name_this_thread,
-                                        initargs=(WRITE,))
+        self._pool = write_pool(threads)
         self.backlog = Backlog(capacity)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
