@@ -47,14 +47,15 @@ def _cpu_seconds(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
-def worker_cpu(worker: psutil.Process) -> dict[str, float]:
+def worker_cpu(worker: psutil.Process, children: list[psutil.Process]) -> dict[str, float]:
     """A worker's CPU seconds so far by what spends them, from the kernel's per-thread accounting: its main
     process (Celery's consumer: messages, acks, heartbeats, the batches' hand-over), the writes (the threads
     named `genfleet-write`, and a writer process whole) and the sampling (every other thread of a pool process:
     the pipeline's call and its OpenMP threads, the batch's bookkeeping). A thread that has ended takes its
-    count with it; the writing threads live as long as their pool."""
+    count with it; the writing threads live as long as their pool. `children`: the worker's processes below its
+    main one."""
     parts = {"worker_main": _cpu_seconds(worker), "worker_sampling": 0.0, "worker_writes": 0.0}
-    for proc in worker.children(recursive=True):
+    for proc in children:
         try:
             if WRITER_MODULE in " ".join(proc.cmdline()):
                 parts["worker_writes"] += _cpu_seconds(proc)
@@ -119,8 +120,10 @@ class System:
         API, Redis and moto's S3 server when started here, and this process (the watching)."""
         me = psutil.Process()
         worker = psutil.Process(self.worker.pid)
-        worker_pids = {worker.pid} | {p.pid for p in worker.children(recursive=True)}
-        parts = {**worker_cpu(worker), "api": 0.0, "redis": 0.0, "s3": 0.0, "other": 0.0, "bench": _cpu_seconds(me)}
+        children = worker.children(recursive=True)
+        worker_pids = {worker.pid} | {p.pid for p in children}
+        parts = {**worker_cpu(worker, children), "api": 0.0, "redis": 0.0, "s3": 0.0, "other": 0.0,
+                 "bench": _cpu_seconds(me)}
         for proc in me.children(recursive=True):
             if proc.pid in worker_pids:
                 continue
@@ -154,19 +157,15 @@ class System:
     def _jobs(self, n: int) -> list[JobRequest]:
         return [JobRequest(**{**self.request, "seed": i}) for i in range(n)]
 
-    def _wait_finished(self, batch_id: str) -> Batch:
+    def _wait_finished(self, batch_id: str, total: int) -> Batch:
         """Polls the batch's finished counts (one HMGET of three small numbers, nothing parsed) until they reach
-        its total, then reads the batch once: cheap enough that the watching takes next to nothing from the cores
-        the worker shares, and fine enough (`POLL_S`) to add little to a round."""
-        batches = BatchStore(self.store)
-        batch = batches.get(batch_id)
-        if batch is None:
-            raise RuntimeError(f"bench batch {batch_id} has no record")
+        its `total` jobs, then reads the batch once: cheap enough that the watching takes next to nothing from the
+        cores the worker shares, and fine enough (`POLL_S`) to add little to a round."""
         counts = keys.batch_counts(batch_id)
-        while sum(int(n or 0) for n in self.store.redis.hmget(counts, TERMINAL)) < batch.total:
+        while sum(int(n or 0) for n in self.store.redis.hmget(counts, TERMINAL)) < total:
             self._check_worker()
             time.sleep(POLL_S)
-        seen = batches.get(batch_id)
+        seen = BatchStore(self.store).get(batch_id)
         if seen is None or seen.status != "finished":
             raise RuntimeError(f"bench batch {batch_id}: its counts say finished, its record {seen}")
         return seen
@@ -185,7 +184,7 @@ class InProcess(System):
         start = time.perf_counter()
         BatchStore(self.store).create(batch, stream)
         publish(stream, self.store, app, self.settings)
-        seen = self._wait_finished(str(batch.id))
+        seen = self._wait_finished(str(batch.id), jobs)
         elapsed = time.perf_counter() - start
         if seen.counts is None or seen.counts.succeeded != jobs:
             raise RuntimeError(self._why(seen))
@@ -233,7 +232,7 @@ class ThroughAPI(System):
         start = time.perf_counter()
         batch = self.http.post("/v1/batches", json={"prompts": prompts, "params": params}).raise_for_status().json()
         self.last_batch = batch["id"]
-        seen = self._wait_finished(batch["id"])
+        seen = self._wait_finished(batch["id"], jobs)
         elapsed = time.perf_counter() - start
         # what a client sees: the API must report the batch finished, every job succeeded
         batch = self.http.get(f"/v1/batches/{batch['id']}").raise_for_status().json()

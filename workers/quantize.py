@@ -24,6 +24,7 @@ from genfleet.shared.fastpath import Quantize
 log = logging.getLogger(__name__)
 
 FP8_CAPABILITY = (8, 9)
+_FP8_NEEDS = "FP8 needs a CUDA GPU of compute capability {}.{} or newer (Ada, Hopper)".format(*FP8_CAPABILITY)
 
 
 def unsupported(kind: Quantize, device: torch.device) -> str | None:
@@ -36,20 +37,18 @@ def unsupported(kind: Quantize, device: torch.device) -> str | None:
         return "torchao is not installed (it comes with genfleet's worker extra)"
     if kind is Quantize.fp8:
         if device.type != "cuda":
-            return f"FP8 needs a CUDA GPU of compute capability {FP8_CAPABILITY[0]}.{FP8_CAPABILITY[1]} or newer; " \
-                   f"this device is {device.type}"
+            return f"{_FP8_NEEDS}; this device is {device.type}"
         capability = torch.cuda.get_device_capability(device)
         if capability < FP8_CAPABILITY:
-            return (f"FP8 needs compute capability {FP8_CAPABILITY[0]}.{FP8_CAPABILITY[1]} or newer (Ada, Hopper); "
-                    f"this GPU has {capability[0]}.{capability[1]}")
+            return f"{_FP8_NEEDS}; this GPU has {capability[0]}.{capability[1]}"
     return None
 
 
 def probe(kind: Quantize, device: torch.device, dtype: torch.dtype) -> str | None:
     """Why `kind` cannot run here, or None once it has converted and run a small linear layer: where torchao and
     this torch disagree, a GPU check learns it in a second instead of after building a model."""
-    if kind is Quantize.off or (why := unsupported(kind, device)) is not None:
-        return None if kind is Quantize.off else why
+    if (why := unsupported(kind, device)) is not None or kind is Quantize.off:
+        return why
     try:
         layer = torch.nn.Sequential(torch.nn.Linear(64, 64)).to(device, dtype)
         quantize(layer, kind)
